@@ -1,0 +1,1 @@
+"""FP16 conversion and INT8 post-training quantization (planned: see the project issues)."""

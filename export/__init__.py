@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export and TensorRT engine building (planned: see the project issues)."""

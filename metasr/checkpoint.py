@@ -1,0 +1,121 @@
+"""Checkpoints: self-describing safetensors (config + weights), and strict loading of official state dicts.
+
+A ``.safetensors`` checkpoint stores the :class:`ModelConfig` as JSON in its metadata, so it loads with no
+side configuration. A ``.pt``/``.pth`` file is read as a plain state dict in the official Meta-RDN key
+layout (no prefix) with ``torch.load(weights_only=True)`` (never executing pickled code) and loaded strictly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from metasr.config import ModelConfig, preset
+from metasr.fileio import atomic_path
+from metasr.model import MetaSR
+
+__all__ = ["CheckpointError", "load_model", "official_state_dict", "read_metadata", "save_model"]
+
+FORMAT = "metasr-checkpoint"
+FORMAT_VERSION = "1"
+_TOP_LEVEL = ("sub_mean.", "add_mean.", "P2W.")
+_SHOW = 5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or whose tensors do not fit the model exactly."""
+
+
+def _to_official(key: str) -> str:
+    return key.removeprefix("backbone.")
+
+
+def _from_official(key: str) -> str:
+    return key if key.startswith(_TOP_LEVEL) else f"backbone.{key}"
+
+
+def official_state_dict(model: MetaSR) -> dict[str, torch.Tensor]:
+    """The model's tensors under the official key names (backbone keys without prefix)."""
+    return {_to_official(k): v for k, v in model.state_dict().items()}
+
+
+def _check_strict(model: MetaSR, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = {_to_official(k): v.shape for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [
+        f"{k} (expected {tuple(expected[k])}, got {tuple(state[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)):
+        if keys:
+            more = f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:_SHOW])}{more}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit a {model.config.name or model.config.backbone} model: " + "; ".join(problems)
+        )
+
+
+def _load_state(model: MetaSR, state: dict[str, torch.Tensor], source: str) -> MetaSR:
+    _check_strict(model, state, source)
+    model.load_state_dict({_from_official(k): v for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def save_model(model: MetaSR, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (config + weights, official key names) to a safetensors file atomically."""
+    path = Path(path)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json(), **(extra or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in official_state_dict(model).items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata of a metasr safetensors checkpoint (raises :class:`CheckpointError` otherwise)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a metasr checkpoint (no config metadata)")
+    return meta
+
+
+def load_model(path: str | os.PathLike[str], config: ModelConfig | str | None = None) -> MetaSR:
+    """Load a checkpoint into a fresh :class:`MetaSR` in eval mode, strictly.
+
+    ``.safetensors``: the config stored inside is used (``config`` must be None or equal). ``.pt``/``.pth``:
+    a plain state dict in the official key layout; ``config`` (a ModelConfig or preset name) defaults to
+    the official Meta-RDN (``"rdn"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if isinstance(config, str):
+        config = preset(config)
+    if path.suffix == ".safetensors":
+        stored = ModelConfig.from_json(read_metadata(path)["config"])
+        if config is not None and config != stored:
+            raise CheckpointError(f"{path} holds a {stored.name or stored.backbone} model, not the config given")
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read {path}: {e}") from None
+        return _load_state(MetaSR(stored), state, str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read {path} as a weights-only state dict: {e}".splitlines()[0]) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} is not a plain state dict of tensors")
+    return _load_state(MetaSR(config or preset("rdn")), state, str(path))

@@ -1,0 +1,199 @@
+"""The ``metasr`` command: thin wrappers over the library. Bad input exits 2 with a one-line error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from PIL import UnidentifiedImageError
+
+    from metasr.checkpoint import CheckpointError
+    from metasr.runtime.projection import UnsupportedScaleError
+
+    return (
+        CLIError,
+        CheckpointError,
+        UnsupportedScaleError,
+        FileNotFoundError,
+        UnidentifiedImageError,
+        ValueError,
+        OSError,
+    )
+
+
+def _resolve_model(spec: str | None, allow_preset: bool = False):
+    """``None``/"bundled": the bundled model; an existing file: a checkpoint; else a preset (random weights)."""
+    from metasr.bundled import bundled_model_path
+    from metasr.checkpoint import load_model
+    from metasr.config import PRESETS, preset
+    from metasr.model import MetaSR
+
+    if spec in (None, "bundled"):
+        return load_model(bundled_model_path())
+    if Path(spec).exists():
+        return load_model(spec)
+    if allow_preset and spec in PRESETS:
+        return MetaSR(preset(spec)).eval()
+    raise CLIError(
+        f"no checkpoint at {spec!r}" + (f" and no preset of that name ({sorted(PRESETS)})" if allow_preset else "")
+    )
+
+
+def _save_png_atomic(img, path: Path) -> None:
+    from PIL import Image
+
+    from metasr.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metasr.train import TrainConfig, apply_overrides, train
+
+    config = TrainConfig(
+        train_dirs=tuple(args.train_dir), val_dir=args.val_dir, preset=args.preset, out_dir=args.out, device=args.device
+    )
+    config = apply_overrides(config, args.set)
+    if not config.train_dirs:
+        raise CLIError("give at least one --train-dir")
+    last = train(config, resume=args.resume)
+    print(f"checkpoint: {last}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metasr.data import TRAIN_SCALES, list_images
+    from metasr.evaluate import evaluate_model
+    from metasr.report import write_reports
+
+    model = _resolve_model(args.model)
+    scales = args.scales or (list(TRAIN_SCALES) if args.layout == "table1" else [2.0, 3.0, 4.0])
+    convention = args.convention or ("metasr" if args.layout == "table1" else "benchmark")
+    scores = []
+    for folder in args.data:
+        paths = list_images(folder)
+        if not paths:
+            raise CLIError(f"no images in {folder}")
+        scores += evaluate_model(
+            model,
+            paths,
+            scales,
+            Path(args.cache_dir),
+            convention=convention,
+            with_ssim=True,
+            with_bicubic=not args.no_bicubic,
+            dataset=Path(folder).name,
+        )
+    title = f"{model.config.name or model.config.backbone}: {args.layout} ({convention} LR)"
+    for path in write_reports(scores, Path(args.out), args.layout, title):
+        print(path)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from metasr.bundled import sample_image
+    from metasr.data import make_pair
+    from metasr.evaluate import bicubic_upscale
+    from metasr.metrics import psnr_y, quantize
+
+    model = _resolve_model(args.model)
+    hr, name = sample_image() if args.image is None else (_load_image(args.image), Path(args.image).name)
+    out = Path(args.out)
+    print(f"model: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} parameters); image: {name}")
+    print(f"{'scale':>6} {'LR':>9} {'SR':>9} {'bicubic dB':>11} {'Meta-SR dB':>11} {'upscale ms':>11}")
+    for scale in args.scales:
+        lr, hr_c = make_pair(hr, scale, "metasr")
+        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[None]  # (1, 3, h, w)
+        with torch.no_grad():
+            feats = model.encode(x)
+            t0 = time.perf_counter()
+            sr = quantize(model.upscale(feats, scale)[0].permute(1, 2, 0).numpy())
+            dt = time.perf_counter() - t0
+        bic = bicubic_upscale(lr, scale)
+        _save_png_atomic(sr, out / f"x{scale:g}_metasr.png")
+        _save_png_atomic(bic, out / f"x{scale:g}_bicubic.png")
+        print(
+            f"{scale:>6g} {lr.shape[1]:>4}x{lr.shape[0]:<4} {sr.shape[1]:>4}x{sr.shape[0]:<4} "
+            f"{psnr_y(bic, hr_c, scale):>11.2f} {psnr_y(sr, hr_c, scale):>11.2f} {dt * 1e3:>11.1f}"
+        )
+    print(f"images written to {out.resolve()}")
+    return 0
+
+
+def _load_image(path: str):
+    from metasr.data import load_rgb
+
+    if not Path(path).is_file():
+        raise CLIError(f"no image at {path}")
+    return load_rgb(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="metasr", description="Meta-SR arbitrary-scale super-resolution toolchain")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (the paper's recipe; override fields with --set)")
+    p.add_argument("--train-dir", action="append", default=[], help="HR image folder (repeatable)")
+    p.add_argument("--val-dir", help="HR folder validated on (Y-PSNR at the config's val_scales)")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors + last.state.pt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM tables (the paper's Table 1 or Table 3 layout)")
+    p.add_argument("--model", help="checkpoint (.safetensors or official .pt); default: the bundled model")
+    p.add_argument("--data", action="append", required=True, help="HR image folder (repeatable)")
+    p.add_argument("--layout", choices=["table1", "table3"], default="table3")
+    p.add_argument("--scales", type=float, nargs="+")
+    p.add_argument(
+        "--convention",
+        choices=["metasr", "benchmark", "auto"],
+        help="LR making rule (default: metasr for table1, benchmark for table3)",
+    )
+    p.add_argument("--no-bicubic", action="store_true")
+    p.add_argument("--cache-dir", default=".cache/metasr")
+    p.add_argument("--out", default="runs/eval")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the bundled model on a sample image at several scales")
+    p.add_argument("--model")
+    p.add_argument("--image")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.5, 2.0, 2.7, 3.3, 4.0])
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("metasr: interrupted", file=sys.stderr)
+        return 130
+    except _expected_errors() as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"metasr: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Model configuration: a frozen, validated dataclass and the named presets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from metasr.runtime.projection import DEFAULT_MAX_SCALE
+
+__all__ = ["PRESETS", "ModelConfig", "preset"]
+
+# DIV2K RGB mean used by EDSR/RDN/Meta-SR to initialise the mean-shift convolutions.
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a Meta-SR network (stored inside every checkpoint).
+
+    ``backbone`` names a registered backbone, ``backbone_params`` its keyword arguments; ``features`` is the
+    backbone's output channel count C (the weight predictor emits C*k*k*3 values per offset pair).
+    """
+
+    backbone: str
+    backbone_params: dict[str, Any] = field(default_factory=dict)
+    features: int = 64
+    hidden: int = 256
+    kernel_size: int = 3
+    rgb_range: float = 255.0
+    rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN
+    max_scale: float = DEFAULT_MAX_SCALE
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.hidden < 1:
+            raise ValueError(f"features and hidden must be positive, got {self.features}, {self.hidden}")
+        if self.kernel_size != 3:
+            raise ValueError(f"only 3x3 Meta-Upscale kernels are supported, got {self.kernel_size}")
+        if not 1.0 < self.max_scale <= 16.0:
+            raise ValueError(f"max_scale must be in (1, 16], got {self.max_scale}")
+        object.__setattr__(self, "rgb_mean", tuple(float(v) for v in self.rgb_mean))
+        object.__setattr__(self, "backbone_params", dict(self.backbone_params))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Meta-RDN as released by the authors (configuration B): 22.4 M parameters.
+    "rdn": ModelConfig("rdn", {"channels": 64, "n_blocks": 16, "n_layers": 8, "growth": 64}, 64, name="rdn"),
+    # Meta-EDSR of the paper (EDSR backbone, 256 features, 32 blocks, residual scaling 0.1).
+    "edsr": ModelConfig("edsr", {"channels": 256, "n_blocks": 32, "res_scale": 0.1}, 256, name="edsr"),
+    # EDSR-baseline backbone (16 blocks, 64 features).
+    "edsr-baseline": ModelConfig("edsr", {"channels": 64, "n_blocks": 16, "res_scale": 1.0}, 64, name="edsr-baseline"),
+    # Small model for CPUs and edge devices; the bundled default model uses it.
+    "small": ModelConfig("edsr", {"channels": 32, "n_blocks": 8, "res_scale": 1.0}, 32, name="small"),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named preset's config; unknown names list the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None
