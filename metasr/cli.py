@@ -19,17 +19,24 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from PIL import UnidentifiedImageError
 
     from metasr.checkpoint import CheckpointError
+    from metasr.runtime.manifest import ManifestError
     from metasr.runtime.projection import UnsupportedScaleError
 
-    return (
+    errors: tuple[type[BaseException], ...] = (
         CLIError,
         CheckpointError,
         UnsupportedScaleError,
+        ManifestError,
         FileNotFoundError,
         UnidentifiedImageError,
         ValueError,
         OSError,
     )
+    try:
+        from metasr.export import ExportError
+    except ImportError:  # onnx is an optional extra
+        return errors
+    return (*errors, ExportError)
 
 
 def _resolve_model(spec: str | None, allow_preset: bool = False):
@@ -48,6 +55,44 @@ def _resolve_model(spec: str | None, allow_preset: bool = False):
     raise CLIError(
         f"no checkpoint at {spec!r}" + (f" and no preset of that name ({sorted(PRESETS)})" if allow_preset else "")
     )
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from metasr.bundled import bundled_model_path, sample_image
+    from metasr.export import export_onnx
+    from metasr.runtime.manifest import sha256_file
+
+    model = _resolve_model(args.model, allow_preset=True)
+    if args.model in (None, "bundled"):
+        source = bundled_model_path()
+    else:
+        source = Path(args.model) if Path(args.model).exists() else None
+    lr_size = None
+    if args.lr_size:
+        try:
+            h, w = (int(v) for v in args.lr_size.lower().split("x"))
+        except ValueError:
+            raise CLIError(f"--lr-size must look like 270x480 (HxW), got {args.lr_size!r}") from None
+        if h < 8 or w < 8:
+            raise CLIError(f"--lr-size must be at least 8x8, got {args.lr_size}")
+        lr_size = (h, w)
+    if source is None:
+        print(f"note: {args.model!r} is a preset: exporting random weights")
+    image = None if args.no_verify else sample_image()[0]
+    result = export_onnx(
+        model,
+        args.out,
+        opset=args.opset,
+        lr_size=lr_size,
+        max_scale=args.max_scale,
+        checkpoint_sha256=sha256_file(source) if source else "",
+        verify_image=image,
+    )
+    for c in result.comparisons:
+        print(f"  {c}")
+    shapes = "static " + "x".join(map(str, lr_size)) if lr_size else "dynamic"
+    print(f"wrote {result.out_dir}/feature.onnx ({shapes}), upscale.onnx, manifest.json (opset {args.opset})")
+    return 0
 
 
 def _save_png_atomic(img, path: Path) -> None:
@@ -172,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=".cache/metasr")
     p.add_argument("--out", default="runs/eval")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export-onnx", help="write feature.onnx, upscale.onnx and manifest.json, verified")
+    p.add_argument("--model", help="checkpoint or preset name; default: the bundled model")
+    p.add_argument("--out", required=True, help="artifact directory (replaced whole, atomically)")
+    p.add_argument("--opset", type=int, default=17)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--lr-size", metavar="HxW", help="static feature graph for this LR size")
+    size.add_argument("--dynamic", action="store_true", help="dynamic h/w feature graph (default)")
+    p.add_argument("--max-scale", type=float, help="largest scale the artifact accepts (default: the model's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("demo", help="the bundled model on a sample image at several scales")
     p.add_argument("--model")
