@@ -15,10 +15,12 @@ output
                   F_pad[n, c, row_src[i] + ky, col_src[j] + kx] * weights[row_idx[i], col_idx[j], c, ky, kx, o]
                   with F zero-padded by one pixel.
 
-The body never builds a per-output-pixel weight tensor: per output row it contracts the row's 3-row source
-strip, at every input column, with the filters of all column offsets of that row's offset
-((N, H, w, 9C) @ (H, 9C, P_c*3)), then picks each output column's (source column, column offset) entry.
-Memory: H*w*9C + H*9C*P_c*3 + H*w*P_c*3 floats, all bounded by tiling the output rows.
+The body never builds a per-output-pixel weight tensor. The padded features go channels-last once, with their
+three column shifts side by side (N, h+2, w, 3C), all input-sized. Then, per kernel row ky, each output row
+gathers its source row (N, H, w, 3C) and contracts it, at every input column, with the filters of all column
+offsets of that row's offset ((N, H, w, 3C) @ (H, 3C, P_c*3)); the three partial sums are added and each
+output column picks its (source column, column offset) entry. Memory: 3*H*w*3C + H*9C*P_c*3 + 3*H*w*P_c*3
+floats at most, all bounded by tiling the output rows.
 """
 
 from __future__ import annotations
@@ -57,8 +59,7 @@ def _const(name: str, values: list[int]) -> onnx.NodeProto:
 
 def function_proto(opset: int) -> onnx.FunctionProto:
     """The standard-op body of ``MetaUpscale`` (ONNX opset ``opset`` >= 13)."""
-    n = []
-    n += [
+    n = [
         _const(k, v)
         for k, v in {
             "c0": [0],
@@ -66,60 +67,60 @@ def function_proto(opset: int) -> onnx.FunctionProto:
             "c2": [2],
             "c3": [3],
             "cm1": [-1],
-            "c9": [9],
-            "c3x": [3],
             "pads": [0, 0, 1, 1, 0, 0, 1, 1],
             "ax2": [2],
             "ax3": [3],
         }.items()
     ]
-    # sizes: C, w, P_c
+    # sizes C, w, P_c; padded features channels-last, the three kx shifts side by side (input-sized)
     n += [
         helper.make_node("Shape", ["features"], ["f_shape"]),
         helper.make_node("Gather", ["f_shape", "c1"], ["C"], axis=0),
         helper.make_node("Gather", ["f_shape", "c3"], ["w"], axis=0),
         helper.make_node("Shape", ["weights"], ["wt_shape"]),
         helper.make_node("Gather", ["wt_shape", "c1"], ["P_c"], axis=0),
-        helper.make_node("Pad", ["features", "pads"], ["fp"], mode="constant"),
-    ]  # (N, C, h+2, w+2)
-    slices = []
+        helper.make_node("Pad", ["features", "pads"], ["fp"], mode="constant"),  # (N, C, h+2, w+2)
+        helper.make_node("Transpose", ["fp"], ["fpt"], perm=[0, 2, 3, 1]),
+    ]  # (N, h+2, w+2, C)
+    for kx in range(3):
+        n += [
+            helper.make_node("Add", ["w", f"c{kx}"], [f"end{kx}"]),
+            helper.make_node("Slice", ["fpt", f"c{kx}", f"end{kx}", "ax2"], [f"shift{kx}"]),
+        ]  # (N, h+2, w, C)
+    n += [helper.make_node("Concat", ["shift0", "shift1", "shift2"], ["x3"], axis=3)]  # (N, h+2, w, 3C): (kx, c)
+    # filters regrouped per kernel row: (P_r, ky, kx*C, P_c*3), then one set per output row: (H, 3, 3C, P_c*3)
+    n += [
+        helper.make_node("Concat", ["cm1", "P_c", "C", "c3", "c3", "c3"], ["w6_shape"], axis=0),
+        helper.make_node("Reshape", ["weights", "w6_shape"], ["w6"]),  # (P_r, P_c, C, ky, kx, o)
+        helper.make_node("Transpose", ["w6"], ["w6t"], perm=[0, 3, 4, 2, 1, 5]),  # (P_r, ky, kx, C, P_c, o)
+        helper.make_node("Mul", ["C", "c3"], ["C3"]),
+        helper.make_node("Mul", ["P_c", "c3"], ["Pc3"]),
+        helper.make_node("Concat", ["cm1", "c3", "C3", "Pc3"], ["w4_shape"], axis=0),
+        helper.make_node("Reshape", ["w6t", "w4_shape"], ["w4"]),  # (P_r, 3, 3C, P_c*3)
+        helper.make_node("Gather", ["w4", "row_idx"], ["w_rows"], axis=0),
+    ]  # (H, 3, 3C, P_c*3)
+    partial = []
     for ky in range(3):
+        # output row i reads padded row row_src[i] + ky at every input column: (N, H, w, 3C)
         n += [
             helper.make_node("Add", ["row_src", f"c{ky}"], [f"rows{ky}"]),
-            helper.make_node("Gather", ["fp", f"rows{ky}"], [f"strip{ky}"], axis=2),
-        ]  # (N, C, H, w+2)
-        for kx in range(3):
-            n += [
-                helper.make_node("Add", ["w", f"c{kx}"], [f"end{ky}{kx}"]),
-                helper.make_node("Slice", [f"strip{ky}", f"c{kx}", f"end{ky}{kx}", "ax3"], [f"s{ky}{kx}"]),
-                helper.make_node("Unsqueeze", [f"s{ky}{kx}", "ax2"], [f"u{ky}{kx}"]),
-            ]  # (N, C, 1, H, w)
-            slices.append(f"u{ky}{kx}")
+            helper.make_node("Gather", ["x3", f"rows{ky}"], [f"strip{ky}"], axis=1),
+            helper.make_node("Gather", ["w_rows", f"c{ky}"], [f"wk{ky}"], axis=1),  # (H, 1, 3C, P_c*3)
+            helper.make_node("Squeeze", [f"wk{ky}", "c1"], [f"w_ky{ky}"]),  # (H, 3C, P_c*3)
+            helper.make_node("MatMul", [f"strip{ky}", f"w_ky{ky}"], [f"part{ky}"]),
+        ]  # (N, H, w, P_c*3)
+        partial.append(f"part{ky}")
     n += [
-        helper.make_node("Concat", slices, ["taps"], axis=2),  # (N, C, 9, H, w)
-        helper.make_node("Mul", ["C", "c9"], ["C9"]),
-        helper.make_node("Concat", ["c0", "C9", "cm1", "w"], ["taps_shape"], axis=0),
-        helper.make_node("Reshape", ["taps", "taps_shape"], ["patches_t"]),  # (N, 9C, H, w), (c, ky, kx)
-        helper.make_node("Transpose", ["patches_t"], ["patches"], perm=[0, 2, 3, 1]),
-    ]  # (N, H, w, 9C)
-    # filters of every column offset for each output row's row offset: (H, 9C, P_c*3)
-    n += [
-        helper.make_node("Concat", ["cm1", "P_c", "C9", "c3x"], ["w4_shape"], axis=0),
-        helper.make_node("Reshape", ["weights", "w4_shape"], ["w4"]),  # (P_r, P_c, 9C, 3)
-        helper.make_node("Transpose", ["w4"], ["w4t"], perm=[0, 2, 1, 3]),  # (P_r, 9C, P_c, 3)
-        helper.make_node("Mul", ["P_c", "c3x"], ["Pc3"]),
-        helper.make_node("Concat", ["cm1", "C9", "Pc3"], ["wr_shape"], axis=0),
-        helper.make_node("Reshape", ["w4t", "wr_shape"], ["wr"]),  # (P_r, 9C, P_c*3)
-        helper.make_node("Gather", ["wr", "row_idx"], ["w_rows"], axis=0),  # (H, 9C, P_c*3)
-        helper.make_node("MatMul", ["patches", "w_rows"], ["all_cols"]),
-    ]  # (N, H, w, P_c*3)
+        helper.make_node("Add", [partial[0], partial[1]], ["part01"]),
+        helper.make_node("Add", ["part01", partial[2]], ["all_cols"]),
+    ]  # every column offset at every column
     # pick each output column's (source column, column offset): flat index col_src * P_c + col_idx
     n += [
         helper.make_node("Mul", ["col_src", "P_c"], ["col_base"]),
         helper.make_node("Add", ["col_base", "col_idx"], ["col_flat"]),  # (W,)
         helper.make_node("Shape", ["all_cols"], ["ac_shape"]),
         helper.make_node("Slice", ["ac_shape", "c0", "c2", "c0"], ["nh"]),
-        helper.make_node("Concat", ["nh", "cm1", "c3x"], ["ac3_shape"], axis=0),
+        helper.make_node("Concat", ["nh", "cm1", "c3"], ["ac3_shape"], axis=0),
         helper.make_node("Reshape", ["all_cols", "ac3_shape"], ["ac3"]),  # (N, H, w*P_c, 3)
         helper.make_node("Gather", ["ac3", "col_flat"], ["picked"], axis=2),  # (N, H, W, 3)
         helper.make_node("Transpose", ["picked"], ["out"], perm=[0, 3, 1, 2]),

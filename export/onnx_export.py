@@ -158,7 +158,11 @@ def export_onnx(
             path = tmp / f"{kind}.onnx"
             onnx.save(proto, str(path))
             _check(path)
-            extra = {"lr_size": list(lr_size)} if kind == "feature" and lr_size else {}
+            extra: dict = {}
+            if kind == "feature":
+                extra["receptive_radius"] = int(model.backbone.receptive_radius)
+                if lr_size:
+                    extra["lr_size"] = list(lr_size)
             graphs.append(
                 GraphSpec(
                     path.name,

@@ -16,27 +16,29 @@ class CLIError(Exception):
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    """User-facing error types, importing only what is installed (the runtime commands work without torch)."""
     from PIL import UnidentifiedImageError
 
-    from metasr.checkpoint import CheckpointError
+    from metasr.runtime.backends import BackendError
     from metasr.runtime.manifest import ManifestError
     from metasr.runtime.projection import UnsupportedScaleError
 
     errors: tuple[type[BaseException], ...] = (
         CLIError,
-        CheckpointError,
         UnsupportedScaleError,
         ManifestError,
+        BackendError,
         FileNotFoundError,
         UnidentifiedImageError,
         ValueError,
         OSError,
     )
-    try:
-        from metasr.export import ExportError
-    except ImportError:  # onnx is an optional extra
-        return errors
-    return (*errors, ExportError)
+    for module, name in (("metasr.checkpoint", "CheckpointError"), ("metasr.export", "ExportError")):
+        try:
+            errors += (getattr(__import__(module, fromlist=[name]), name),)
+        except ImportError:  # torch / onnx are not installed: their errors cannot occur
+            pass
+    return errors
 
 
 def _resolve_model(spec: str | None, allow_preset: bool = False):
@@ -148,6 +150,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CLIError(f"--size must look like 1920x1080 (WxH), got {text!r}") from None
+    return w, h
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from metasr.runtime.batch import job_scale, plan_jobs, run_job
+    from metasr.runtime.image_io import read_image
+    from metasr.runtime.pipeline import Pipeline
+
+    size = _parse_size(args.size) if args.size else None
+    jobs = plan_jobs(args.inputs, args.output, force=args.force)
+    if args.artifacts:
+        artifacts = Path(args.artifacts)
+    else:
+        from metasr.artifacts import default_artifacts
+
+        artifacts = default_artifacts()
+    with Pipeline(
+        artifacts,
+        args.backend,
+        threads=args.threads,
+        upscale_budget_mb=args.upscale_budget_mb,
+        feature_tile=args.feature_tile,
+    ) as pipeline:
+        scales = []  # every input is decoded and checked before any output is written
+        for job in jobs:
+            img = read_image(job.source)
+            scales.append(job_scale(img, pipeline.max_scale, args.scale, size, args.max_pixels, str(job.source)))
+        bar = tqdm(list(zip(jobs, scales, strict=True)), disable=len(jobs) < 2, unit="image")
+        for job, scale in bar:
+            w, h = run_job(pipeline, job, read_image(job.source), scale, size)
+            (bar.write if len(jobs) > 1 else print)(f"{job.target} ({w}x{h})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -156,28 +199,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from metasr.data import make_pair
     from metasr.evaluate import bicubic_upscale
     from metasr.metrics import psnr_y, quantize
+    from metasr.runtime.compare import compare
+    from metasr.runtime.pipeline import Pipeline
 
-    model = _resolve_model(args.model)
-    hr, name = sample_image() if args.image is None else (_load_image(args.image), Path(args.image).name)
     out = Path(args.out)
-    print(f"model: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} parameters); image: {name}")
-    print(f"{'scale':>6} {'LR':>9} {'SR':>9} {'bicubic dB':>11} {'Meta-SR dB':>11} {'upscale ms':>11}")
-    for scale in args.scales:
-        lr, hr_c = make_pair(hr, scale, "metasr")
-        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[None]  # (1, 3, h, w)
-        with torch.no_grad():
-            feats = model.encode(x)
+    model = _resolve_model(args.model)
+    if args.model:
+        from metasr.export import export_onnx
+
+        artifacts = export_onnx(model, out / "artifacts").out_dir
+    else:
+        from metasr.artifacts import default_artifacts
+
+        artifacts = default_artifacts()
+    hr, name = sample_image() if args.image is None else (_load_image(args.image), Path(args.image).name)
+    print(
+        f"model: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} parameters); "
+        f"artifacts: {artifacts}; image: {name}"
+    )
+    print(
+        f"{'scale':>5} {'LR':>9} {'SR':>9} {'bicubic dB':>10} {'ONNX RT dB':>10} {'ORT vs torch max|d|':>19} "
+        f"{'uint8 equal':>11} {'upscale ms':>10}"
+    )
+    ok = True
+    with Pipeline(artifacts) as pipeline:
+        for scale in args.scales:
+            lr, hr_c = make_pair(hr, scale, "metasr")
+            feats = pipeline.encode(lr)
             t0 = time.perf_counter()
-            sr = quantize(model.upscale(feats, scale)[0].permute(1, 2, 0).numpy())
+            sr = pipeline.upscale(feats, scale)
             dt = time.perf_counter() - t0
-        bic = bicubic_upscale(lr, scale)
-        _save_png_atomic(sr, out / f"x{scale:g}_metasr.png")
-        _save_png_atomic(bic, out / f"x{scale:g}_bicubic.png")
-        print(
-            f"{scale:>6g} {lr.shape[1]:>4}x{lr.shape[0]:<4} {sr.shape[1]:>4}x{sr.shape[0]:<4} "
-            f"{psnr_y(bic, hr_c, scale):>11.2f} {psnr_y(sr, hr_c, scale):>11.2f} {dt * 1e3:>11.1f}"
-        )
-    print(f"images written to {out.resolve()}")
+            with torch.no_grad():
+                ref = model(torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[None], scale)
+            parity = compare(f"x{scale:g}", sr, ref.numpy(), atol=1e-2, min_uint8_equal=0.999)
+            ok &= bool(parity)
+            img = quantize(sr[0].transpose(1, 2, 0))
+            bic = bicubic_upscale(lr, scale)
+            _save_png_atomic(img, out / f"x{scale:g}_metasr.png")
+            _save_png_atomic(bic, out / f"x{scale:g}_bicubic.png")
+            print(
+                f"{scale:>5g} {lr.shape[1]:>4}x{lr.shape[0]:<4} {img.shape[1]:>4}x{img.shape[0]:<4} "
+                f"{psnr_y(bic, hr_c, scale):>10.2f} {psnr_y(img, hr_c, scale):>10.2f} {parity.max_abs:>19.1e} "
+                f"{100 * parity.uint8_equal:>10.3f}% {dt * 1e3:>10.1f}"
+            )
+    print(f"images written to {out.resolve()} (x*_metasr.png from ONNX Runtime, x*_bicubic.png for comparison)")
+    if not ok:
+        raise CLIError("ONNX Runtime output differs from PyTorch beyond the export tolerances")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from metasr.bench import dump, format_bench, run_bench
+
+    model = _resolve_model(args.model, allow_preset=True)
+    h, w = (int(v) for v in args.lr_size.lower().split("x"))
+    memory = None if args.no_memory else _parse_size(args.memory_output)
+    res = run_bench(model, (h, w), args.scale, repeats=args.repeats, memory_output=memory)
+    print(format_bench(res))
+    if args.json:
+        dump(res, Path(args.json))
     return 0
 
 
@@ -229,7 +309,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     p.set_defaults(func=cmd_export_onnx)
 
-    p = sub.add_parser("demo", help="the bundled model on a sample image at several scales")
+    p = sub.add_parser("upscale", help="upscale image files with the ONNX artifacts (no PyTorch needed)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--scale", type=float, help="scale factor r: output int(r*h) x int(r*w)")
+    target.add_argument(
+        "--size",
+        metavar="WxH",
+        help="exact output size: the smallest scale covering it, centre-cropped (no crop when the aspect ratios agree)",
+    )
+    p.add_argument("--artifacts", help="artifact directory (default: the bundled model, exported once)")
+    p.add_argument("--backend", default="ort", help="ort (CPU) or ort-cuda")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger outputs")
+    p.add_argument("--upscale-budget-mb", type=float, default=512, help="upscale stage working-memory budget")
+    p.add_argument("--feature-tile", type=int, default=512, help="feature stage tile side (LR pixels)")
+    p.add_argument("--force", action="store_true", help="allow overwriting an input file")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("bench", help="the paper's Table 2 here: stage times, zoom, memory; PyTorch vs ONNX Runtime")
+    p.add_argument("--model", help="checkpoint or preset (random weights are fine for timing); default: bundled")
+    p.add_argument("--lr-size", default="80x120", metavar="HxW", help="LR size (default: B100 at x4)")
+    p.add_argument("--scale", type=float, default=4.0)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--memory-output", default="1920x1080", metavar="WxH", help="output size of the memory run")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--json", help="also write the raw numbers here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the bundled model through ONNX Runtime on a sample image, checked against PyTorch")
     p.add_argument("--model")
     p.add_argument("--image")
     p.add_argument("--scales", type=float, nargs="+", default=[1.5, 2.0, 2.7, 3.3, 4.0])
