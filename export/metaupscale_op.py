@@ -5,22 +5,33 @@ Contract (one node, domain ``metasr``, op_type ``MetaUpscale``, attributes ``plu
 
 inputs
   0 ``features``  float (N, C, h, w)
-  1 ``weights``   float (P_r, P_c, C*9*3), per offset pair the official (C, ky, kx, out) layout
+  1 ``weights``   float (P_r, P_c, 9*C*3), per offset pair a filter ordered (ky, kx, c, out): channels-last
+                  (the exporter permutes the weight predictor's output rows from the official (c, ky, kx, out))
   2 ``row_src``   int64 (H,)  source row per output row, in [0, h)
   3 ``row_idx``   int64 (H,)  row-offset index per output row, in [0, P_r)
   4 ``col_src``   int64 (W,)  likewise for columns
   5 ``col_idx``   int64 (W,)
+  6 ``row_group_src``      int64 (P_r, M) source rows of the output rows of each row offset (padded)
+  7 ``row_pick``           int64 (H,)    each output row's entry in the flattened (P_r, M) grouping
+  8 ``col_groups``         int64 (G, X)  input columns grouped by the column offsets they host
+  9 ``col_group_offsets``  int64 (G, K)  those offsets, per group
+ 10 ``col_pick``           int64 (W,)    each output column's entry in the flattened (G, X, K) grouping
+                  (6-10 are derived from 2-5 on the host by ``metasr.runtime.feeds``; they serve the
+                  standard-op body, a plugin may ignore them)
 output
   0 ``out``       float (N, 3, H, W): out[n, o, i, j] = sum over c, ky, kx of
-                  F_pad[n, c, row_src[i] + ky, col_src[j] + kx] * weights[row_idx[i], col_idx[j], c, ky, kx, o]
+                  F_pad[n, c, row_src[i] + ky, col_src[j] + kx] * weights[row_idx[i], col_idx[j], ky, kx, c, o]
                   with F zero-padded by one pixel.
 
 The body never builds a per-output-pixel weight tensor. The padded features go channels-last once, with their
-three column shifts side by side (N, h+2, w, 3C), all input-sized. Then, per kernel row ky, each output row
-gathers its source row (N, H, w, 3C) and contracts it, at every input column, with the filters of all column
-offsets of that row's offset ((N, H, w, 3C) @ (H, 3C, P_c*3)); the three partial sums are added and each
-output column picks its (source column, column offset) entry. Memory: 3*H*w*3C + H*9C*P_c*3 + 3*H*w*P_c*3
-floats at most, all bounded by tiling the output rows.
+three column shifts side by side and their columns arranged by group: (N, h+2, G, X, 3C), input-sized.
+Output rows are grouped by row offset (P_r groups of M rows). Per kernel row ky, each output row gathers its
+source row (N, P_r, M, G, X, 3C) and each column group is contracted with the filters of exactly the column
+offsets it hosts, one filter set per (row offset, column group) broadcast over the group's rows
+((N, P_r, M, G, X, 3C) @ (P_r, 1, G, 3C, K*3)); the three partial sums are added and each output pixel picks
+its entry by row and by column. The arithmetic is the exact work times K / r (K = the most outputs one input
+column hosts) plus row padding. Memory: about 3 * (H*G*X*3C + H*G*X*K*3) floats plus the (P_r, 9C, G*K*3)
+filters, bounded by tiling the output rows.
 """
 
 from __future__ import annotations
@@ -34,7 +45,19 @@ DOMAIN = "metasr"
 OP_TYPE = "MetaUpscale"
 PLUGIN_NAMESPACE = "metasr"
 PLUGIN_VERSION = "1"
-INPUTS = ("features", "weights", "row_src", "row_idx", "col_src", "col_idx")
+INPUTS = (
+    "features",
+    "weights",
+    "row_src",
+    "row_idx",
+    "col_src",
+    "col_idx",
+    "row_group_src",
+    "row_pick",
+    "col_groups",
+    "col_group_offsets",
+    "col_pick",
+)
 OUTPUTS = ("out",)
 
 
@@ -59,72 +82,66 @@ def _const(name: str, values: list[int]) -> onnx.NodeProto:
 
 def function_proto(opset: int) -> onnx.FunctionProto:
     """The standard-op body of ``MetaUpscale`` (ONNX opset ``opset`` >= 13)."""
-    n = [
-        _const(k, v)
-        for k, v in {
-            "c0": [0],
-            "c1": [1],
-            "c2": [2],
-            "c3": [3],
-            "cm1": [-1],
-            "pads": [0, 0, 1, 1, 0, 0, 1, 1],
-            "ax2": [2],
-            "ax3": [3],
-        }.items()
-    ]
-    # sizes C, w, P_c; padded features channels-last, the three kx shifts side by side (input-sized)
+    const = {"c0": [0], "c1": [1], "c2": [2], "c3": [3], "cm1": [-1], "pads": [0, 0, 1, 1, 0, 0, 1, 1]}
+    n = [_const(k, v) for k, v in const.items()]
+    mk = helper.make_node
+    # sizes; padded features channels-last with their three kx shifts side by side, columns arranged by group
     n += [
-        helper.make_node("Shape", ["features"], ["f_shape"]),
-        helper.make_node("Gather", ["f_shape", "c1"], ["C"], axis=0),
-        helper.make_node("Gather", ["f_shape", "c3"], ["w"], axis=0),
-        helper.make_node("Shape", ["weights"], ["wt_shape"]),
-        helper.make_node("Gather", ["wt_shape", "c1"], ["P_c"], axis=0),
-        helper.make_node("Pad", ["features", "pads"], ["fp"], mode="constant"),  # (N, C, h+2, w+2)
-        helper.make_node("Transpose", ["fp"], ["fpt"], perm=[0, 2, 3, 1]),
-    ]  # (N, h+2, w+2, C)
+        mk("Shape", ["features"], ["f_shape"]),
+        mk("Gather", ["f_shape", "c1"], ["C"], axis=0),
+        mk("Gather", ["f_shape", "c3"], ["w"], axis=0),
+        mk("Shape", ["weights"], ["wt_shape"]),
+        mk("Gather", ["wt_shape", "c1"], ["P_c"], axis=0),
+        mk("Pad", ["features", "pads"], ["fp"], mode="constant"),  # (N, C, h+2, w+2)
+        mk("Transpose", ["fp"], ["fpt"], perm=[0, 2, 3, 1]),  # (N, h+2, w+2, C)
+    ]
     for kx in range(3):
         n += [
-            helper.make_node("Add", ["w", f"c{kx}"], [f"end{kx}"]),
-            helper.make_node("Slice", ["fpt", f"c{kx}", f"end{kx}", "ax2"], [f"shift{kx}"]),
-        ]  # (N, h+2, w, C)
-    n += [helper.make_node("Concat", ["shift0", "shift1", "shift2"], ["x3"], axis=3)]  # (N, h+2, w, 3C): (kx, c)
-    # filters regrouped per kernel row: (P_r, ky, kx*C, P_c*3), then one set per output row: (H, 3, 3C, P_c*3)
+            mk("Add", ["w", f"c{kx}"], [f"end{kx}"]),
+            mk("Slice", ["fpt", f"c{kx}", f"end{kx}", "c2"], [f"shift{kx}"]),  # (N, h+2, w, C)
+        ]
     n += [
-        helper.make_node("Concat", ["cm1", "P_c", "C", "c3", "c3", "c3"], ["w6_shape"], axis=0),
-        helper.make_node("Reshape", ["weights", "w6_shape"], ["w6"]),  # (P_r, P_c, C, ky, kx, o)
-        helper.make_node("Transpose", ["w6"], ["w6t"], perm=[0, 3, 4, 2, 1, 5]),  # (P_r, ky, kx, C, P_c, o)
-        helper.make_node("Mul", ["C", "c3"], ["C3"]),
-        helper.make_node("Mul", ["P_c", "c3"], ["Pc3"]),
-        helper.make_node("Concat", ["cm1", "c3", "C3", "Pc3"], ["w4_shape"], axis=0),
-        helper.make_node("Reshape", ["w6t", "w4_shape"], ["w4"]),  # (P_r, 3, 3C, P_c*3)
-        helper.make_node("Gather", ["w4", "row_idx"], ["w_rows"], axis=0),
-    ]  # (H, 3, 3C, P_c*3)
+        mk("Concat", ["shift0", "shift1", "shift2"], ["x3"], axis=3),  # (N, h+2, w, 3C), (kx, c)
+        mk("Gather", ["x3", "col_groups"], ["xg"], axis=2),  # (N, h+2, G, X, 3C), input-sized
+    ]
+    # filters per (row offset, kernel row, column group): (P_r, 3, G, 3C, K*3)
+    n += [
+        mk("Mul", ["C", "c3"], ["C3"]),
+        mk("Concat", ["cm1", "P_c", "c3", "C3", "c3"], ["w5_shape"], axis=0),
+        mk("Reshape", ["weights", "w5_shape"], ["w5"]),  # (P_r, P_c, ky, 3C, o), 3C = (kx, c)
+        mk("Gather", ["w5", "col_group_offsets"], ["wg"], axis=1),  # (P_r, G, K, ky, 3C, o)
+        mk("Transpose", ["wg"], ["wgt"], perm=[0, 3, 1, 4, 2, 5]),  # (P_r, ky, G, 3C, K, o)
+        mk("Shape", ["col_group_offsets"], ["gk"]),
+        mk("Gather", ["gk", "c0"], ["G"], axis=0),
+        mk("Gather", ["gk", "c1"], ["K"], axis=0),
+        mk("Mul", ["K", "c3"], ["K3"]),
+        mk("Concat", ["cm1", "c3", "G", "C3", "K3"], ["wf_shape"], axis=0),
+        mk("Reshape", ["wgt", "wf_shape"], ["wf"]),  # (P_r, 3, G, 3C, K*3)
+    ]
     partial = []
     for ky in range(3):
-        # output row i reads padded row row_src[i] + ky at every input column: (N, H, w, 3C)
+        # the output rows of each row offset read padded rows row_group_src + ky: (N, P_r, M, G, X, 3C)
         n += [
-            helper.make_node("Add", ["row_src", f"c{ky}"], [f"rows{ky}"]),
-            helper.make_node("Gather", ["x3", f"rows{ky}"], [f"strip{ky}"], axis=1),
-            helper.make_node("Gather", ["w_rows", f"c{ky}"], [f"wk{ky}"], axis=1),  # (H, 1, 3C, P_c*3)
-            helper.make_node("Squeeze", [f"wk{ky}", "c1"], [f"w_ky{ky}"]),  # (H, 3C, P_c*3)
-            helper.make_node("MatMul", [f"strip{ky}", f"w_ky{ky}"], [f"part{ky}"]),
-        ]  # (N, H, w, P_c*3)
+            mk("Add", ["row_group_src", f"c{ky}"], [f"rows{ky}"]),
+            mk("Gather", ["xg", f"rows{ky}"], [f"strip{ky}"], axis=1),
+            mk("Gather", ["wf", f"c{ky}"], [f"wk{ky}"], axis=1),  # (P_r, 1, G, 3C, K*3): the 1 broadcasts over M
+            mk("MatMul", [f"strip{ky}", f"wk{ky}"], [f"part{ky}"]),  # (N, P_r, M, G, X, K*3)
+        ]
         partial.append(f"part{ky}")
     n += [
-        helper.make_node("Add", [partial[0], partial[1]], ["part01"]),
-        helper.make_node("Add", ["part01", partial[2]], ["all_cols"]),
-    ]  # every column offset at every column
-    # pick each output column's (source column, column offset): flat index col_src * P_c + col_idx
-    n += [
-        helper.make_node("Mul", ["col_src", "P_c"], ["col_base"]),
-        helper.make_node("Add", ["col_base", "col_idx"], ["col_flat"]),  # (W,)
-        helper.make_node("Shape", ["all_cols"], ["ac_shape"]),
-        helper.make_node("Slice", ["ac_shape", "c0", "c2", "c0"], ["nh"]),
-        helper.make_node("Concat", ["nh", "cm1", "c3"], ["ac3_shape"], axis=0),
-        helper.make_node("Reshape", ["all_cols", "ac3_shape"], ["ac3"]),  # (N, H, w*P_c, 3)
-        helper.make_node("Gather", ["ac3", "col_flat"], ["picked"], axis=2),  # (N, H, W, 3)
-        helper.make_node("Transpose", ["picked"], ["out"], perm=[0, 3, 1, 2]),
-    ]  # (N, 3, H, W)
+        mk("Add", [partial[0], partial[1]], ["part01"]),
+        mk("Add", ["part01", partial[2]], ["grouped"]),  # (N, P_r, M, G, X, K*3)
+        # each output pixel picks its (row offset, row slot) and (column group, column, slot) entry
+        mk("Shape", ["grouped"], ["gr_shape"]),
+        mk("Slice", ["gr_shape", "c0", "c1", "c0"], ["n_dim"]),
+        mk("Shape", ["row_group_src"], ["rg_shape"]),
+        mk("ReduceProd", ["rg_shape"], ["PrM"], keepdims=1),
+        mk("Concat", ["n_dim", "PrM", "cm1", "c3"], ["flat_shape"], axis=0),
+        mk("Reshape", ["grouped", "flat_shape"], ["flat"]),  # (N, P_r*M, G*X*K, 3)
+        mk("Gather", ["flat", "row_pick"], ["rows_picked"], axis=1),  # (N, H, G*X*K, 3)
+        mk("Gather", ["rows_picked", "col_pick"], ["picked"], axis=2),  # (N, H, W, 3)
+        mk("Transpose", ["picked"], ["out"], perm=[0, 3, 1, 2]),  # (N, 3, H, W)
+    ]
     return helper.make_function(
         DOMAIN,
         OP_TYPE,

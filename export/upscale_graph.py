@@ -26,6 +26,11 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(array), name)
 
 
+def _filter_order(c: int) -> np.ndarray:
+    """Index mapping (ky, kx, c, o)-ordered positions to the official (c, ky, kx, o) order."""
+    return np.arange(c * 27).reshape(c, 3, 3, 3).transpose(1, 2, 0, 3).reshape(-1)
+
+
 def build_upscale_graph(model: MetaSR, opset: int = 17) -> onnx.ModelProto:
     """The upscale graph of ``model`` (weights copied from the model, float32)."""
     c = model.config.features
@@ -33,8 +38,9 @@ def build_upscale_graph(model: MetaSR, opset: int = 17) -> onnx.ModelProto:
     t = {
         "w1": p2w[0].weight.detach().cpu().numpy().T,  # (3, hidden)
         "b1": p2w[0].bias.detach().cpu().numpy(),
-        "w2": p2w[2].weight.detach().cpu().numpy().T,  # (hidden, C*27)
-        "b2": p2w[2].bias.detach().cpu().numpy(),
+        # output rows reordered from the official (c, ky, kx, o) to the op's (ky, kx, c, o) filter layout
+        "w2": p2w[2].weight.detach().cpu().numpy()[_filter_order(c)].T,  # (hidden, C*27)
+        "b2": p2w[2].bias.detach().cpu().numpy()[_filter_order(c)],
         "mean_w": model.add_mean.weight.detach().cpu().numpy(),  # (3, 3, 1, 1)
         "mean_b": model.add_mean.bias.detach().cpu().numpy(),
         "shape_pos": np.array([1, 1, 1], dtype=np.int64),
@@ -60,8 +66,8 @@ def build_upscale_graph(model: MetaSR, opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Add", ["h_pre", "b1"], ["h_bias"]),
         helper.make_node("Relu", ["h_bias"], ["hidden"]),
         helper.make_node("MatMul", ["hidden", "w2"], ["w_pre"]),
-        helper.make_node("Add", ["w_pre", "b2"], ["weights"]),  # (P_r, P_c, C*27)
-        op.make_node(["features", "weights", "row_src", "row_idx", "col_src", "col_idx"], "upscaled"),
+        helper.make_node("Add", ["w_pre", "b2"], ["weights"]),  # (P_r, P_c, 27C) as (ky, kx, c, o)
+        op.make_node(["features", "weights", *op.INPUTS[2:]], "upscaled"),
         helper.make_node("Conv", ["upscaled", "mean_w", "mean_b"], ["sr"], name="add_mean"),
     ]
 

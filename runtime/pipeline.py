@@ -99,9 +99,12 @@ class Pipeline:
 
     def rows_per_tile(self, plan: ProjectionPlan) -> int:
         """Output rows per upscale tile so the body's working memory stays under the budget."""
-        c, pc, w, out_w = self.channels, plan.cols.offsets.size, plan.in_w, plan.out_size[1]
-        # per output row: 3 gathered strips (w, 3C), its filters (9C, 3 P_c), 3 partial sums (w, 3 P_c), output
-        per_row = 4 * _BODY_OVERHEAD * (3 * w * 3 * c + 9 * c * pc * 3 + 3 * w * pc * 3 + out_w * 3)
+        feeds = self._plan(plan.in_h, plan.in_w, plan.scale)[1]
+        g, x = feeds["col_groups"].shape
+        k = feeds["col_group_offsets"].shape[1]
+        c, out_w = self.channels, plan.out_size[1]
+        # per output row: 3 gathered strips (G*X, 3C), its filters (9C, G*K*3), 3 partial sums (G*X, K*3), output
+        per_row = 4 * _BODY_OVERHEAD * (3 * g * x * 3 * c + 9 * c * g * k * 3 + 3 * g * x * k * 3 + out_w * 3)
         return max(1, int(self.upscale_budget_mb * 2**20 // per_row))
 
     # -- stages -------------------------------------------------------------------------------------------
