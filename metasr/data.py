@@ -150,8 +150,10 @@ class TrainSampler:
         while True:
             scale = float(self.scales[int(self.rng.integers(len(self.scales)))])
             pairs = [self._patch(scale) for _ in range(self.batch)]
-            lr = np.stack([lp for lp, _ in pairs]).transpose(0, 3, 1, 2).astype(np.float32)  # (B, 3, p, p)
-            hr = np.stack([hp for _, hp in pairs]).transpose(0, 3, 1, 2).astype(np.float32)  # (B, 3, P, P)
+            # C-contiguous NCHW whatever the patches' layout: kernels (and so the last bits of the results)
+            # depend on memory layout, and layouts would otherwise differ between fresh and cached LR images
+            lr = np.ascontiguousarray(np.stack([lp for lp, _ in pairs]).transpose(0, 3, 1, 2), dtype=np.float32)
+            hr = np.ascontiguousarray(np.stack([hp for _, hp in pairs]).transpose(0, 3, 1, 2), dtype=np.float32)
             yield scale, lr, hr
 
 

@@ -76,3 +76,63 @@ def test_train_resume_and_eval(tmp_path, monkeypatch):
     methods = {m["method"] for m in report["means"]}
     assert methods == {"model", "bicubic"}
     assert (out / "report.csv").read_text().count("\n") == 1 + 5 * 2 * 2
+
+
+def test_training_is_deterministic_with_a_seed(tmp_path, monkeypatch):
+    import metasr.config as config
+
+    tiny = ModelConfig("edsr", {"channels": 8, "n_blocks": 1}, features=8, hidden=16, name="tiny")
+    monkeypatch.setitem(config.PRESETS, "tiny", tiny)
+    runs = []
+    for k in range(2):
+        cfg = TrainConfig(
+            train_dirs=(str(data_path("Set5")),),
+            preset="tiny",
+            batch=2,
+            patch=16,
+            iterations=4,
+            save_every=4,
+            lr=1e-3,
+            seed=7,
+            out_dir=str(tmp_path / f"run{k}"),
+            cache_dir=str(tmp_path / "cache"),
+        )
+        runs.append(load_model(train(cfg)).state_dict())
+    assert all(np.array_equal(runs[0][k].numpy(), runs[1][k].numpy()) for k in runs[0])
+
+
+def test_table1_report_with_plot(tmp_path, monkeypatch):
+    import metasr.config as config
+
+    tiny = ModelConfig("edsr", {"channels": 8, "n_blocks": 1}, features=8, hidden=16, name="tiny")
+    monkeypatch.setitem(config.PRESETS, "tiny", tiny)
+    from metasr.checkpoint import save_model
+    from metasr.model import MetaSR
+
+    ckpt = save_model(MetaSR(tiny), tmp_path / "tiny.safetensors")
+    out = tmp_path / "t1"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(data_path("Set5")),
+                "--layout",
+                "table1",
+                "--scales",
+                "1.5",
+                "2.5",
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
+    md = (out / "report.md").read_text()
+    assert "| bicubic |" in md and "| model |" in md and "x1.5" in md and "x2.5" in md
+    png = out / "psnr_vs_scale_Set5.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
