@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from metasr.export.upscale_graph import build_upscale_graph
-from metasr.runtime.feeds import plan_feeds
+from metasr.runtime.feeds import plan_feeds, tile_feeds
 from metasr.runtime.projection import project
 
 from metasr.config import preset
@@ -51,7 +51,7 @@ def main() -> None:
     h = math.ceil(args.tile / args.scale)
     plan = project(h, h, args.scale)
     feeds = {"features": rng.standard_normal((1, c, h, h), dtype=np.float32), **plan_feeds(plan)}
-    tile = {k: (v[: args.tile] if k in ("row_src", "row_idx", "col_src", "col_idx") else v) for k, v in feeds.items()}
+    tile = tile_feeds(feeds, slice(0, args.tile), slice(0, args.tile))
     Path("/proc/self/clear_refs").write_text("5")
     base = _kib("VmRSS")
     out = sess.run(None, tile)[0]

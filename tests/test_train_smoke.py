@@ -136,3 +136,20 @@ def test_table1_report_with_plot(tmp_path, monkeypatch):
     assert "| bicubic |" in md and "| model |" in md and "x1.5" in md and "x2.5" in md
     png = out / "psnr_vs_scale_Set5.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_train(tmp_path, monkeypatch, capsys):
+    import metasr.config as config
+
+    tiny = ModelConfig("edsr", {"channels": 8, "n_blocks": 1}, features=8, hidden=16, name="tiny")
+    monkeypatch.setitem(config.PRESETS, "tiny", tiny)
+    out = tmp_path / "run"
+    args = ["train", "--train-dir", str(data_path("Set5")), "--preset", "tiny", "--out", str(out)]
+    args += ["--set", "iterations=2", "--set", "batch=2", "--set", "patch=16", "--set", f"cache_dir={tmp_path / 'c'}"]
+    assert main(args) == 0
+    assert (out / "last.safetensors").is_file() and json.loads((out / "config.json").read_text())["iterations"] == 2
+    capsys.readouterr()  # the progress bar
+    assert main(["train", "--preset", "tiny", "--out", str(out)]) == 2  # no --train-dir
+    assert main(["train", "--train-dir", str(tmp_path), "--set", "nope=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("metasr: error: ") for e in err)
