@@ -23,14 +23,8 @@ from metasr.runtime.feeds import plan_feeds, tile_feeds
 from metasr.runtime.projection import project
 
 from metasr.config import preset
+from metasr.measure import reset_peak_rss, status_kib
 from metasr.model import MetaSR
-
-
-def _kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def main() -> None:
@@ -52,10 +46,9 @@ def main() -> None:
     plan = project(h, h, args.scale)
     feeds = {"features": rng.standard_normal((1, c, h, h), dtype=np.float32), **plan_feeds(plan)}
     tile = tile_feeds(feeds, slice(0, args.tile), slice(0, args.tile))
-    Path("/proc/self/clear_refs").write_text("5")
-    base = _kib("VmRSS")
+    base = reset_peak_rss()
     out = sess.run(None, tile)[0]
-    peak = (_kib("VmHWM") - base) / 1024
+    peak = (status_kib("VmHWM") - base) / 1024
     per_pixel = out.shape[2] * out.shape[3] * c * 27 * 4 / 2**20
     print(
         f"ORT {ort.__version__} CPU: upscale graph, C={c}, x{args.scale:g}, output tile {out.shape[3]}x{out.shape[2]} "

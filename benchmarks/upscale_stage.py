@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,15 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from metasr.runtime.projection import project
 from oracle import oracle_upscale
 
+from metasr.measure import median_time, reset_peak_rss, status_kib
 from metasr.upscale import meta_upscale
 from metasr.weight_predictor import WeightPredictor
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _setup(channels: int, size: int) -> tuple[WeightPredictor, torch.Tensor]:
@@ -54,10 +46,9 @@ def _measure_child(which: str, channels: int, size: int, scale: float) -> None:
     p2w, feats = _setup(channels, size)
     with torch.no_grad():
         _run(which, p2w, torch.randn(1, channels, 8, 8), 2.0)  # load kernels, warm the allocator minimally
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        base = _rss_kib("VmRSS")
+        base = reset_peak_rss()
         _run(which, p2w, feats, scale)
-    print((_rss_kib("VmHWM") - base) / 1024)
+    print((status_kib("VmHWM") - base) / 1024)
 
 
 def peak_extra_mib(which: str, channels: int, size: int, scale: float) -> float:
@@ -79,16 +70,6 @@ def peak_extra_mib(which: str, channels: int, size: int, scale: float) -> float:
         text=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def gemm_rate(n: int = 2048) -> float:

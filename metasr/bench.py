@@ -9,32 +9,20 @@ output size, each backend in a fresh process.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from metasr.measure import median_time, status_kib
 from metasr.model import MetaSR
 
 __all__ = ["ZOOM_SCALES", "run_bench"]
 
 ZOOM_SCALES = (1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3.1, 3.4, 3.7, 4.0)
-
-
-def _median(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (plans, arenas, kernels)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _peak_child(kind: str, target: str, lr_h: int, lr_w: int, scale: float) -> float:
@@ -60,10 +48,7 @@ def _child_peak(kind: str, target: str, lr_h: int, lr_w: int, scale: float) -> f
         model = load_model(target)
         with torch.no_grad():
             model(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None], scale)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    return status_kib("VmHWM") / 1024
 
 
 def run_bench(
@@ -92,26 +77,26 @@ def run_bench(
         from metasr.upscale import meta_upscale
 
         res["torch"] = {
-            "feature_s": _median(lambda: model.encode(x), repeats),
-            "weights_s": _median(lambda: model.P2W.table(plan, feats_t), repeats),
-            "upscale_s": _median(lambda: model.add_mean(meta_upscale(feats_t, table, plan)), repeats),
-            "e2e_s": _median(lambda: model(x, scale), repeats),
+            "feature_s": median_time(lambda: model.encode(x), repeats),
+            "weights_s": median_time(lambda: model.P2W.table(plan, feats_t), repeats),
+            "upscale_s": median_time(lambda: model.add_mean(meta_upscale(feats_t, table, plan)), repeats),
+            "e2e_s": median_time(lambda: model(x, scale), repeats),
         }
         res["torch"]["weights_upscale_s"] = res["torch"]["weights_s"] + res["torch"]["upscale_s"]
         with Pipeline(art) as p:
             feats = p.encode(img)
             res["ort"] = {
-                "feature_s": _median(lambda: p.encode(img), repeats),
-                "weights_upscale_s": _median(lambda: p.upscale(feats, scale), repeats),
-                "e2e_s": _median(lambda: p.upscale(p.encode(img), scale), repeats),
+                "feature_s": median_time(lambda: p.encode(img), repeats),
+                "weights_upscale_s": median_time(lambda: p.upscale(feats, scale), repeats),
+                "e2e_s": median_time(lambda: p.upscale(p.encode(img), scale), repeats),
             }
-            zoom = _median(
+            zoom = median_time(
                 lambda: [
                     p.upscale(p.encode(img), s) if s == ZOOM_SCALES[0] else p.upscale(feats, s) for s in ZOOM_SCALES
                 ],
                 max(1, repeats // 2),
             )
-            rerun = _median(lambda: [p.upscale(p.encode(img), s) for s in ZOOM_SCALES], max(1, repeats // 2))
+            rerun = median_time(lambda: [p.upscale(p.encode(img), s) for s in ZOOM_SCALES], max(1, repeats // 2))
         res["zoom"] = {
             "scales": list(ZOOM_SCALES),
             "encode_once_s": zoom,

@@ -1,0 +1,35 @@
+"""Measurement helpers shared by `metasr bench` and the scripts in benchmarks/ (stdlib only, Linux memory)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["median_time", "reset_peak_rss", "status_kib"]
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls, after one warm-up call."""
+    fn()  # warm-up (plans, arenas, kernels)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def status_kib(field: str) -> int:
+    """A memory field of /proc/self/status in KiB (``VmRSS``: resident now, ``VmHWM``: peak resident)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} is not in /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Reset VmHWM to the current resident size (Linux >= 4.0); returns that size in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_kib("VmRSS")
