@@ -57,6 +57,8 @@ class OrtBackend:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        # the pipeline alternates two sessions: threads spin-waiting in one would compete with the other's work
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.spec = spec
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         self.output_names = [t.name for t in spec.outputs]
