@@ -41,9 +41,10 @@ def super_resolve(model: MetaSR, lr: np.ndarray, scale: float) -> np.ndarray:
 
 
 def bicubic_upscale(lr: np.ndarray, scale: float) -> np.ndarray:
-    """The bicubic baseline: MATLAB bicubic to ``int(r*h) x int(r*w)``."""
+    """The bicubic baseline: MATLAB ``imresize(lr, r, 'bicubic')`` (kernel at exactly r, the geometry the LR
+    was made with), cut to the model's output size ``int(r*h) x int(r*w)``."""
     h, w = lr.shape[:2]
-    return imresize(lr, out_shape=(int(scale * h), int(scale * w)))
+    return imresize(lr, scale, out_shape=(int(scale * h), int(scale * w)))
 
 
 def _convention(scale: float, convention: LRConvention) -> Literal["metasr", "benchmark"]:
