@@ -23,6 +23,7 @@ from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec, sha256_file
 from metasr.runtime.projection import MERGE_TOL
 
 from metasr.data import make_pair
+from metasr.fileio import default_mode
 from metasr.imresize import imresize
 from metasr.model import MetaSR
 
@@ -197,9 +198,7 @@ def export_onnx(
             tools=_tool_versions(),
         )
         manifest.write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private
         comparisons: list[Comparison] = []
         if verify_image is not None:
             lr, _ = make_pair(verify_image, 2.0, "metasr")

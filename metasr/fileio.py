@@ -8,7 +8,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "default_mode"]
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permission bits a new file (or directory) gets under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 @contextlib.contextmanager
@@ -21,9 +28,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, default_mode())  # mkstemp makes it private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

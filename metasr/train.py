@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import time
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +174,3 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
                 on_log(record)
     log.close()
     return out / "last.safetensors"
-
-
-_ = typing  # field types are read as strings by apply_overrides
