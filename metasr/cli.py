@@ -71,10 +71,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         source = Path(args.model) if Path(args.model).exists() else None
     lr_size = None
     if args.lr_size:
-        try:
-            h, w = (int(v) for v in args.lr_size.lower().split("x"))
-        except ValueError:
-            raise CLIError(f"--lr-size must look like 270x480 (HxW), got {args.lr_size!r}") from None
+        h, w = _parse_pair(args.lr_size, "--lr-size", "270x480 (HxW)")
         if h < 8 or w < 8:
             raise CLIError(f"--lr-size must be at least 8x8, got {args.lr_size}")
         lr_size = (h, w)
@@ -150,12 +147,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def _parse_pair(text: str, flag: str, example: str) -> tuple[int, int]:
+    """Two positive integers written ``AxB`` (``--size WxH``, ``--lr-size HxW``), in the order written."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise CLIError(f"--size must look like 1920x1080 (WxH), got {text!r}") from None
-    return w, h
+        raise CLIError(f"{flag} must look like {example}, got {text!r}") from None
+    return a, b
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
@@ -165,7 +163,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from metasr.runtime.image_io import read_image
     from metasr.runtime.pipeline import Pipeline
 
-    size = _parse_size(args.size) if args.size else None
+    size = _parse_pair(args.size, "--size", "1920x1080 (WxH)") if args.size else None
     jobs = plan_jobs(args.inputs, args.output, force=args.force)
     if args.artifacts:
         artifacts = Path(args.artifacts)
@@ -252,8 +250,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from metasr.bench import dump, format_bench, run_bench
 
     model = _resolve_model(args.model, allow_preset=True)
-    h, w = (int(v) for v in args.lr_size.lower().split("x"))
-    memory = None if args.no_memory else _parse_size(args.memory_output)
+    h, w = _parse_pair(args.lr_size, "--lr-size", "80x120 (HxW)")
+    memory = None if args.no_memory else _parse_pair(args.memory_output, "--memory-output", "1920x1080 (WxH)")
     res = run_bench(model, (h, w), args.scale, repeats=args.repeats, memory_output=memory)
     print(format_bench(res))
     if args.json:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from metasr.runtime.image_io import ImageError, LoadedImage, write_image
+from metasr.runtime.image_io import IMAGE_SUFFIXES, ImageError, LoadedImage, write_image
 from metasr.runtime.pipeline import Pipeline
 from metasr.runtime.projection import UnsupportedScaleError, check_scale, output_size
 
@@ -16,7 +16,6 @@ from metasr.imresize import imresize
 __all__ = ["DEFAULT_MAX_PIXELS", "Job", "job_scale", "plan_jobs", "run_job", "scale_for_size"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metasr.metrics import quantize
+
 __all__ = ["Comparison", "compare"]
 
 
@@ -34,16 +36,12 @@ class Comparison:
         )
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0, 255)).astype(np.uint8)
-
-
 def compare(name: str, got: np.ndarray, ref: np.ndarray, atol: float, min_uint8_equal: float) -> Comparison:
     """Compare float outputs on the 0..255 scale (same shape)."""
     if got.shape != ref.shape:
         raise ValueError(f"{name}: shapes differ, got {got.shape}, reference {ref.shape}")
     d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    a, b = _to_uint8(got), _to_uint8(ref)
+    a, b = quantize(got), quantize(ref)
     mse = float(np.mean((a.astype(np.float64) - b) ** 2))
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
     return Comparison(name, float(d.max()), float(d.mean()), psnr, float(np.mean(a == b)), atol, min_uint8_equal)

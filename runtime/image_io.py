@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from metasr.fileio import atomic_path
+from metasr.metrics import quantize
 
-__all__ = ["ImageError", "LoadedImage", "read_image", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "LoadedImage", "read_image", "write_image"]
 
 _WRITABLE = {
     ".png": "PNG",
@@ -30,6 +31,7 @@ _WRITABLE = {
     ".tiff": "TIFF",
     ".webp": "WEBP",
 }
+IMAGE_SUFFIXES = tuple(_WRITABLE)  # the files `metasr upscale` reads from folders and writes
 
 
 class ImageError(ValueError):
@@ -81,7 +83,7 @@ def _palette_is_gray(im: Image.Image) -> bool:
 def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
     if bits == 16:
         return np.round(np.clip(x, 0, 255) * 257.0).astype(np.uint16)
-    return np.round(np.clip(x, 0, 255)).astype(np.uint8)
+    return quantize(x)
 
 
 def encode_image(rgb: np.ndarray, source: LoadedImage, alpha: np.ndarray | None, fmt: str) -> Image.Image:

@@ -26,6 +26,8 @@ from metasr.runtime.feeds import plan_feeds, tile_feeds
 from metasr.runtime.manifest import Manifest
 from metasr.runtime.projection import ProjectionPlan, project
 
+from metasr.metrics import quantize
+
 __all__ = ["DEFAULT_FEATURE_TILE", "DEFAULT_UPSCALE_BUDGET_MB", "Pipeline", "axis_tiles"]
 
 DEFAULT_UPSCALE_BUDGET_MB = 512
@@ -146,8 +148,7 @@ class Pipeline:
 
     def __call__(self, image: np.ndarray, scale: float) -> np.ndarray:
         """RGB (h, w, 3) -> uint8 RGB (int(r*h), int(r*w), 3): clamped and rounded half-to-even."""
-        sr = self.upscale(self.encode(image), scale)[0].transpose(1, 2, 0)  # (H, W, 3)
-        return np.round(np.clip(sr, 0, 255)).astype(np.uint8)
+        return quantize(self.upscale(self.encode(image), scale)[0].transpose(1, 2, 0))  # (H, W, 3)
 
     def close(self) -> None:
         self._feature.close()
