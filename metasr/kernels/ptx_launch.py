@@ -15,6 +15,7 @@ import torch
 
 from metasr.kernels.launch import check_inputs, triton_cdiv
 from metasr.kernels.ptx import PtxKernel
+from metasr.kernels.spec import launch_geometry
 
 __all__ = ["launch_ptx"]
 
@@ -68,20 +69,18 @@ def launch_ptx(
     if features.dtype != want or not features.is_cuda:
         got = f"{features.device} {features.dtype}"
         raise ValueError(f"the {kernel.dtype} kernel needs CUDA {want} features, got {got}")
-    n, c, h, w = features.shape
     big_h, big_w = row_src.numel(), col_src.numel()
-    out = features.new_empty((n, 3, big_h, big_w))
+    grid, scalars = launch_geometry(kernel.config, tuple(features.shape), big_h, big_w, weights.shape[1], triton_cdiv)
+    out = features.new_empty((features.shape[0], 3, big_h, big_w))
     tensors = [t.contiguous() for t in (features, weights, row_src, row_idx, col_src, col_idx)]
     hints = [tensors[2]] * 5  # declared, never read: any valid pointer
     values = [ctypes.c_void_p(t.data_ptr()) for t in tensors + hints]
-    values += [ctypes.c_int32(v) for v in (c, h, w, big_h, big_w, weights.shape[1])]
+    values += [ctypes.c_int32(v) for v in scalars]
     values += [ctypes.c_void_p(out.data_ptr()), ctypes.c_void_p(0), ctypes.c_void_p(0)]  # out, null scratch
     params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
     func = _function(kernel, features.device.index or 0)
     drv = _driver()
     stream = drv.CUstream(torch.cuda.current_stream(features.device).cuda_stream)
-    cfg = kernel.config
-    grid = (triton_cdiv(big_w, cfg.block_w), triton_cdiv(big_h, cfg.block_h), n)
     args = ctypes.addressof(params)
     _check(drv.cuLaunchKernel(func, *grid, kernel.threads, 1, 1, kernel.shared_bytes, stream, args, 0))
     return out

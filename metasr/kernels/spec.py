@@ -25,9 +25,20 @@ memory beyond what the compiled kernel reports and no Triton scratch memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-__all__ = ["DTYPES", "INPUT_PARAMS", "OUTPUT_PARAMS", "PARAMS", "SCALAR_PARAMS", "KernelConfig", "default_config"]
+__all__ = [
+    "DTYPES",
+    "INPUT_PARAMS",
+    "OUTPUT_PARAMS",
+    "PARAMS",
+    "SCALAR_PARAMS",
+    "KernelConfig",
+    "default_config",
+    "launch_geometry",
+]
 
 INPUT_PARAMS = (
     "features",
@@ -77,3 +88,20 @@ def default_config(dtype: str = "fp32") -> KernelConfig:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return KernelConfig()
+
+
+T = TypeVar("T")
+
+
+def launch_geometry(
+    config: KernelConfig, features_shape: tuple[T, T, T, T], big_h: T, big_w: T, p_c: T, cdiv: Callable[[T, int], T]
+) -> tuple[tuple[T, T, T], tuple[T, ...]]:
+    """Grid and the six scalar arguments (C, h, w, H, W, P_c) of one launch.
+
+    Works on ints (a direct launch) and on TensorRT shape expressions (the AOT plugin), so both launch
+    the kernel identically: ``features_shape`` (N, C, h, w), ``big_h``/``big_w`` the output size, ``p_c`` the
+    number of column offsets, ``cdiv`` ceiling division for that type.
+    """
+    n, c, h, w = features_shape
+    grid = (cdiv(big_w, config.block_w), cdiv(big_h, config.block_h), n)
+    return grid, (c, h, w, big_h, big_w, p_c)
