@@ -20,20 +20,30 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from PIL import UnidentifiedImageError
 
     from metasr.runtime.backends import BackendError
+    from metasr.runtime.engine_profile import ProfileError
+    from metasr.runtime.engines import EngineMismatchError
     from metasr.runtime.manifest import ManifestError
     from metasr.runtime.projection import UnsupportedScaleError
+    from metasr.runtime.trt_env import TensorRTUnavailable
 
     errors: tuple[type[BaseException], ...] = (
         CLIError,
         UnsupportedScaleError,
         ManifestError,
         BackendError,
+        TensorRTUnavailable,
+        EngineMismatchError,
+        ProfileError,
         FileNotFoundError,
         UnidentifiedImageError,
         ValueError,
         OSError,
     )
-    for module, name in (("metasr.checkpoint", "CheckpointError"), ("metasr.export", "ExportError")):
+    for module, name in (
+        ("metasr.checkpoint", "CheckpointError"),
+        ("metasr.export", "ExportError"),
+        ("metasr.export.trt_build", "EngineBuildError"),
+    ):
         try:
             errors += (getattr(__import__(module, fromlist=[name]), name),)
         except ImportError:  # torch / onnx are not installed: their errors cannot occur
@@ -259,6 +269,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from metasr.export.trt_build import EngineBuildConfig, build_engines
+
+    sizes = tuple(_parse_pair(s, "--lr-size", "256x256 (HxW)") for s in (args.lr_size or ["256x256"]))
+    cfg = EngineBuildConfig(
+        precision=args.precision,
+        lr_sizes=sizes,
+        max_lr=_parse_pair(args.max_lr, "--max-lr", "540x960 (HxW)") if args.max_lr else None,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        workspace_mb=args.workspace_mb,
+        upscale_impl=args.upscale_impl,
+    )
+    for spec in build_engines(args.artifacts, cfg):
+        print(f"wrote {Path(args.artifacts) / spec.file} ({spec.kind}, {spec.precision})")
+    return 0
+
+
 def _load_image(path: str):
     from metasr.data import load_rgb
 
@@ -335,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the raw numbers here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("build-engine", help="TensorRT engines from an artifact directory (needs a GPU and TensorRT)")
+    p.add_argument("--artifacts", required=True, help="artifact directory (engines and manifest are added to it)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    p.add_argument("--lr-size", action="append", metavar="HxW", help="static feature engine size (repeatable)")
+    p.add_argument("--max-lr", metavar="HxW", help="largest LR region per upscale call (default: largest --lr-size)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file (read if present, updated)")
+    p.add_argument("--workspace-mb", type=int, default=2048)
+    p.add_argument(
+        "--upscale-impl",
+        choices=["plugin", "body"],
+        default="plugin",
+        help="plugin: require the metasr::MetaUpscale plugin layer; body: accept an imported ONNX function body",
+    )
+    p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("demo", help="the bundled model through ONNX Runtime on a sample image, checked against PyTorch")
     p.add_argument("--model")

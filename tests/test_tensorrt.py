@@ -198,3 +198,56 @@ def test_no_name_tensorrt_11_removed_is_used():
 
 ENV = probe()
 needs_trt = pytest.mark.skipif(not ENV.ready, reason=f"needs a CUDA GPU and TensorRT: {ENV.problem}")
+
+
+@pytest.mark.skipif(ENV.cuda_devices < 1, reason=f"needs a CUDA GPU and cuda-bindings: {ENV.problem}")
+def test_cuda_buffers_round_trip_and_are_reused():
+    from metasr.runtime.cuda_buffers import DeviceBuffer, Stream
+
+    stream, buf = Stream(), DeviceBuffer()
+    try:
+        a = np.arange(1000, dtype=np.float32).reshape(10, 100)
+        stream.upload(buf, a)
+        ptr = buf.ptr
+        assert np.array_equal(stream.download(buf, np.empty_like(a)), a)
+        b = np.full(500, 7, dtype=np.int64)  # smaller: the same allocation is reused
+        stream.upload(buf, b)
+        assert buf.ptr == ptr and np.array_equal(stream.download(buf, np.empty_like(b)), b)
+        c = np.ones((300, 100), dtype=np.float32)  # larger: grown
+        stream.upload(buf, c)
+        assert buf.nbytes >= c.nbytes and np.array_equal(stream.download(buf, np.empty_like(c)), c)
+    finally:
+        buf.free()
+        stream.close()
+
+
+@pytest.fixture(scope="module")
+def trt_artifacts(tmp_path_factory):
+    from metasr.export import export_onnx
+
+    from metasr.bundled import bundled_model_path
+    from metasr.checkpoint import load_model
+
+    out = tmp_path_factory.mktemp("trt") / "small"
+    export_onnx(load_model(bundled_model_path()), out)
+    return out
+
+
+@needs_trt
+@pytest.mark.parametrize("precision", ["fp32"])
+def test_engines_build_and_match_onnx_runtime(trt_artifacts, precision):
+    from metasr.export.trt_build import EngineBuildConfig, build_engines
+    from metasr.runtime.manifest import Manifest
+    from metasr.runtime.pipeline import Pipeline
+
+    specs = build_engines(trt_artifacts, EngineBuildConfig(precision=precision, lr_sizes=((64, 64),), max_lr=(96, 96)))
+    manifest = Manifest.read(trt_artifacts)
+    assert {s.file for s in specs} <= {g.file for g in manifest.graphs}
+    up = next(s for s in specs if s.kind == "upscale")
+    assert up.extra["plugin_impl"] == "aot" and up.extra["ptx_isa"] == "8.0"
+    img = (np.random.default_rng(0).random((150, 170, 3)) * 255).astype(np.uint8)
+    with Pipeline(trt_artifacts, "ort") as ort_p, Pipeline(trt_artifacts, "trt", precision=precision) as trt_p:
+        for scale in (1.5, 2.3, 4.0):
+            a, b = ort_p.upscale(ort_p.encode(img), scale), trt_p.upscale(trt_p.encode(img), scale)
+            assert a.shape == b.shape
+            assert np.abs(a - b).max() <= 1e-2  # FP32 engines: the README's parity limit on 0..255
