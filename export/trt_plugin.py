@@ -10,7 +10,7 @@ at engine build time. The ONNX parser maps the exported ``MetaUpscale`` node (``
 * ``aot_impl`` (what ``aot=1`` selects): the Triton kernel compiled to PTX for the building GPU's compute
   capability (:func:`metasr.kernels.compile_ptx`); the engine stores it and runs with no Python
   (``trtexec --loadEngine``). Kernel arguments as TensorRT passes them: the 11 input pointers, six
-  ``SymInt32`` scalars (C, h, w, H, W, P_c from the input shapes), the output pointer.
+  ``SymInt32`` scalars (C, h, w, H, W, P_r, P_c from the input shapes), the output pointer.
 * ``impl``: a JIT fallback (Python and Triton at run time) for a node with ``aot=0``.
 
 This follows NVIDIA's ``samples/python/quickly_deployable_plugins`` (``qdp_defs.py``); the signatures are
@@ -100,14 +100,14 @@ def meta_upscale_aot_impl(
     k = kernel_for(_dtype(features))
     f = features.shape_expr
     grid, scalars = launch_geometry(
-        k.config, (f[0], f[1], f[2], f[3]), row_src.shape_expr[0], col_src.shape_expr[0], weights.shape_expr[1],
-        trtp.cdiv,
+        k.config, (f[0], f[1], f[2], f[3]), row_src.shape_expr[0], col_src.shape_expr[0],
+        (weights.shape_expr[0], weights.shape_expr[1]), trtp.cdiv,
     )  # fmt: skip
     launch = trtp.KernelLaunchParams()
     launch.grid_x, launch.grid_y, launch.grid_z = grid
     launch.block_x = k.threads  # exactly num_warps * 32: the PTX carries .reqntid
     launch.shared_mem = k.shared_bytes
-    # the int32 scalars after the 11 input pointers (C, h, w, H, W, P_c), then TensorRT passes the output
+    # the int32 scalars after the 11 input pointers (C, h, w, H, W, P_r, P_c), then TensorRT passes the output
     return k.name, k.ptx, launch, trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in scalars])
 
 

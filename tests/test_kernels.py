@@ -138,6 +138,21 @@ def test_contract_violations_are_clear(interpret):
         meta_upscale_triton(feats, weights, rs, ri, cs, ci.int())
 
 
+def test_out_of_range_indices_are_clamped_never_read_outside(interpret):
+    """What TensorRT's plugin gets from trtexec's random inputs: garbage index vectors. The kernel clamps them
+    (no host check runs there), so the result is that of the clamped indices, with no out-of-bounds read."""
+    from metasr.kernels.launch import _launch
+
+    _, feats, weights, (rs, ri, cs, ci) = _problem(1, 32, 6, 7, 2.3)
+    g = torch.Generator().manual_seed(5)
+    bad = [torch.randint(-(2**40), 2**40, t.shape, generator=g) for t in (rs, ri, cs, ci)]
+    limits = (6, weights.shape[0], 7, weights.shape[1])
+    clamped = [b.clamp(0, n - 1) for b, n in zip(bad, limits, strict=True)]
+    out = _launch(feats, weights, *bad, INTERP)
+    assert torch.equal(out, _launch(feats, weights, *clamped, INTERP))
+    assert torch.isfinite(out).all()
+
+
 def test_cpu_tensors_need_the_interpreter(monkeypatch):
     from metasr.kernels import KernelUnavailableError
 
@@ -162,8 +177,8 @@ def test_ptx_targets_isa_and_parameter_order(ptx_kernels):
         lines = k.ptx.splitlines()
         assert ".version 8.0" in lines, (cc, dtype)
         assert f".target sm_{cc}" in lines, (cc, dtype)  # generic: never sm_90a
-        assert k.params == PARAMS and len(PARAMS) == 18
-        # 11 input pointers, 6 int32 scalars, the output pointer, then Triton's two hidden scratch pointers
+        assert k.params == PARAMS and len(PARAMS) == 19
+        # 11 input pointers, 7 int32 scalars, the output pointer, then Triton's two hidden scratch pointers
         assert ptx_entry_params(k.ptx, k.name) == [".u64"] * n_in + [".u32"] * n_sc + [".u64"] + [".u64"] * 2
         read = ptx_read_params(k.ptx, k.name)
         assert read == set(range(6)) | set(range(n_in, n_in + n_sc + 1)), (cc, dtype, sorted(read))

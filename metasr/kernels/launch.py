@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from metasr.kernels.spec import KernelConfig, default_config
+from metasr.kernels.spec import KernelConfig, default_config, launch_geometry
 
 __all__ = ["KernelUnavailableError", "check_inputs", "meta_upscale_triton", "triton_available"]
 
@@ -88,6 +88,19 @@ def meta_upscale_triton(
     sets ``TRITON_INTERPRET=1`` (slow: meant for tests).
     """
     check_inputs(features, weights, row_src, row_idx, col_src, col_idx)
+    return _launch(features, weights, row_src, row_idx, col_src, col_idx, config)
+
+
+def _launch(
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    row_src: torch.Tensor,
+    row_idx: torch.Tensor,
+    col_src: torch.Tensor,
+    col_idx: torch.Tensor,
+    config: KernelConfig | None,
+) -> torch.Tensor:
+    """Launch without the host-side contract checks (what the TensorRT plugin does): shapes as the contract."""
     interpret = features.device.type == "cpu"
     if interpret and os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "on"):
         raise KernelUnavailableError("CPU tensors run the Triton kernel only under TRITON_INTERPRET=1")
@@ -101,11 +114,12 @@ def meta_upscale_triton(
         return out
     features, weights = features.contiguous(), weights.contiguous()
     unused = row_src  # the grouping hints are never read; any valid pointer fills their slots
-    grid = (triton_cdiv(big_w, cfg.block_w), triton_cdiv(big_h, cfg.block_h), n)
+    pairs = (weights.shape[0], weights.shape[1])
+    grid, scalars = launch_geometry(cfg, (n, c, h, w), big_h, big_w, pairs, triton_cdiv)
     _kernel(interpret)[grid](
         features, weights, row_src.contiguous(), row_idx.contiguous(), col_src.contiguous(), col_idx.contiguous(),
         unused, unused, unused, unused, unused,
-        c, h, w, big_h, big_w, weights.shape[1],
+        *scalars,
         out,
         BLOCK_H=cfg.block_h, BLOCK_W=cfg.block_w, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps, enable_fp_fusion=True,
     )  # fmt: skip

@@ -24,7 +24,7 @@ import triton.language as tl
 
 __all__ = ["interpreted", "jit", "meta_upscale_kernel"]
 
-SCALARS = ("C", "h", "w", "H", "W", "P_c")
+SCALARS = ("C", "h", "w", "H", "W", "P_r", "P_c")
 # tl.sum's own combine function: tl.reduce with it is a plain sum when compiled, and the interpreter maps it
 # to numpy.sum even when Triton was imported before TRITON_INTERPRET=1 was set (tl.sum itself is @jit code)
 _sum_combine = tl.standard._sum_combine
@@ -47,6 +47,7 @@ def meta_upscale_kernel(
     w,
     H,
     W,
+    P_r,
     P_c,
     out_ptr,
     BLOCK_H: tl.constexpr,
@@ -59,9 +60,13 @@ def meta_upscale_kernel(
     i = tl.program_id(1) * BLOCK_H + p // BLOCK_W  # (P,) output row
     j = tl.program_id(0) * BLOCK_W + p % BLOCK_W  # (P,) output column
     valid = (i < H) & (j < W)
-    ys = tl.load(row_src_ptr + i, mask=valid, other=0)  # int64
-    xs = tl.load(col_src_ptr + j, mask=valid, other=0)
-    pair = tl.load(row_idx_ptr + i, mask=valid, other=0) * P_c + tl.load(col_idx_ptr + j, mask=valid, other=0)
+    # indices are clamped into range: invalid index vectors (e.g. trtexec's random inputs) give a wrong image,
+    # never a read outside the buffers (the torch entry point refuses them before launching)
+    ys = tl.minimum(tl.maximum(tl.load(row_src_ptr + i, mask=valid, other=0), 0), h - 1)  # int64
+    xs = tl.minimum(tl.maximum(tl.load(col_src_ptr + j, mask=valid, other=0), 0), w - 1)
+    ri = tl.minimum(tl.maximum(tl.load(row_idx_ptr + i, mask=valid, other=0), 0), P_r - 1)
+    ci = tl.minimum(tl.maximum(tl.load(col_idx_ptr + j, mask=valid, other=0), 0), P_c - 1)
+    pair = ri * P_c + ci
     hw = h.to(tl.int64) * w
     feat = feat_ptr + n * C * hw
     filt = weight_ptr + pair * (27 * C)  # (P,) this pixel's filter, (ky, kx, c, o)

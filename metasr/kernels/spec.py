@@ -15,8 +15,9 @@ scalars, then the output):
  8  col_groups
  9  col_group_offsets
 10  col_pick
-11  C, h, w, H, W, P_c int32 scalars (from the inputs' shapes)
-17  out                same dtype as features (N, 3, H, W), contiguous
+11  C, h, w, H, W,     int32 scalars (from the inputs' shapes)
+    P_r, P_c
+18  out                same dtype as features (N, 3, H, W), contiguous
 ==  ==================  =====================================================================================
 
 Grid: ``(cdiv(W, block_w), cdiv(H, block_h), N)``; threads per block ``num_warps * 32``; no dynamic shared
@@ -53,7 +54,7 @@ INPUT_PARAMS = (
     "col_group_offsets",
     "col_pick",
 )
-SCALAR_PARAMS = ("C", "h", "w", "H", "W", "P_c")
+SCALAR_PARAMS = ("C", "h", "w", "H", "W", "P_r", "P_c")
 OUTPUT_PARAMS = ("out",)
 PARAMS = INPUT_PARAMS + SCALAR_PARAMS + OUTPUT_PARAMS
 DTYPES = ("fp32", "fp16")
@@ -94,14 +95,19 @@ T = TypeVar("T")
 
 
 def launch_geometry(
-    config: KernelConfig, features_shape: tuple[T, T, T, T], big_h: T, big_w: T, p_c: T, cdiv: Callable[[T, int], T]
+    config: KernelConfig,
+    features_shape: tuple[T, T, T, T],
+    big_h: T,
+    big_w: T,
+    pairs: tuple[T, T],
+    cdiv: Callable[[T, int], T],
 ) -> tuple[tuple[T, T, T], tuple[T, ...]]:
-    """Grid and the six scalar arguments (C, h, w, H, W, P_c) of one launch.
+    """Grid and the seven scalar arguments (C, h, w, H, W, P_r, P_c) of one launch.
 
     Works on ints (a direct launch) and on TensorRT shape expressions (the AOT plugin), so both launch
-    the kernel identically: ``features_shape`` (N, C, h, w), ``big_h``/``big_w`` the output size, ``p_c`` the
-    number of column offsets, ``cdiv`` ceiling division for that type.
+    the kernel identically: ``features_shape`` (N, C, h, w), ``big_h``/``big_w`` the output size, ``pairs`` the
+    weights' (P_r, P_c), ``cdiv`` ceiling division for that type.
     """
     n, c, h, w = features_shape
     grid = (cdiv(big_w, config.block_w), cdiv(big_h, config.block_h), n)
-    return grid, (c, h, w, big_h, big_w, p_c)
+    return grid, (c, h, w, big_h, big_w, pairs[0], pairs[1])
