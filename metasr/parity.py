@@ -204,6 +204,9 @@ def candidate_pairs(
 
     Precisions come from the manifest: those with both a feature and an upscale graph in the backend's file
     format. ``backends`` / ``precisions`` restrict the lists (default: all)."""
+    unknown = [p for p in precisions or () if p not in PRECISIONS]
+    if unknown:
+        raise ParityError(f"unknown precisions {unknown}; known: {list(PRECISIONS)}")
     run, skipped = [], []
     for backend in backends or ALL_BACKENDS:
         if backend not in ALL_BACKENDS:

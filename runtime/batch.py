@@ -108,7 +108,7 @@ def plan_jobs(inputs: list[str], out: str, force: bool = False) -> list[Job]:
     elif suffix in Image.registered_extensions():
         raise ImageError(f"cannot write {suffix} images; use one of {sorted(IMAGE_SUFFIXES)}")
     elif out_path.exists():
-        raise ImageError(f"{out_path} is a file; several inputs need an output folder")
+        raise ImageError(f"{out_path} exists and is not a folder (an output file needs one of {list(IMAGE_SUFFIXES)})")
     else:
         jobs = [Job(s, out_path / s.name) for s in sources]
     names = [j.target.resolve() for j in jobs]

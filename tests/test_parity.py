@@ -88,6 +88,7 @@ def test_thresholds_can_be_overridden(capsys, bundled_artifacts):
         (["--threshold", "fp32.rtol=1"], "unknown limit"),
         (["--threshold", "fp32.atol=-1"], "must be a number >= 0"),
         (["--backends", "tpu"], "unknown backend"),
+        (["--precisions", "fp64"], "unknown precisions"),
         (["--backends", "trt"], "no backend x precision could run here"),
     ],
 )
