@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from metasr.runtime.backends import Backend, open_backend
+from metasr.runtime.backends import BACKEND_FORMATS, Backend, BackendError, backend_available, open_backend
 from metasr.runtime.feeds import plan_feeds
-from metasr.runtime.manifest import Manifest, read_consistent
+from metasr.runtime.manifest import GraphSpec, Manifest, read_consistent
 from metasr.runtime.projection import ProjectionPlan, project
 from metasr.runtime.tiling import UpscaleTile, axis_tiles, plan_upscale_tiles, window_feeds
 
@@ -72,10 +72,13 @@ class Pipeline:
         budget = float(upscale_budget_mb)
         if not math.isfinite(budget) or budget <= 0:
             raise ValueError(f"upscale_budget_mb must be a positive number, got {upscale_budget_mb}")
+        reason = backend_available(backend)
+        if reason:
+            raise BackendError(reason)
         self.directory = Path(artifacts)
+        self.backend = backend
         self.manifest, (feature_bytes, upscale_bytes) = read_consistent(self.directory, self._select)
-        self.feature_spec = self.manifest.graph("feature")
-        self.upscale_spec = self.manifest.graph("upscale")
+        self.feature_spec, self.upscale_spec = self._select(self.manifest)
         self.channels = int(self.manifest.model["features"])
         self.receptive_radius = int(self.feature_spec.extra.get("receptive_radius", 0))
         static = self.feature_spec.extra.get("lr_size")
@@ -96,10 +99,11 @@ class Pipeline:
             raise
         self._plan = functools.lru_cache(maxsize=64)(self._make_plan)
 
-    @staticmethod
-    def _select(manifest: Manifest) -> tuple:
-        """The graphs this pipeline runs (issue 8's precision/target selection plugs in here)."""
-        return manifest.graph("feature"), manifest.graph("upscale")
+    def _select(self, manifest: Manifest) -> tuple[GraphSpec, GraphSpec]:
+        """The feature and upscale graphs this pipeline runs: the backend's file format (precision and
+        target selection join here)."""
+        fmt = BACKEND_FORMATS.get(self.backend, "onnx")
+        return manifest.graph("feature", fmt), manifest.graph("upscale", fmt)
 
     # -- planning -----------------------------------------------------------------------------------------
     @property
