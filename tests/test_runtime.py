@@ -299,3 +299,41 @@ def test_png_compression_level_is_an_option(bundled, tmp_path):
     assert (
         _cli([src, "-o", str(tmp_path / "x.png"), "--scale", "2", "--artifacts", str(art), "--png-compress", "10"]) == 2
     )
+
+
+def test_eight_threads_sharing_a_pipeline_match_serial_runs(bundled):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, art = bundled
+    img = load_rgb(data_path("Set14", "comic.png"))[:60, :50]
+    jobs = [(img[k : k + 40, : 30 + k], s) for k in range(4) for s in (1.7, 3.3)]
+    with Pipeline(art, upscale_budget_mb=4) as p:  # several tiles per image
+        serial = [p(a, s) for a, s in jobs]
+        with ThreadPoolExecutor(8) as pool:
+            shared = list(pool.map(lambda job: p(*job), jobs * 2))
+    for got, want in zip(shared, serial * 2, strict=True):
+        assert np.array_equal(got, want)
+
+
+def test_manifests_cannot_reach_outside_their_directory(bundled, tmp_path):
+    import json
+    import shutil
+
+    from metasr.runtime.manifest import ManifestError
+
+    _, art = bundled
+    for name in ("../feature.onnx", "/etc/passwd", "sub/feature.onnx", ".."):
+        bad = tmp_path / f"a{abs(hash(name))}"
+        shutil.copytree(art, bad)
+        manifest = json.loads((bad / "manifest.json").read_text())
+        manifest["graphs"][0]["file"] = name
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ManifestError, match="plain file name"):
+            Pipeline(bad)
+    linked = tmp_path / "linked"
+    shutil.copytree(art, linked)
+    outside = tmp_path / "outside.onnx"
+    (linked / "feature.onnx").rename(outside)
+    (linked / "feature.onnx").symlink_to(outside)  # same bytes, but through a link: refused
+    with pytest.raises(ManifestError, match=r"cannot read feature\.onnx"):
+        Pipeline(linked)
