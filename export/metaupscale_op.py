@@ -39,7 +39,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-__all__ = ["DOMAIN", "OP_TYPE", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "function_proto", "make_node"]
+__all__ = ["DOMAIN", "OP_TYPE", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "function_proto", "make_node", "name_nodes"]
 
 DOMAIN = "metasr"
 OP_TYPE = "MetaUpscale"
@@ -72,6 +72,17 @@ def make_node(inputs: list[str], output: str, name: str = "meta_upscale") -> onn
         plugin_namespace=PLUGIN_NAMESPACE,
         plugin_version=PLUGIN_VERSION,
     )
+
+
+def name_nodes(nodes: list[onnx.NodeProto], prefix: str = "") -> None:
+    """Give every unnamed node the name ``prefix + its first output`` (outputs are unique, so names are too).
+
+    Tools that rewrite graphs derive new node names from the existing ones (``onnxconverter_common``'s FP16
+    conversion names its Casts after the node they serve: unnamed nodes gave duplicate names, an invalid graph).
+    """
+    for node in nodes:
+        if not node.name:
+            node.name = prefix + node.output[0]
 
 
 def _const(name: str, values: list[int]) -> onnx.NodeProto:
@@ -142,6 +153,7 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         mk("Gather", ["rows_picked", "col_pick"], ["picked"], axis=2),  # (N, H, W, 3)
         mk("Transpose", ["picked"], ["out"], perm=[0, 3, 1, 2]),  # (N, 3, H, W)
     ]
+    name_nodes(n, prefix=f"{OP_TYPE}/")
     return helper.make_function(
         DOMAIN,
         OP_TYPE,

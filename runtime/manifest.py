@@ -13,9 +13,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "GraphSpec", "Manifest", "ManifestError", "TensorSpec", "sha256_file"]
+__all__ = [
+    "PRECISIONS",
+    "SCHEMA_VERSION",
+    "TARGETS",
+    "GraphSpec",
+    "Manifest",
+    "ManifestError",
+    "TensorSpec",
+    "sha256_file",
+]
 
 SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+# which consumer a graph is made for: "any" ONNX consumer, TensorRT (symmetric int8 Q/DQ), ONNX Runtime CPU
+# (uint8 activations / int8 weights Q/DQ, the form its CPU kernels run fast)
+TARGETS = ("any", "tensorrt", "ort-cpu")
 
 
 class ManifestError(ValueError):
@@ -57,10 +70,13 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict)
+    target: str = "any"  # one of TARGETS; manifests written before the field existed read as "any"
 
     def __post_init__(self) -> None:
         if Path(self.file).name != self.file:
             raise ManifestError(f"graph file must be a plain file name, got {self.file!r}")
+        if self.target not in TARGETS:
+            raise ManifestError(f"graph {self.file}: target must be one of {TARGETS}, got {self.target!r}")
         object.__setattr__(
             self, "inputs", tuple(t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs)
         )
@@ -84,6 +100,9 @@ class Manifest:
     checkpoint_sha256: str
     tools: dict[str, str]
     schema_version: int = SCHEMA_VERSION
+    # per precision ("int8", "fp16"), the record `metasr calibrate` wrote: images, method, ranges file, kept
+    # tensors, measured loss (see metasr.calibration); empty for a plain export
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -96,13 +115,35 @@ class Manifest:
         if not 1.0 <= self.scale_min_exclusive < self.scale_max:
             raise ManifestError(f"bad scale range ({self.scale_min_exclusive}, {self.scale_max}]")
 
-    def graph(self, kind: str, fmt: str = "onnx", precision: str = "fp32") -> GraphSpec:
-        """The graph of a kind, format and precision; a clear error if the artifact has none."""
-        for g in self.graphs:
-            if (g.kind, g.format, g.precision) == (kind, fmt, precision):
-                return g
-        have = sorted(f"{g.kind}/{g.format}/{g.precision}" for g in self.graphs)
-        raise ManifestError(f"no {kind} graph in {fmt} {precision} (have {have})")
+    def graph(self, kind: str, fmt: str = "onnx", precision: str = "fp32", target: str = "any") -> GraphSpec:
+        """The graph of a kind, format and precision for a consumer; a clear one-line error if there is none.
+
+        ``target`` (one of :data:`TARGETS`): the graph made for that consumer if the artifact has one, else the
+        one made for ``"any"``. INT8 artifacts hold the feature graph twice (``feature.int8.trt.onnx``, target
+        ``"tensorrt"``; ``feature.int8.cpu.onnx``, target ``"ort-cpu"``) and no INT8 upscale graph: the upscale
+        stage stays in float, and ``graph("upscale", fmt, "int8", target)`` resolves to the upscale graph of
+        the precision named by the INT8 feature graph's ``extra["upscale_precision"]`` (``"fp32"`` as written
+        by ``metasr calibrate``), so a runtime asks for both stages with the same precision.
+        """
+        if target not in TARGETS:
+            raise ManifestError(f"target must be one of {TARGETS}, got {target!r}")
+        matches = [g for g in self.graphs if (g.kind, g.format, g.precision) == (kind, fmt, precision)]
+        for wanted in (target, "any"):
+            for g in matches:
+                if g.target == wanted:
+                    return g
+        if kind == "upscale" and not matches:  # e.g. INT8: the upscale stage runs in the precision named here
+            for g in self.graphs:
+                paired = g.extra.get("upscale_precision")
+                if (g.kind, g.format, g.precision) == ("feature", fmt, precision) and paired not in (None, precision):
+                    return self.graph(kind, fmt, paired, target)
+        have = sorted(f"{g.kind}/{g.format}/{g.precision}/{g.target}" for g in self.graphs)
+        raise ManifestError(f"no {kind} graph in {fmt} {precision} for target {target} (have {have})")
+
+    def precisions(self, fmt: str = "onnx") -> tuple[str, ...]:
+        """The precisions whose feature graph the artifact holds in ``fmt``, in :data:`PRECISIONS` order."""
+        have = {g.precision for g in self.graphs if (g.kind, g.format) == ("feature", fmt)}
+        return tuple(p for p in PRECISIONS if p in have)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
