@@ -28,7 +28,9 @@ from metasr.calibration.data import FeatureFeeds, calibration_sets
 from metasr.calibration.fp16 import convert_fp16, plan_only_nodes
 from metasr.calibration.quantize import (
     FORMS,
+    IMAGE_RULE,
     QuantForm,
+    image_tensors,
     keep_float,
     quantize_graph,
     quantized_tensors,
@@ -139,17 +141,19 @@ def _int8(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Sco
 
 def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config, scorer, progress):
     quantized = quantize_graph(model, ranges, form)
-    candidates = quantized_tensors(quantized) + quantized_weights(quantized, model)
+    rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
+    candidates = [t for t in quantized_tensors(quantized) + quantized_weights(quantized, model) if t not in rule]
 
     def build(names: list[str]) -> onnx.ModelProto:
-        return keep_float(quantized, names, model)
+        return keep_float(quantized, rule + names, model)
 
     result = choose_float_tensors(
         build, candidates, scorer, config.budget_db, config.min_psnr_db, config.max_kept, progress
     )
     _save_checked(build([k.name for k in result.kept]), work / form.file)
     spec = _graph_spec(work / form.file, "feature", "int8", form.target, feature, {"upscale_precision": "fp32"})
-    return {"file": form.file, **result.to_dict()}, spec
+    record = {"file": form.file, "rule": IMAGE_RULE, "rule_kept": rule, **result.to_dict()}
+    return record, spec
 
 
 def _fp16(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Scorer):
@@ -225,7 +229,7 @@ def calibrate(
             "report": md_path.name,
             "report_json": json_path.name,
             "budget_db": config.budget_db,
-            "kept": {t: [k["name"] for k in f["kept"]] for t, f in forms.items()},
+            "kept": {t: f.get("rule_kept", []) + [k["name"] for k in f["kept"]] for t, f in forms.items()},
             "loss_db": {t: f["final"]["loss_db"] for t, f in forms.items()},
             "psnr_vs_fp32_db": {t: f["final"]["psnr_vs_fp32"] for t, f in forms.items()},
         }

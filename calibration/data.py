@@ -137,11 +137,13 @@ def calibration_sets(
     scale_range: tuple[float, float],
     lr_sizes: tuple[int, int] = (32, 96),
     allow_evaluation_images: bool = False,
+    held_size: int = 48,
 ) -> tuple[list[CalibrationCrop], list[CalibrationCrop]]:
     """Calibration crops and held-apart crops, drawn from disjoint images of ``image_dirs``.
 
     The images are shuffled with ``seed``; every fourth one is held apart (at least one); ``crops`` crops
-    come from the rest, ``held_apart`` from the held-apart images.
+    of varied sizes come from the rest, ``held_apart`` crops from the held-apart images, all at one LR size
+    ``held_size`` (where the image allows) so the repeated measurements reuse one feature-graph shape.
     """
     paths = _image_paths(image_dirs, allow_evaluation_images)
     if len(paths) < 2:
@@ -151,5 +153,5 @@ def calibration_sets(
     calib = [paths[i] for j, i in enumerate(order) if j % 4]
     return (
         make_crops(calib, crops, seed, scale_range, lr_sizes),
-        make_crops(held, held_apart, seed + 1, scale_range, lr_sizes),
+        make_crops(held, held_apart, seed + 1, scale_range, (held_size, held_size)),
     )

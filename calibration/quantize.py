@@ -28,9 +28,11 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 __all__ = [
     "FORMS",
+    "IMAGE_RULE",
     "ORT_CPU",
     "TENSORRT",
     "QuantForm",
+    "image_tensors",
     "keep_float",
     "keep_float_weights",
     "quantize_graph",
@@ -61,6 +63,26 @@ ORT_CPU = QuantForm("ort-cpu", "feature.int8.cpu.onnx", "uint8")
 FORMS = (TENSORRT, ORT_CPU)
 
 
+IMAGE_RULE = (
+    "the image-facing activations stay float: the graph input and every activation before the first spatial "
+    "convolution (0..255 pixels: symmetric int8 drops their last bit; on CPUs without VNNI, ONNX Runtime's "
+    "uint8 x int8 kernel saturates its 16-bit pair sums on them; that convolution has only 3 input channels)"
+)
+
+
+def image_tensors(model: onnx.ModelProto) -> list[str]:
+    """The float graph's input and the activations computed before its first convolution with a kernel larger
+    than 1x1 (for the feature graph: ``lr`` and the mean-shifted image). See :data:`IMAGE_RULE`."""
+    init = {i.name: i for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in init]
+    for n in model.graph.node:
+        w = init.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
+        if w is not None and any(d > 1 for d in w.dims[2:]):
+            break
+        names += list(n.output)
+    return names
+
+
 def quantize_graph(model: onnx.ModelProto, ranges: TensorRanges, form: QuantForm) -> onnx.ModelProto:
     """``model`` (float32) with Q/DQ on every quantizable op: int8 per-channel weights (axis 0), activations
     of ``form``'s type with ``ranges``; biases stay float. Opset and I/O types are unchanged."""
@@ -83,6 +105,9 @@ def quantize_graph(model: onnx.ModelProto, ranges: TensorRanges, form: QuantForm
             "WeightSymmetric": True,
             "QuantizeBias": False,
             "DedicatedQDQPair": True,
+            # Relu stays a node: with uint8 the quantizer would otherwise fold it into the next Q's range, and
+            # keeping that tensor in float would silently drop the Relu (ORT still fuses it when quantized)
+            "QDQKeepRemovableActivations": True,
             "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
         },
     )
@@ -218,7 +243,7 @@ def keep_float_weights(
             nodes[node].input[i] = w
         if w not in present:
             out.graph.initializer.append(floats[w])
-    read = {t for n in out.graph.node for t in n.input}
+    read = {t for n in out.graph.node for t in n.input} | {o.name for o in out.graph.output}
     keep = [n for n in out.graph.node if n.op_type != "DequantizeLinear" or n.output[0] in read]
     del out.graph.node[:]
     out.graph.node.extend(keep)

@@ -57,13 +57,13 @@ def format_markdown(report: dict) -> str:
         if "full" in form:
             lines += ["Everything quantized:", "", *_bins_table(form["full"]), ""]
         lines += ["As written:", "", *_bins_table(form["final"]), ""]
-        if form["kept"]:
-            lines += ["Kept in float:", ""]
-            lines += [f"- `{k['name']}`: {k['reason']}" for k in form["kept"]]
-        else:
-            lines += ["Kept in float: nothing beyond the structural rule below."]
+        lines += ["Kept in float:", ""]
+        lines += [f"- `{t}`: structural rule (below)" for t in form.get("rule_kept", [])]
+        lines += [f"- `{k['name']}`: {k['reason']}" for k in form["kept"]]
+        if not form.get("rule_kept") and not form["kept"]:
+            lines += ["- nothing"]
         if form.get("rule"):
-            lines += ["", f"Structural rule: {form['rule']}"]
+            lines += ["", f"Structural rule: {form['rule']}."]
     return "\n".join(lines) + "\n"
 
 

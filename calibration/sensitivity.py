@@ -192,8 +192,8 @@ def choose_float_tensors(
         return s.loss_db <= budget_db and s.psnr_vs_fp32 >= min_psnr_db
 
     full = scorer.score(build([]))
-    if ok(full):
-        return Sensitivity((), full, full, True, {})
+    if ok(full) or max_kept == 0:
+        return Sensitivity((), full, full, ok(full), {})
     ranking = {}
     for name in tqdm(candidates, desc="sensitivity", unit="tensor", disable=not progress, leave=False):
         alone = scorer.score(build([name]))

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 from metasr.runtime.manifest import GraphSpec
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "OrtBackend", "open_backend"]
+__all__ = ["BACKENDS", "BACKEND_TARGETS", "Backend", "BackendError", "OrtBackend", "open_backend"]
 
 
 class BackendError(RuntimeError):
@@ -81,6 +81,8 @@ BACKENDS = {
     "ort": ["CPUExecutionProvider"],
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+# the graph form each backend runs (manifest GraphSpec.target); a backend without an entry takes "any"
+BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt"}
 
 
 def open_backend(name: str, directory: Path, spec: GraphSpec, threads: int = 0) -> Backend:

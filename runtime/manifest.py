@@ -127,6 +127,12 @@ class Manifest:
         """
         if target not in TARGETS:
             raise ManifestError(f"target must be one of {TARGETS}, got {target!r}")
+        if precision not in PRECISIONS:
+            raise ManifestError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not any(g.precision == precision and g.format == fmt for g in self.graphs):
+            hint = f"; make them with `metasr calibrate --precision {precision}`" if precision != "fp32" else ""
+            have = ", ".join(self.precisions(fmt)) or "none"
+            raise ManifestError(f"the artifacts have no {fmt} {precision} graphs (they have: {have}){hint}")
         matches = [g for g in self.graphs if (g.kind, g.format, g.precision) == (kind, fmt, precision)]
         for wanted in (target, "any"):
             for g in matches:

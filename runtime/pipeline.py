@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from metasr.runtime.backends import Backend, open_backend
+from metasr.runtime.backends import BACKEND_TARGETS, Backend, open_backend
 from metasr.runtime.feeds import plan_feeds, tile_feeds
 from metasr.runtime.manifest import Manifest
 from metasr.runtime.projection import ProjectionPlan, project
@@ -69,11 +69,16 @@ class Pipeline:
         upscale_budget_mb: float = DEFAULT_UPSCALE_BUDGET_MB,
         feature_tile: int = DEFAULT_FEATURE_TILE,
         verify: bool = True,
+        precision: str = "fp32",
     ) -> None:
         self.directory = Path(artifacts)
         self.manifest = Manifest.read(self.directory, verify=verify)
-        self.feature_spec = self.manifest.graph("feature")
-        self.upscale_spec = self.manifest.graph("upscale")
+        # precision: "fp32" | "fp16" | "int8", each stage's graph in the form made for the backend (int8: the
+        # feature graph's Q/DQ form for the backend, the upscale stage in the float graph it names)
+        target = BACKEND_TARGETS.get(backend, "any")
+        self.precision = precision
+        self.feature_spec = self.manifest.graph("feature", "onnx", precision, target)
+        self.upscale_spec = self.manifest.graph("upscale", "onnx", precision, target)
         self.channels = int(self.manifest.model["features"])
         self.receptive_radius = int(self.feature_spec.extra.get("receptive_radius", 0))
         static = self.feature_spec.extra.get("lr_size")
