@@ -303,6 +303,7 @@ def test_cli_exit_codes(fp32_art, tmp_path, capsys):
     assert _snapshot(work)[0] == before[0]
     report = (tmp_path / "art.calibration.int8.md").read_text()
     assert "Budget not met" in report and "scale bin" in report
+    assert "budget not met" in capsys.readouterr().err
     src = str(data_path("Set5", "bird.png"))
     assert (
         main(
