@@ -105,7 +105,9 @@ def make_crops(
 ) -> list[CalibrationCrop]:
     """``count`` crops from ``paths`` (each image loaded once), deterministic for ``seed``.
 
-    Per crop: an image, a scale uniform in ``scale_range`` (rounded to 0.01), an LR size uniform in
+    Per crop: an image, a scale uniform in ``scale_range`` on the training grid (0.1 steps: the model was trained
+    at those scales, and a scale p/q with a large q has up to q distinct offsets per axis, which only makes
+    the measurements slower), an LR size uniform in
     ``lr_sizes`` per side (shrunk where the image is too small for it at that scale), an HR region of
     ``round(scale * lr)`` pixels at a random position, and its LR made with MATLAB bicubic at 1 / scale.
     """
@@ -118,7 +120,7 @@ def make_crops(
     crops = []
     for k in picks.tolist():
         img = cache.setdefault(k, load_rgb(paths[k]))
-        scale = round(float(rng.uniform(lo, hi)), 2)
+        scale = min(max(round(float(rng.uniform(lo, hi)), 1), lo), hi)
         size = rng.integers(lr_sizes[0], lr_sizes[1] + 1, size=2)
         h, w = (max(8, min(int(s), math.floor(dim / scale))) for s, dim in zip(size, img.shape[:2], strict=True))
         hr_h, hr_w = min(round(scale * h), img.shape[0]), min(round(scale * w), img.shape[1])
