@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -41,7 +41,7 @@ from metasr.calibration.report import write_report
 from metasr.calibration.sensitivity import Scorer, choose_float_tensors
 from metasr.runtime.manifest import GraphSpec, Manifest, sha256_file
 
-from metasr.fileio import atomic_path, default_mode
+from metasr.fileio import atomic_path
 
 __all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
 
@@ -67,7 +67,6 @@ class CalibrationConfig:
     max_kept: int = 8  # at most this many activations kept in float by the sensitivity pass (per form)
     threads: int = 1  # ONNX Runtime threads while measuring (1 runs best on a shared machine)
     allow_evaluation_images: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_dirs", tuple(str(d) for d in self.image_dirs))
@@ -207,7 +206,7 @@ def calibrate(
         report = {
             "precision": config.precision,
             "met": met,
-            **{k: v for k, v in dataclasses.asdict(config).items() if k != "extra"},
+            **dataclasses.asdict(config),
             "images": list(config.image_dirs),
             "calibration_sources": sorted({c.source for c in cal}),
             "held_apart_sources": sorted({c.source for c in held}),
@@ -249,7 +248,6 @@ def calibrate(
 def _swap(work: Path, directory: Path) -> None:
     """Replace ``directory`` by ``work`` (two renames; the old one is removed after)."""
     old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-    os.chmod(work, default_mode(directory=True) if not directory.exists() else directory.stat().st_mode & 0o7777)
     os.replace(directory, old / "d")
     try:
         os.replace(work, directory)
