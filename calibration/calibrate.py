@@ -27,12 +27,14 @@ import onnx
 from metasr.calibration.data import FeatureFeeds, calibration_sets
 from metasr.calibration.fp16 import convert_fp16, plan_only_nodes
 from metasr.calibration.quantize import (
+    EDGE,
     FORMS,
     IMAGE_RULE,
     QuantForm,
     image_tensors,
     keep_float,
     quantize_graph,
+    quantized_edges,
     quantized_tensors,
     quantized_weights,
 )
@@ -141,7 +143,12 @@ def _int8(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Sco
 def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config, scorer, progress):
     quantized = quantize_graph(model, ranges, form)
     rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
-    candidates = [t for t in quantized_tensors(quantized) + quantized_weights(quantized, model) if t not in rule]
+    # a tensor with several consumers is a candidate per consumer (one can read it in float while the others
+    # stay INT8: e.g. a global skip connection, without making the convolution that reads it run in float)
+    edges = [e for e in quantized_edges(quantized) if e.split(EDGE)[0] not in rule]
+    shared = {e.split(EDGE)[0] for e in edges}
+    candidates = [t for t in quantized_tensors(quantized) if t not in rule and t not in shared]
+    candidates += edges + quantized_weights(quantized, model)
 
     def build(names: list[str]) -> onnx.ModelProto:
         return keep_float(quantized, rule + names, model)

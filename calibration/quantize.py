@@ -27,6 +27,7 @@ from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shap
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 __all__ = [
+    "EDGE",
     "FORMS",
     "IMAGE_RULE",
     "ORT_CPU",
@@ -36,6 +37,7 @@ __all__ = [
     "keep_float",
     "keep_float_weights",
     "quantize_graph",
+    "quantized_edges",
     "quantized_tensors",
     "quantized_weights",
 ]
@@ -160,18 +162,45 @@ def _float_name(q: onnx.NodeProto, dqs: list[onnx.NodeProto], outputs: set[str])
     return graph_out[0] if graph_out else q.input[0]
 
 
+EDGE = " -> "  # "tensor -> consumer node": one consumer's Q/DQ pair of a tensor
+
+
+def _pair_index(model: onnx.ModelProto) -> dict[str, list[tuple[str, onnx.NodeProto, onnx.NodeProto]]]:
+    """Float tensor name, and ``tensor -> consumer`` for each consumer, to its (float name, Q, DQ) pairs."""
+    outputs = {o.name for o in model.graph.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    index: dict[str, list[tuple[str, onnx.NodeProto, onnx.NodeProto]]] = {}
+    for q, dqs in _pairs(model):
+        name = _float_name(q, dqs, outputs)
+        for d in dqs:
+            index.setdefault(name, []).append((name, q, d))
+            for c in readers.get(d.output[0], []):
+                index.setdefault(f"{name}{EDGE}{c.name}", []).append((name, q, d))
+    return index
+
+
 def quantized_tensors(model: onnx.ModelProto) -> list[str]:
     """The activations that have Q/DQ pairs in ``model`` (names of the float graph), in graph order."""
-    outputs = {o.name for o in model.graph.output}
-    return list(dict.fromkeys(_float_name(q, dqs, outputs) for q, dqs in _pairs(model)))
+    return [k for k in _pair_index(model) if EDGE not in k]
+
+
+def quantized_edges(model: onnx.ModelProto) -> list[str]:
+    """``"tensor -> consumer"`` for every consumer of the activations that have more than one (with a
+    dedicated Q/DQ pair per consumer, one of them can read the float tensor while the others stay INT8)."""
+    index = _pair_index(model)
+    return [k for k in index if EDGE in k and len(index[k.split(EDGE)[0]]) > 1]
 
 
 def keep_float(
     model: onnx.ModelProto, tensors: Collection[str], float_model: onnx.ModelProto | None = None
 ) -> onnx.ModelProto:
     """A copy of quantized ``model`` in which the named activations (see :func:`quantized_tensors`) lose their
-    Q/DQ pairs (their consumers read the float tensor) and the named weights (initializers of ``float_model``,
-    see :func:`quantized_weights`) are read in float32 again. Unknown names raise ``KeyError``."""
+    Q/DQ pairs (their consumers read the float tensor), ``"tensor -> consumer"`` names (:func:`quantized_edges`)
+    lose that consumer's pair only, and the named weights (initializers of ``float_model``, see
+    :func:`quantized_weights`) are read in float32 again. Unknown names raise ``KeyError``."""
     weights = {i.name for i in float_model.graph.initializer} if float_model is not None else set()
     if weights.intersection(tensors):
         model = keep_float_weights(model, float_model, [t for t in tensors if t in weights])
@@ -179,21 +208,27 @@ def keep_float(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    outputs = {o.name for o in g.output}
-    pairs = {}
-    for q, dqs in _pairs(out):
-        pairs.setdefault(_float_name(q, dqs, outputs), []).append((q, dqs))
-    missing = set(tensors) - set(pairs)
+    index = _pair_index(out)
+    missing = set(tensors) - set(index)
     if missing:
         raise KeyError(f"not quantized activations: {sorted(missing)}")
     rename: dict[str, str] = {}  # each tensor's replacement; a graph output keeps its own name
     drop: set[int] = set()
-    for name in tensors:
-        for q, dqs in pairs[name]:
-            for t in (q.input[0], *(d.output[0] for d in dqs)):
-                if t != name:
-                    rename[t] = name
-            drop.update(id(n) for n in (q, *dqs))
+    for key in tensors:
+        for name, _, d in index[key]:
+            drop.add(id(d))
+            if d.output[0] != name:
+                rename[d.output[0]] = name
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        if n.op_type == "DequantizeLinear":
+            readers.setdefault(n.input[0], []).append(n)
+    for pairs in index.values():  # a QuantizeLinear goes when every DequantizeLinear reading it went
+        for name, q, _ in pairs:
+            if all(id(d) in drop for d in readers.get(q.output[0], [])):
+                drop.add(id(q))
+                if q.input[0] != name:
+                    rename[q.input[0]] = name
     kept = [n for n in g.node if id(n) not in drop]
     for n in kept:
         n.input[:] = [rename.get(t, t) for t in n.input]
