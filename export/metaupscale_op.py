@@ -50,6 +50,7 @@ __all__ = [
     "PLUGIN_VERSION",
     "function_proto",
     "make_node",
+    "name_nodes",
 ]
 
 DOMAIN = "metasr"
@@ -79,6 +80,17 @@ NODE_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGI
 def make_node(inputs: list[str], output: str, name: str = "meta_upscale") -> onnx.NodeProto:
     """The ``MetaUpscale`` node with exactly the attributes TensorRT's ONNX parser maps (see NODE_ATTRIBUTES)."""
     return helper.make_node(OP_TYPE, inputs, [output], name=name, domain=DOMAIN, **NODE_ATTRIBUTES)
+
+
+def name_nodes(nodes: list[onnx.NodeProto], prefix: str = "") -> None:
+    """Give every unnamed node the name ``prefix + its first output`` (outputs are unique, so names are too).
+
+    Tools that rewrite graphs derive new node names from the existing ones (``onnxconverter_common``'s FP16
+    conversion names its Casts after the node they serve: unnamed nodes gave duplicate names, an invalid graph).
+    """
+    for node in nodes:
+        if not node.name:
+            node.name = prefix + node.output[0]
 
 
 def _const(name: str, values: list[int]) -> onnx.NodeProto:
@@ -149,6 +161,7 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         mk("Gather", ["rows_picked", "col_pick"], ["picked"], axis=2),  # (N, H, W, 3)
         mk("Transpose", ["picked"], ["out"], perm=[0, 3, 1, 2]),  # (N, 3, H, W)
     ]
+    name_nodes(n, prefix=f"{OP_TYPE}/")
     return helper.make_function(
         DOMAIN,
         OP_TYPE,

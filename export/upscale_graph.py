@@ -70,6 +70,7 @@ def build_upscale_graph(model: MetaSR, opset: int = 17) -> onnx.ModelProto:
         op.make_node(["features", "weights", *op.INPUTS[2:]], "upscaled"),
         helper.make_node("Conv", ["upscaled", "mean_w", "mean_b"], ["sr"], name="add_mean"),
     ]
+    op.name_nodes(nodes)  # unique node names: graph rewriters (FP16 conversion) derive new names from them
 
     inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", c, "h", "w"])]
     inputs += [

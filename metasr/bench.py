@@ -26,22 +26,22 @@ __all__ = ["ZOOM_SCALES", "run_bench"]
 ZOOM_SCALES = (1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3.1, 3.4, 3.7, 4.0)
 
 
-def _peak_child(kind: str, target: str, lr_h: int, lr_w: int, scale: float) -> float:
+def _peak_child(kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32") -> float:
     code = (
         "import sys, numpy as np; from metasr.bench import _child_peak; "
-        f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}))"
+        f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}, {precision!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _child_peak(kind: str, target: str, lr_h: int, lr_w: int, scale: float) -> float:
+def _child_peak(kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32") -> float:
     """In a fresh process: peak resident memory (MiB) of the whole process through one end-to-end run."""
     img = (np.random.default_rng(0).random((lr_h, lr_w, 3)) * 255).astype(np.float32)
     if kind == "ort":
         from metasr.runtime.pipeline import Pipeline
 
-        with Pipeline(target) as p:
+        with Pipeline(target, precision=precision) as p:
             p(img, scale)
     else:
         from metasr.checkpoint import load_model
@@ -58,8 +58,13 @@ def run_bench(
     scale: float,
     repeats: int = 5,
     memory_output: tuple[int, int] | None = (1920, 1080),
+    artifacts: str | Path | None = None,
+    precision: str = "fp32",
 ) -> dict:
-    """Measure everything listed in the module docstring; returns a JSON-able dict."""
+    """Measure everything listed in the module docstring; returns a JSON-able dict.
+
+    ONNX Runtime runs ``artifacts`` (default: a fresh FP32 export of ``model``) at ``precision``.
+    """
     from metasr.checkpoint import save_model
     from metasr.export import export_onnx
     from metasr.runtime.pipeline import Pipeline
@@ -69,8 +74,9 @@ def run_bench(
     img = (rng.random((h, w, 3)) * 255).astype(np.float32)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]  # (1, 3, h, w)
     res: dict = {"model": model.config.name, "lr": f"{w}x{h}", "scale": scale, "threads": torch.get_num_threads()}
+    res["precision"] = precision
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        art = export_onnx(model, Path(tmp) / "art").out_dir
+        art = Path(artifacts) if artifacts else export_onnx(model, Path(tmp) / "art").out_dir
         ckpt = save_model(model, Path(tmp) / "model.safetensors")
         plan = model.plan(h, w, scale)
         feats_t = model.encode(x)
@@ -82,7 +88,7 @@ def run_bench(
             "e2e_s": median_time(lambda: model(x, scale), repeats),
         }
         res["torch"]["weights_upscale_s"] = res["torch"]["weights_s"] + res["torch"]["upscale_s"]
-        with Pipeline(art) as p:
+        with Pipeline(art, precision=precision) as p:
             feats = p.encode(img)
             res["ort"] = {
                 "feature_s": median_time(lambda: p.encode(img), repeats),
@@ -115,7 +121,7 @@ def run_bench(
             res["memory"] = {
                 "output": f"{int(scale * lw)}x{int(scale * lh)}",
                 "lr": f"{lw}x{lh}",
-                "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale),
+                "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale, precision),
                 "torch_peak_mib": _peak_child("torch", str(ckpt), lh, lw, scale),
             }
     return res
@@ -137,7 +143,8 @@ def format_bench(res: dict) -> str:
         "end to end",
     ]
     rows = []
-    for name, key in (("PyTorch eager", "torch"), ("ONNX Runtime", "ort")):
+    ort_name = "ONNX Runtime" + (f" {res['precision']}" if res.get("precision", "fp32") != "fp32" else "")
+    for name, key in (("PyTorch eager", "torch"), (ort_name, "ort")):
         r = res[key]
         rows.append(
             [

@@ -207,6 +207,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         threads=args.threads,
         upscale_budget_mb=args.upscale_budget_mb,
         feature_tile=args.feature_tile,
+        precision=args.precision,
     ) as pipeline:
         # every input is checked (headers, then a full decode in batches) before any output is written
         checked = check_jobs(jobs, pipeline.max_scale, args.scale, size, args.max_pixels, decode=len(jobs) > 1)
@@ -328,10 +329,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_scale(args.scale, model.config.max_scale)
     h, w = _parse_pair(args.lr_size, "--lr-size", "80x120 (HxW)")
     memory = None if args.no_memory else _parse_pair(args.memory_output, "--memory-output", "1920x1080 (WxH)")
-    res = run_bench(model, (h, w), args.scale, repeats=args.repeats, memory_output=memory)
+    if args.precision != "fp32" and not args.artifacts:
+        raise CLIError(f"--precision {args.precision} needs --artifacts DIR holding {args.precision} graphs")
+    res = run_bench(
+        model,
+        (h, w),
+        args.scale,
+        repeats=args.repeats,
+        memory_output=memory,
+        artifacts=args.artifacts,
+        precision=args.precision,
+    )
     print(format_bench(res))
     if args.json:
         dump(res, Path(args.json))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from metasr.calibration.calibrate import CalibrationConfig, calibrate, image_dirs_arg
+
+    config = CalibrationConfig(
+        image_dirs=image_dirs_arg(args.images),
+        precision=args.precision,
+        method=args.method,
+        percentile=args.percentile,
+        budget_db=args.budget_db,
+        crops=args.crops,
+        held_apart=args.held_apart,
+        seed=args.seed,
+        max_kept=args.max_kept,
+        allow_evaluation_images=args.allow_eval_images,
+    )
+    result = calibrate(Path(args.artifacts), config, progress=True)
+    for target, form in result.report["forms"].items():
+        kept = ", ".join(k["name"] for k in form["kept"]) or "none"
+        final = form["final"]
+        print(
+            f"{form['file']} ({target}): worst-bin loss {final['loss_db']:.3f} dB (budget {args.budget_db:g}), "
+            f"{final['psnr_vs_fp32']:.1f} dB vs FP32 output; kept in float: {kept}"
+        )
+    print(f"report: {result.report_md}")
+    if not result.met:
+        print(f"metasr: budget not met; {args.artifacts} unchanged (see {result.report_md})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -422,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png-compress", type=int, default=1, metavar="0-9", help="PNG zlib level (default 1: fast)")
     p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs to run")
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser(
@@ -447,6 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", metavar="FILE.json", help="PyTorch outputs per graph, Polygraphy RunResults")
     p.set_defaults(func=cmd_parity)
 
+    p = sub.add_parser("calibrate", help="add FP16 or INT8 graphs to an artifact directory, accuracy-gated")
+    p.add_argument("--artifacts", required=True, help="artifact directory (from export-onnx); updated atomically")
+    p.add_argument("--images", action="append", required=True, help="training image folder (repeatable)")
+    p.add_argument("--precision", choices=["fp16", "int8"], required=True)
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile")
+    p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
+    p.add_argument("--budget-db", type=float, default=0.1, help="max Y-PSNR loss vs FP32, worst scale bin")
+    p.add_argument("--crops", type=int, default=128, help="calibration crops")
+    p.add_argument("--held-apart", type=int, default=24, help="crops from held-apart images (measurements)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-kept", type=int, default=8, help="most tensors the sensitivity pass keeps in float")
+    p.add_argument("--allow-eval-images", action="store_true", help="allow Set5/Set14/... as calibration images")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("bench", help="the paper's Table 2 here: stage times, zoom, memory; PyTorch vs ONNX Runtime")
     p.add_argument("--model", help="checkpoint or preset (random weights are fine for timing); default: bundled")
     p.add_argument("--lr-size", default="80x120", metavar="HxW", help="LR size (default: B100 at x4)")
@@ -455,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-output", default="1920x1080", metavar="WxH", help="output size of the memory run")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the raw numbers here")
+    p.add_argument("--artifacts", help="run ONNX Runtime on this artifact directory instead of a fresh export")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="ONNX Runtime graphs")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("build-engine", help="TensorRT engines from an artifact directory (needs a GPU and TensorRT)")

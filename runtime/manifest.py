@@ -22,6 +22,7 @@ __all__ = [
     "KINDS",
     "PRECISIONS",
     "SCHEMA_VERSION",
+    "TARGETS",
     "GraphSpec",
     "Manifest",
     "ManifestError",
@@ -38,6 +39,9 @@ DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MERGE_TOL = 1e-2  # offsets closer than this are one phase; above it, distinct phases would be merged
 MAX_SCALE_LIMIT = 16.0  # the largest max_scale a ModelConfig accepts
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# which consumer a graph is made for: "any" ONNX consumer, TensorRT (symmetric int8 Q/DQ), ONNX Runtime CPU
+# (uint8 activations / int8 weights Q/DQ, the form its CPU kernels run fast)
+TARGETS = ("any", "tensorrt", "ort-cpu")
 
 
 class ManifestError(ValueError):
@@ -84,11 +88,13 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict)
+    target: str = "any"  # one of TARGETS; manifests written before the field existed read as "any"
 
     def __post_init__(self) -> None:
         _expect(isinstance(self.file, str) and self.file, "graph file must be a non-empty string", self.file)
         if Path(self.file).name != self.file or self.file in (".", ".."):
             raise ManifestError(f"graph file must be a plain file name, got {self.file!r}")
+        _expect(self.target in TARGETS, f"{self.file}: target must be one of {list(TARGETS)}", self.target)
         for name, value, allowed in (("kind", self.kind, KINDS), ("format", self.format, FORMATS)):
             _expect(value in allowed, f"{self.file}: {name} must be one of {list(allowed)}", value)
         _expect(
@@ -99,6 +105,13 @@ class GraphSpec:
         )
         _expect(isinstance(self.extra, dict), f"{self.file}: extra must be an object", self.extra)
         _check_extra(self.file, self.extra)
+        if self.format == "tensorrt":  # what an engine needs recorded: TensorRT version, GPU, profile, ...
+            from metasr.runtime.engines import EngineInfo
+
+            try:
+                EngineInfo.from_extra(self.kind, self.extra)
+            except ValueError as e:
+                raise ManifestError(f"{self.file}: {e}") from None
         object.__setattr__(self, "inputs", _tensor_specs(self.file, "inputs", self.inputs))
         object.__setattr__(self, "outputs", _tensor_specs(self.file, "outputs", self.outputs))
 
@@ -118,6 +131,9 @@ class Manifest:
     checkpoint_sha256: str
     tools: dict[str, str]
     schema_version: int = SCHEMA_VERSION
+    # per precision ("int8", "fp16"), the record `metasr calibrate` wrote: images, method, ranges file, kept
+    # tensors, measured loss (see metasr.calibration); empty for a plain export
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -149,13 +165,41 @@ class Manifest:
         )
         _expect(ok, "checkpoint_sha256 must be empty or a sha256 hex digest", self.checkpoint_sha256)
 
-    def graph(self, kind: str, fmt: str = "onnx", precision: str = "fp32") -> GraphSpec:
-        """The graph of a kind, format and precision; a clear error if the artifact has none."""
-        for g in self.graphs:
-            if (g.kind, g.format, g.precision) == (kind, fmt, precision):
-                return g
-        have = sorted(f"{g.kind}/{g.format}/{g.precision}" for g in self.graphs)
-        raise ManifestError(f"no {kind} graph in {fmt} {precision} (have {have})")
+    def graph(self, kind: str, fmt: str = "onnx", precision: str = "fp32", target: str = "any") -> GraphSpec:
+        """The graph of a kind, format and precision for a consumer; a clear one-line error if there is none.
+
+        ``target`` (one of :data:`TARGETS`): the graph made for that consumer if the artifact has one, else the
+        one made for ``"any"``. INT8 artifacts hold the feature graph twice (``feature.int8.trt.onnx``, target
+        ``"tensorrt"``; ``feature.int8.cpu.onnx``, target ``"ort-cpu"``) and no INT8 upscale graph: the upscale
+        stage stays in float, and ``graph("upscale", fmt, "int8", target)`` resolves to the upscale graph of
+        the precision named by the INT8 feature graph's ``extra["upscale_precision"]`` (``"fp32"`` as written
+        by ``metasr calibrate``), so a runtime asks for both stages with the same precision.
+        """
+        if target not in TARGETS:
+            raise ManifestError(f"target must be one of {TARGETS}, got {target!r}")
+        if precision not in PRECISIONS:
+            raise ManifestError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not any(g.precision == precision and g.format == fmt for g in self.graphs):
+            hint = f"; make them with `metasr calibrate --precision {precision}`" if precision != "fp32" else ""
+            have = ", ".join(self.precisions(fmt)) or "none"
+            raise ManifestError(f"the artifacts have no {fmt} {precision} graphs (they have: {have}){hint}")
+        matches = [g for g in self.graphs if (g.kind, g.format, g.precision) == (kind, fmt, precision)]
+        for wanted in (target, "any"):
+            for g in matches:
+                if g.target == wanted:
+                    return g
+        if kind == "upscale" and not matches:  # e.g. INT8: the upscale stage runs in the precision named here
+            for g in self.graphs:
+                paired = g.extra.get("upscale_precision")
+                if (g.kind, g.format, g.precision) == ("feature", fmt, precision) and paired not in (None, precision):
+                    return self.graph(kind, fmt, paired, target)
+        have = sorted(f"{g.kind}/{g.format}/{g.precision}/{g.target}" for g in self.graphs)
+        raise ManifestError(f"no {kind} graph in {fmt} {precision} for target {target} (have {have})")
+
+    def precisions(self, fmt: str = "onnx") -> tuple[str, ...]:
+        """The precisions whose feature graph the artifact holds in ``fmt``, in :data:`PRECISIONS` order."""
+        have = {g.precision for g in self.graphs if (g.kind, g.format) == ("feature", fmt)}
+        return tuple(p for p in PRECISIONS if p in have)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from metasr.runtime.engine_profile import ProfileError, UpscaleProfile
 from metasr.runtime.feeds import column_group_feeds, row_group_feeds
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MIN_TILE_ROWS",
     "UpscaleTile",
     "axis_tiles",
+    "plan_profile_tiles",
     "plan_upscale_tiles",
     "source_window",
     "tile_bytes",
@@ -207,3 +209,40 @@ def _rows_that_fit(
             return rows
         rows = rows - max(1, rows // 20)
     return 0
+
+
+def plan_profile_tiles(
+    feeds: dict[str, np.ndarray], in_h: int, in_w: int, profile: UpscaleProfile
+) -> list[UpscaleTile]:
+    """Output tiles (row-major) whose feature windows and windowed plan feeds all lie inside ``profile`` (a
+    TensorRT upscale engine's optimization profile). Equal tiles, as few as possible: rows or columns per
+    tile shrink until every tile fits (a 1 x 1 output tile reads a window of at most 3 x 3)."""
+    out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
+    max_rows, max_cols = profile.max_lr
+    rows, cols = out_h, out_w
+    while True:
+        row_parts = _even_slices(out_h, math.ceil(out_h / rows))
+        col_parts = _even_slices(out_w, math.ceil(out_w / cols))
+        tiles = [_tile(feeds, r, c, in_h, in_w) for r in row_parts for c in col_parts]
+        bad = _first_outside(feeds, tiles, profile)
+        if bad is None:
+            return tiles
+        if rows == 1 and cols == 1:
+            raise ProfileError("even a 1 x 1 output tile does not fit the upscale engine's profile")
+        win_h, win_w = bad.in_rows.stop - bad.in_rows.start, bad.in_cols.stop - bad.in_cols.start
+        if win_h > max_rows or (win_w <= max_cols and rows >= cols and rows > 1):
+            rows = max(1, min(rows - 1, rows * max_rows // win_h))
+        else:
+            cols = max(1, min(cols - 1, cols * max_cols // win_w))
+
+
+def _first_outside(
+    feeds: dict[str, np.ndarray], tiles: list[UpscaleTile], profile: UpscaleProfile
+) -> UpscaleTile | None:
+    for t in tiles:
+        window = (1, profile.channels, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start)
+        try:
+            profile.check({"features": np.empty(window, np.float32), **window_feeds(feeds, t)})
+        except ProfileError:
+            return t
+    return None

@@ -1,0 +1,273 @@
+"""``calibrate``: add FP16 or INT8 graphs to an artifact directory, measured and recorded, atomically.
+
+INT8: ranges of every activation of ``feature.onnx`` are collected once (:mod:`~metasr.calibration.ranges`) and
+written to ``calibration.int8.ranges.json``; both forms (:data:`~metasr.calibration.quantize.TENSORRT`,
+:data:`~metasr.calibration.quantize.ORT_CPU`) are quantized from them, and each form's sensitivity pass
+(:mod:`~metasr.calibration.sensitivity`) keeps tensors in float until the budget holds on the held-apart crops.
+The upscale graph stays FP32: the INT8 feature graphs name it (``extra["upscale_precision"] = "fp32"``).
+
+FP16: both graphs converted (:mod:`~metasr.calibration.fp16`), ``feature.fp16.onnx`` / ``upscale.fp16.onnx``.
+
+The work happens in a copy of the directory beside it, which replaces the directory only when everything
+succeeded and the budget holds; any failure or interruption leaves the directory byte-identical. A budget that
+cannot be met leaves it unchanged too, and the report is written beside it (``<dir>.calibration.<precision>.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from metasr.calibration.data import FeatureFeeds, calibration_sets
+from metasr.calibration.fp16 import convert_fp16, plan_only_nodes
+from metasr.calibration.quantize import (
+    EDGE,
+    FORMS,
+    IMAGE_RULE,
+    QuantForm,
+    image_tensors,
+    keep_float,
+    quantize_graph,
+    quantized_edges,
+    quantized_tensors,
+    quantized_weights,
+)
+from metasr.calibration.ranges import METHODS, collect_ranges
+from metasr.calibration.report import write_report
+from metasr.calibration.sensitivity import Scorer, choose_float_tensors
+from metasr.runtime.manifest import GraphSpec, Manifest, sha256_file
+
+from metasr.fileio import atomic_path
+
+__all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
+
+
+class CalibrationError(ValueError):
+    """Bad calibration settings or an artifact directory that cannot be calibrated."""
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """What ``metasr calibrate`` does; validated on construction."""
+
+    image_dirs: tuple[str, ...]
+    precision: str  # "int8" | "fp16"
+    method: str = "percentile"  # INT8 ranges: minmax | entropy | percentile
+    percentile: float = 99.999
+    budget_db: float = 0.1  # worst scale bin's Y-PSNR loss against FP32 on the held-apart crops
+    min_psnr_db: float = 50.0  # and its output's PSNR against the FP32 output at least this
+    crops: int = 128  # calibration crops (ranges)
+    held_apart: int = 24  # crops from held-apart images (sensitivity pass, reported loss)
+    seed: int = 0
+    lr_sizes: tuple[int, int] = (24, 64)  # LR crop side range (pixels)
+    max_kept: int = 8  # at most this many activations kept in float by the sensitivity pass (per form)
+    threads: int = 1  # ONNX Runtime threads while measuring (1 runs best on a shared machine)
+    allow_evaluation_images: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_dirs", tuple(str(d) for d in self.image_dirs))
+        if not self.image_dirs:
+            raise CalibrationError("give at least one image folder")
+        if self.precision not in ("int8", "fp16"):
+            raise CalibrationError(f"precision must be int8 or fp16, got {self.precision!r}")
+        if self.method not in METHODS:
+            raise CalibrationError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise CalibrationError(f"percentile must be in (50, 100], got {self.percentile}")
+        if not self.budget_db >= 0:
+            raise CalibrationError(f"budget must be >= 0 dB, got {self.budget_db}")
+        if self.crops < 1 or self.held_apart < 1:
+            raise CalibrationError(f"need at least 1 crop and 1 held-apart crop, got {self.crops}, {self.held_apart}")
+        if not 8 <= self.lr_sizes[0] <= self.lr_sizes[1]:
+            raise CalibrationError(f"LR crop sizes must satisfy 8 <= min <= max, got {self.lr_sizes}")
+        if self.max_kept < 0:
+            raise CalibrationError(f"max_kept must be >= 0, got {self.max_kept}")
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """``met``: the budget held and the directory was updated; the report's paths either way."""
+
+    met: bool
+    report: dict
+    report_md: Path
+    report_json: Path
+
+
+def _graph_spec(path: Path, kind: str, precision: str, target: str, like: GraphSpec, extra: dict) -> GraphSpec:
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64"}
+    proto = onnx.load(str(path), load_external_data=False)
+    for values, specs in ((proto.graph.input, like.inputs), (proto.graph.output, like.outputs)):
+        got = [(v.name, names.get(v.type.tensor_type.elem_type)) for v in values]
+        if got != [(t.name, t.dtype) for t in specs]:
+            raise CalibrationError(f"{path.name}: inputs/outputs {got} differ from the float graph's")
+    return GraphSpec(
+        path.name,
+        kind,
+        "onnx",
+        precision,
+        like.inputs,
+        like.outputs,
+        sha256_file(path),
+        {**like.extra, **extra},
+        target,
+    )
+
+
+def _save_checked(model: onnx.ModelProto, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+
+
+def _int8(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Scorer, cal, progress: bool):
+    feature = manifest.graph("feature")
+    model = onnx.load(str(work / feature.file))
+    ranges = collect_ranges(model, FeatureFeeds(cal), config.method, config.percentile, progress)
+    ranges_file = "calibration.int8.ranges.json"
+    with atomic_path(work / ranges_file) as tmp:
+        tmp.write_text(ranges.to_json() + "\n")
+    forms, specs = {}, []
+    for form in FORMS:
+        forms[form.target], spec = _int8_form(work, model, ranges, form, feature, config, scorer, progress)
+        specs.append(spec)
+    return specs, forms, {"ranges_file": ranges_file, "ranges": dict(ranges.ranges)}
+
+
+def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config, scorer, progress):
+    quantized = quantize_graph(model, ranges, form)
+    rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
+    # a tensor with several consumers is a candidate per consumer (one can read it in float while the others
+    # stay INT8: e.g. a global skip connection, without making the convolution that reads it run in float)
+    edges = [e for e in quantized_edges(quantized) if e.split(EDGE)[0] not in rule]
+    shared = {e.split(EDGE)[0] for e in edges}
+    candidates = [t for t in quantized_tensors(quantized) if t not in rule and t not in shared]
+    candidates += edges + quantized_weights(quantized, model)
+
+    def build(names: list[str]) -> onnx.ModelProto:
+        return keep_float(quantized, rule + names, model)
+
+    result = choose_float_tensors(
+        build, candidates, scorer, config.budget_db, config.min_psnr_db, config.max_kept, progress
+    )
+    _save_checked(build([k.name for k in result.kept]), work / form.file)
+    spec = _graph_spec(work / form.file, "feature", "int8", form.target, feature, {"upscale_precision": "fp32"})
+    record = {"file": form.file, "rule": IMAGE_RULE, "rule_kept": rule, **result.to_dict()}
+    return record, spec
+
+
+def _fp16(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Scorer):
+    specs, protos = [], {}
+    for kind in ("feature", "upscale"):
+        spec = manifest.graph(kind)
+        model = onnx.load(str(work / spec.file))
+        keep = plan_only_nodes(model) if kind == "upscale" else []
+        protos[kind] = convert_fp16(model, keep)
+        path = work / f"{kind}.fp16.onnx"
+        _save_checked(protos[kind], path)
+        specs.append(_graph_spec(path, kind, "fp16", "any", spec, {"float32_nodes": keep}))
+    score = scorer.score(protos["feature"], protos["upscale"])
+    met = score.loss_db <= config.budget_db and score.psnr_vs_fp32 >= config.min_psnr_db
+    rule = "the upscale graph's weight predictor (nodes computed from the plan inputs only) stays float32"
+    form = {"file": "feature.fp16.onnx + upscale.fp16.onnx", "kept": [], "final": score.to_dict(), "met": met}
+    return specs, {"any": {**form, "rule": rule}}, {}
+
+
+def calibrate(
+    artifacts: str | os.PathLike[str], config: CalibrationConfig, progress: bool = False
+) -> CalibrationResult:
+    """Add ``config.precision`` graphs to ``artifacts`` (see the module docstring); returns the outcome.
+
+    Raises :class:`CalibrationError` (or :class:`~metasr.runtime.manifest.ManifestError`) for unusable input,
+    before anything is written. On any exception the directory is left as it was.
+    """
+    directory = Path(artifacts)
+    manifest = Manifest.read(directory)
+    manifest.graph("feature"), manifest.graph("upscale")  # FP32 graphs present, or a clear error
+    cal, held = calibration_sets(
+        config.image_dirs,
+        config.crops,
+        config.held_apart,
+        config.seed,
+        (1.1, manifest.scale_max),
+        config.lr_sizes,
+        config.allow_evaluation_images,
+    )
+    work = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.calibrate-"))
+    try:
+        shutil.copytree(directory, work, dirs_exist_ok=True, copy_function=shutil.copy2)
+        os.chmod(work, directory.stat().st_mode & 0o7777)
+        fp32 = (work / manifest.graph("feature").file, work / manifest.graph("upscale").file)
+        scorer = Scorer(str(fp32[0]), str(fp32[1]), held, manifest.scale_max, manifest.merge_tol, config.threads)
+        if config.precision == "int8":
+            specs, forms, extra = _int8(work, manifest, config, scorer, cal, progress)
+        else:
+            specs, forms, extra = _fp16(work, manifest, config, scorer)
+        met = all(f["met"] for f in forms.values())
+        report = {
+            "precision": config.precision,
+            "met": met,
+            **dataclasses.asdict(config),
+            "images": list(config.image_dirs),
+            "calibration_sources": sorted({c.source for c in cal}),
+            "held_apart_sources": sorted({c.source for c in held}),
+            **extra,
+            "forms": forms,
+        }
+        stem = f"calibration.{config.precision}"
+        if not met:  # the directory stays as it was; the report goes beside it
+            json_path, md_path = write_report(report, directory.parent / f"{directory.name}.{stem}")
+            return CalibrationResult(False, report, md_path, json_path)
+        json_path, md_path = write_report(report, work / stem)
+        record = {
+            "images": list(config.image_dirs),
+            "crops": config.crops,
+            "held_apart": config.held_apart,
+            "seed": config.seed,
+            "method": config.method if config.precision == "int8" else None,
+            "ranges_file": extra.get("ranges_file"),
+            "report": md_path.name,
+            "report_json": json_path.name,
+            "budget_db": config.budget_db,
+            "kept": {t: f.get("rule_kept", []) + [k["name"] for k in f["kept"]] for t, f in forms.items()},
+            "loss_db": {t: f["final"]["loss_db"] for t, f in forms.items()},
+            "psnr_vs_fp32_db": {t: f["final"]["psnr_vs_fp32"] for t, f in forms.items()},
+        }
+        graphs = [g for g in manifest.graphs if g.precision != config.precision] + specs
+        updated = dataclasses.replace(
+            manifest, graphs=tuple(graphs), calibration={**manifest.calibration, config.precision: record}
+        )
+        with atomic_path(work / "manifest.json") as tmp:
+            tmp.write_text(updated.to_json() + "\n")
+        Manifest.read(work)  # every file it names is there with its sha256
+        _swap(work, directory)
+        return CalibrationResult(True, report, directory / md_path.name, directory / json_path.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _swap(work: Path, directory: Path) -> None:
+    """Replace ``directory`` by ``work`` (two renames; the old one is removed after)."""
+    old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
+    os.replace(directory, old / "d")
+    try:
+        os.replace(work, directory)
+    except BaseException:
+        os.replace(old / "d", directory)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def image_dirs_arg(values: Sequence[str]) -> tuple[str, ...]:
+    """Image folders as given on the command line, each checked to exist."""
+    for v in values:
+        if not Path(v).is_dir():
+            raise CalibrationError(f"no image folder at {v}")
+    return tuple(values)

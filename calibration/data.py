@@ -1,0 +1,159 @@
+"""Calibration data: LR crops made from HR training images with the project's MATLAB bicubic (numpy, no torch).
+
+Each crop is an HR region and its LR image at a scale drawn uniformly over the model's range, at a varied LR
+size, deterministic for a seed. The feature graph sees the LR crops as feed dicts ``{"lr": float32 (1, 3, h, w)
+on 0..255}``: a plain iterable, separate from any backend (:mod:`metasr.calibration.reader` adapts it to ONNX
+Runtime). The HR crops serve the accuracy measurements (Y-PSNR against ground truth).
+
+Images are split *by image* into a calibration part (ranges are computed on it) and a held-apart part (the
+sensitivity pass and the reported loss are measured on it), so no measurement scores data the ranges saw.
+Folders named like the standard evaluation sets (Set5, Set14, ...) are refused unless allowed explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metasr.data import list_images, load_rgb
+from metasr.imresize import imresize
+
+__all__ = [
+    "EVALUATION_SETS",
+    "CalibrationCrop",
+    "CalibrationDataError",
+    "FeatureFeeds",
+    "calibration_sets",
+    "make_crops",
+]
+
+# folder names of the usual SR test sets (case-insensitive): calibrating on them would let the reported
+# accuracy be measured on the calibration data
+EVALUATION_SETS = frozenset({"set5", "set14", "b100", "bsd100", "urban100", "manga109", "div2k_valid"})
+
+
+class CalibrationDataError(ValueError):
+    """No usable calibration images, or evaluation images given without being allowed."""
+
+
+@dataclass(frozen=True)
+class CalibrationCrop:
+    """One calibration sample: ``lr`` uint8 (h, w, 3), ``hr`` uint8 (H, W, 3) with H ~ scale * h, the scale
+    the LR was made at (MATLAB bicubic with the kernel at exactly 1 / scale), and the source image."""
+
+    lr: np.ndarray
+    hr: np.ndarray
+    scale: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.lr.dtype != np.uint8 or self.hr.dtype != np.uint8 or self.lr.ndim != 3 or self.hr.ndim != 3:
+            raise ValueError("crops are uint8 (h, w, 3) images")
+        if self.scale <= 1.0:
+            raise ValueError(f"crop scale must be > 1, got {self.scale}")
+
+    def feed(self) -> dict[str, np.ndarray]:
+        """The feature graph's feed: ``{"lr": float32 (1, 3, h, w)}`` on the 0..255 scale."""
+        return {"lr": np.ascontiguousarray(self.lr.transpose(2, 0, 1), dtype=np.float32)[None]}
+
+
+class FeatureFeeds(Sequence[dict[str, np.ndarray]]):
+    """The crops as feature-graph feed dicts: a re-iterable, indexable, plain sequence of ``{"lr": ...}``."""
+
+    def __init__(self, crops: Sequence[CalibrationCrop]) -> None:
+        self.crops = tuple(crops)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [c.feed() for c in self.crops[i]]
+        return self.crops[i].feed()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return (c.feed() for c in self.crops)
+
+
+def _image_paths(image_dirs: Sequence[str | os.PathLike[str]], allow_evaluation_images: bool) -> list[Path]:
+    paths: list[Path] = []
+    for folder in image_dirs:
+        folder = Path(folder)
+        if folder.name.lower() in EVALUATION_SETS and not allow_evaluation_images:
+            raise CalibrationDataError(
+                f"{folder} looks like an evaluation set ({folder.name}): calibrate on training images, "
+                "or allow evaluation images explicitly"
+            )
+        found = list_images(folder)
+        if not found:
+            raise CalibrationDataError(f"no images in {folder}")
+        paths += found
+    return paths
+
+
+def make_crops(
+    paths: Sequence[Path],
+    count: int,
+    seed: int,
+    scale_range: tuple[float, float],
+    lr_sizes: tuple[int, int] = (32, 96),
+) -> list[CalibrationCrop]:
+    """``count`` crops from ``paths`` (each image loaded once), deterministic for ``seed``.
+
+    Per crop: an image, a scale uniform in ``scale_range`` on the training grid (0.1 steps: the model was trained
+    at those scales, and a scale p/q with a large q has up to q distinct offsets per axis, which only makes
+    the measurements slower), an LR size uniform in
+    ``lr_sizes`` per side (shrunk where the image is too small for it at that scale), an HR region of
+    ``round(scale * lr)`` pixels at a random position, and its LR made with MATLAB bicubic at 1 / scale.
+    """
+    if not paths:
+        raise CalibrationDataError("no calibration images")
+    lo, hi = scale_range
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(paths), size=count)
+    cache: dict[int, np.ndarray] = {}
+    crops = []
+    for k in picks.tolist():
+        img = cache.setdefault(k, load_rgb(paths[k]))
+        scale = min(max(round(float(rng.uniform(lo, hi)), 1), lo), hi)
+        size = rng.integers(lr_sizes[0], lr_sizes[1] + 1, size=2)
+        h, w = (max(8, min(int(s), math.floor(dim / scale))) for s, dim in zip(size, img.shape[:2], strict=True))
+        hr_h, hr_w = min(round(scale * h), img.shape[0]), min(round(scale * w), img.shape[1])
+        y, x = int(rng.integers(img.shape[0] - hr_h + 1)), int(rng.integers(img.shape[1] - hr_w + 1))
+        hr = np.ascontiguousarray(img[y : y + hr_h, x : x + hr_w])
+        lr = imresize(hr, 1 / scale, out_shape=(h, w))
+        crops.append(CalibrationCrop(lr, hr, scale, f"{paths[k].parent.name}/{paths[k].name}"))
+    return crops
+
+
+def calibration_sets(
+    image_dirs: Sequence[str | os.PathLike[str]],
+    crops: int,
+    held_apart: int,
+    seed: int,
+    scale_range: tuple[float, float],
+    lr_sizes: tuple[int, int] = (32, 96),
+    allow_evaluation_images: bool = False,
+    held_size: int = 48,
+) -> tuple[list[CalibrationCrop], list[CalibrationCrop]]:
+    """Calibration crops and held-apart crops, drawn from disjoint images of ``image_dirs``.
+
+    The images are shuffled with ``seed``; every fourth one is held apart (at least one); ``crops`` crops
+    of varied sizes come from the rest, ``held_apart`` crops from the held-apart images, all at one LR size
+    ``held_size`` (where the image allows) so the repeated measurements reuse one feature-graph shape.
+    """
+    paths = _image_paths(image_dirs, allow_evaluation_images)
+    if len(paths) < 2:
+        raise CalibrationDataError(f"need at least 2 calibration images, found {len(paths)}")
+    order = np.random.default_rng(seed).permutation(len(paths))
+    held = [paths[i] for i in order[::4]]
+    calib = [paths[i] for j, i in enumerate(order) if j % 4]
+    return (
+        make_crops(calib, crops, seed, scale_range, lr_sizes),
+        make_crops(held, held_apart, seed + 1, scale_range, (held_size, held_size)),
+    )

@@ -1,0 +1,77 @@
+"""The calibration report: JSON (everything, machine-readable) and Markdown (the same, for people)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from metasr.fileio import atomic_path
+
+__all__ = ["format_markdown", "write_report"]
+
+
+def _db(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3f}"
+
+
+def _bins_table(score: dict) -> list[str]:
+    lines = [
+        "| scales | crops | FP32 vs HR dB | this vs HR dB | loss dB | this vs FP32 dB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in score["bins"]:
+        lines.append(
+            f"| ({b['lo']:g}, {b['hi']:g}] | {b['crops']} | {_db(b['psnr_fp32'])} | {_db(b['psnr'])} | "
+            f"{_db(b['loss_db'])} | {_db(b['psnr_vs_fp32'])} |"
+        )
+    return lines
+
+
+def format_markdown(report: dict) -> str:
+    """Markdown of a calibration report dict (see :func:`metasr.calibration.calibrate.calibrate`)."""
+    verdict = "met" if report["met"] else "NOT MET"
+    lines = [
+        f"# Calibration: {report['precision']} ({verdict})",
+        "",
+        f"Budget: worst scale bin loses at most {report['budget_db']:g} dB Y-PSNR against FP32 and stays >= "
+        f"{report['min_psnr_db']:g} dB against the FP32 output, measured on {report['held_apart']} held-apart "
+        f"crops (images not used for the ranges). Calibration: {report['crops']} crops from "
+        f"{', '.join(report['images'])}, seed {report['seed']}, method {report['method']}"
+        + (f" (ranges: `{report['ranges_file']}`)" if report.get("ranges_file") else "")
+        + ".",
+        "",
+        "Loss per bin: max(FP32 vs HR - this vs HR, 10 log10(1 + MSE vs FP32 / MSE of FP32 vs HR)), Y channel, "
+        "ceil(r) shaved, MSE pooled over the bin's crops.",
+    ]
+    for target, form in report["forms"].items():
+        lines += ["", f"## {form['file']} (target {target}): {'met' if form['met'] else 'NOT MET'}", ""]
+        if not form["met"]:
+            w = max(form["final"]["bins"], key=lambda b: b["loss_db"])
+            lines += [
+                f"**Budget not met** in scale bin ({w['lo']:g}, {w['hi']:g}]: loss {_db(w['loss_db'])} dB "
+                f"(budget {report['budget_db']:g}), {_db(w['psnr_vs_fp32'])} dB against the FP32 output "
+                f"(minimum {report['min_psnr_db']:g}), after keeping {len(form['kept'])} tensors in float.",
+                "",
+            ]
+        if "full" in form:
+            lines += ["Before the sensitivity pass (structural rule applied):", "", *_bins_table(form["full"]), ""]
+        lines += ["As written:", "", *_bins_table(form["final"]), ""]
+        lines += ["Kept in float:", ""]
+        lines += [f"- `{t}`: structural rule (below)" for t in form.get("rule_kept", [])]
+        lines += [f"- `{k['name']}`: {k['reason']}" for k in form["kept"]]
+        if not form.get("rule_kept") and not form["kept"]:
+            lines += ["- nothing"]
+        if form.get("rule"):
+            lines += ["", f"Structural rule: {form['rule']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, stem: Path) -> tuple[Path, Path]:
+    """Write ``stem.json`` and ``stem.md`` atomically; returns both paths."""
+    json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(format_markdown(report))
+    return json_path, md_path
