@@ -208,7 +208,8 @@ class Pipeline:
         band: np.ndarray | None = None
         for tile in tiles:
             window = np.ascontiguousarray(features[:, :, tile.in_rows, tile.in_cols])
-            sr = self._upscale.infer({"features": window, **window_feeds(feeds, tile)})["sr"]
+            plan_inputs = window_feeds(feeds, tile, compact_offsets=self.profile is not None)
+            sr = self._upscale.infer({"features": window, **plan_inputs})["sr"]
             if tile.cols.start == 0 and tile.cols.stop == out_w:
                 yield tile.rows.start, sr
                 continue

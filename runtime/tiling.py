@@ -89,9 +89,18 @@ def source_window(src: np.ndarray, n: int) -> slice:
     return slice(max(int(src.min()) - 1, 0), min(int(src.max()) + 2, n))
 
 
-def window_feeds(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, np.ndarray]:
+def window_feeds(
+    feeds: dict[str, np.ndarray], tile: UpscaleTile, compact_offsets: bool = False
+) -> dict[str, np.ndarray]:
     """The plan feeds (no ``features``) for ``tile``: its rows' and columns' arrays sliced, their sources
-    shifted into the feature window, and the row / column groups recomputed for them."""
+    shifted into the feature window, and the row / column groups recomputed for them.
+
+    ``compact_offsets``: keep only the row and column offsets the tile uses (indices renumbered), so the
+    weight predictor runs on the tile's pairs alone and their count is bounded by the tile's size (what a
+    TensorRT engine's fixed profile needs). The filters are the same per pair; the sums may differ in the last
+    bit from an uncompacted call (a different number of rows through the predictor's matrix products)."""
+    if compact_offsets:
+        return _compact(feeds, tile)
     out = dict(feeds)
     n_offsets = feeds["row_offsets"].size
     row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
@@ -101,6 +110,19 @@ def window_feeds(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, n
         col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
         col_idx = feeds["col_idx"][tile.cols]
         out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
+    return out
+
+
+def _compact(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, np.ndarray]:
+    out = dict(feeds)
+    used_r, row_idx = np.unique(feeds["row_idx"][tile.rows], return_inverse=True)
+    used_c, col_idx = np.unique(feeds["col_idx"][tile.cols], return_inverse=True)
+    row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
+    col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
+    row_idx, col_idx = row_idx.astype(np.int64).reshape(-1), col_idx.astype(np.int64).reshape(-1)
+    out.update(row_offsets=feeds["row_offsets"][used_r], col_offsets=feeds["col_offsets"][used_c])
+    out.update(row_src=row_src, row_idx=row_idx, **row_group_feeds(row_src, row_idx, used_r.size))
+    out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
     return out
 
 
@@ -164,8 +186,8 @@ def plan_upscale_tiles(
     n_cols, rows = 1, 0
     while True:
         col_slices = _even_slices(out_w, n_cols)
-        widest = max(col_slices, key=lambda s: s.stop - s.start)
-        rows = _rows_that_fit(feeds, widest, in_h, in_w, channels, budget_bytes)
+        # every column part, not only the widest: an inner part reads one more context column than an edge one
+        rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes) for c in col_slices)
         narrower = math.ceil(out_w / (2 * n_cols))
         if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
             break
@@ -242,7 +264,7 @@ def _first_outside(
     for t in tiles:
         window = (1, profile.channels, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start)
         try:
-            profile.check({"features": np.empty(window, np.float32), **window_feeds(feeds, t)})
+            profile.check({"features": np.empty(window, np.float32), **window_feeds(feeds, t, compact_offsets=True)})
         except ProfileError:
             return t
     return None
