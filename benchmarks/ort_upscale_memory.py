@@ -1,17 +1,22 @@
-"""Peak memory of the ONNX Runtime upscale graph (the MetaUpscale standard-op body) for one output tile.
+"""Peak memory of the ONNX Runtime upscale graph for one output tile, against the runtime's estimate.
 
-Default: one 256x256 output tile at x4 from C = 64 features (EDSR-baseline-sized upscale graph, random
-weights), CPU provider. Peak = Linux VmHWM minus VmRSS just before the call, in this fresh process (session
-created and warmed on a tiny input first, so the number is the call's working memory, arena growth included).
-For scale, the per-pixel weight tensor the official code would build for the same tile is printed beside it.
+One output tile (default 256x256) fed the way the Pipeline feeds it (only its feature window, sources shifted
+into it: ``metasr.runtime.tiling.window_feeds``) from C features (EDSR-baseline-sized upscale graph, random
+weights), CPU provider. Peak = Linux VmHWM minus VmRSS just before the call, in a fresh process per case
+(session created and warmed on a tiny input first, so the number is the call's working memory, arena growth
+included). Beside it: ``tile_bytes``, the estimate the Pipeline sizes its tiles with, and their ratio (the
+estimate must not be below the measurement), and the per-pixel weight tensor the official code would build.
 
-    python benchmarks/ort_upscale_memory.py [--tile 256] [--scale 4.0] [--preset edsr-baseline]
+    python benchmarks/ort_upscale_memory.py [--tile 256] [--scales 1.1 2 3.3 4] [--preset edsr-baseline]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,42 +24,74 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from metasr.export.upscale_graph import build_upscale_graph
-from metasr.runtime.feeds import plan_feeds, tile_feeds
+from metasr.runtime.feeds import plan_feeds
 from metasr.runtime.projection import project
+from metasr.runtime.tiling import UpscaleTile, source_window, tile_bytes, window_feeds
 
 from metasr.config import preset
 from metasr.measure import reset_peak_rss, status_kib
 from metasr.model import MetaSR
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tile", type=int, default=256)
-    ap.add_argument("--scale", type=float, default=4.0)
-    ap.add_argument("--preset", default="edsr-baseline")
-    args = ap.parse_args()
-    model = MetaSR(preset(args.preset)).eval()
+def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
+    """In this process: peak extra MiB of one tile and the runtime's estimate for it."""
+    model = MetaSR(preset(preset_name)).eval()
     c = model.config.features
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "upscale.onnx"
         onnx.save(build_upscale_graph(model), str(path))
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    warm = project(8, 8, args.scale)
+    warm = project(8, 8, scale)
     sess.run(None, {"features": rng.standard_normal((1, c, 8, 8), dtype=np.float32), **plan_feeds(warm)})
-    h = math.ceil(args.tile / args.scale)
-    plan = project(h, h, args.scale)
-    feeds = {"features": rng.standard_normal((1, c, h, h), dtype=np.float32), **plan_feeds(plan)}
-    tile = tile_feeds(feeds, slice(0, args.tile), slice(0, args.tile))
+    h = math.ceil(tile / scale) + 4  # a tile from inside a larger image: context rows/columns exist
+    plan = project(h, h, scale)
+    feeds = plan_feeds(plan)
+    rows = slice(int(scale) + 1, int(scale) + 1 + tile)
+    t = UpscaleTile(rows, rows, source_window(plan.rows.src[rows], h), source_window(plan.cols.src[rows], h))
+    tf = window_feeds(feeds, t)
+    window = rng.standard_normal((1, c, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start))
+    window = window.astype(np.float32)
+    estimate = tile_bytes(tf, c, *window.shape[2:]) / 2**20
     base = reset_peak_rss()
-    out = sess.run(None, tile)[0]
+    out = sess.run(None, {"features": window, **tf})[0]
     peak = (status_kib("VmHWM") - base) / 1024
     per_pixel = out.shape[2] * out.shape[3] * c * 27 * 4 / 2**20
-    print(
-        f"ORT {ort.__version__} CPU: upscale graph, C={c}, x{args.scale:g}, output tile {out.shape[3]}x{out.shape[2]} "
-        f"from {h}x{h} features: peak extra memory {peak:.1f} MiB "
-        f"(a per-pixel weight tensor alone would be {per_pixel:.0f} MiB)"
-    )
+    return {"scale": scale, "c": c, "peak_mib": peak, "estimate_mib": estimate, "per_pixel_mib": per_pixel}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tile", type=int, default=256)
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.1, 2.0, 3.3, 4.0])
+    ap.add_argument("--preset", default="edsr-baseline")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.tile, args.scales[0], args.preset)))
+        return
+    print(f"ORT {ort.__version__} CPU, upscale graph of preset {args.preset}, one {args.tile}x{args.tile} output tile")
+    print("| scale | C | measured peak MiB | estimate (tile_bytes) MiB | estimate / measured | per-pixel weights MiB |")
+    print("|---|---|---|---|---|---|")
+    for s in args.scales:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--tile",
+            str(args.tile),
+            "--scales",
+            str(s),
+            "--preset",
+            args.preset,
+        ]
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        print(
+            f"| x{s:g} | {r['c']} | {r['peak_mib']:.1f} | {r['estimate_mib']:.1f} | "
+            f"{r['estimate_mib'] / max(r['peak_mib'], 1e-3):.2f} | {r['per_pixel_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

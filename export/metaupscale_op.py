@@ -1,7 +1,9 @@
 """The ``MetaUpscale`` custom op: its contract and its standard-op body (an ONNX model-local function).
 
 Contract (one node, domain ``metasr``, op_type ``MetaUpscale``, attributes ``plugin_namespace="metasr"``,
-``plugin_version="1"``; TensorRT >= 10.7 maps it to the registered plugin, other consumers run the body):
+``plugin_version="1"`` and ``aot=1``; TensorRT >= 10.7 maps it to the registered plugin, other consumers run
+the body). ``aot=1`` asks TensorRT's parser for the plugin's ahead-of-time implementation (the kernel's PTX
+stored in the engine, so the engine runs without Python); the body ignores all three attributes.
 
 inputs
   0 ``features``  float (N, C, h, w)
@@ -39,12 +41,23 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-__all__ = ["DOMAIN", "OP_TYPE", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "function_proto", "make_node", "name_nodes"]
+__all__ = [
+    "AOT",
+    "DOMAIN",
+    "NODE_ATTRIBUTES",
+    "OP_TYPE",
+    "PLUGIN_NAMESPACE",
+    "PLUGIN_VERSION",
+    "function_proto",
+    "make_node",
+    "name_nodes",
+]
 
 DOMAIN = "metasr"
 OP_TYPE = "MetaUpscale"
 PLUGIN_NAMESPACE = "metasr"
 PLUGIN_VERSION = "1"
+AOT = 1  # TensorRT: 1 = strict ahead-of-time plugin implementation, 0 = strict JIT (Python at run time)
 INPUTS = (
     "features",
     "weights",
@@ -61,17 +74,12 @@ INPUTS = (
 OUTPUTS = ("out",)
 
 
+NODE_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION, "aot": AOT}
+
+
 def make_node(inputs: list[str], output: str, name: str = "meta_upscale") -> onnx.NodeProto:
-    """The ``MetaUpscale`` node with its TensorRT plugin attributes."""
-    return helper.make_node(
-        OP_TYPE,
-        inputs,
-        [output],
-        name=name,
-        domain=DOMAIN,
-        plugin_namespace=PLUGIN_NAMESPACE,
-        plugin_version=PLUGIN_VERSION,
-    )
+    """The ``MetaUpscale`` node with exactly the attributes TensorRT's ONNX parser maps (see NODE_ATTRIBUTES)."""
+    return helper.make_node(OP_TYPE, inputs, [output], name=name, domain=DOMAIN, **NODE_ATTRIBUTES)
 
 
 def name_nodes(nodes: list[onnx.NodeProto], prefix: str = "") -> None:
@@ -161,5 +169,5 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         list(OUTPUTS),
         n,
         opset_imports=[helper.make_opsetid("", opset)],
-        attributes=["plugin_namespace", "plugin_version"],
+        attributes=list(NODE_ATTRIBUTES),
     )

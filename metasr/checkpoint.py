@@ -3,6 +3,11 @@
 A ``.safetensors`` checkpoint stores the :class:`ModelConfig` as JSON in its metadata, so it loads with no
 side configuration. A ``.pt``/``.pth`` file is read as a plain state dict in the official Meta-RDN key
 layout (no prefix) with ``torch.load(weights_only=True)`` (never executing pickled code) and loaded strictly.
+
+The tensor names and shapes are checked against the config *before* any model is built: the expected ones
+come from the model built on PyTorch's ``meta`` device (no memory), and for safetensors the actual ones from
+the file's header (no tensor read). A tiny file whose config describes a huge model is refused without
+allocating it.
 """
 
 from __future__ import annotations
@@ -43,14 +48,24 @@ def official_state_dict(model: MetaSR) -> dict[str, torch.Tensor]:
     return {_to_official(k): v for k, v in model.state_dict().items()}
 
 
-def _check_strict(model: MetaSR, state: dict[str, torch.Tensor], source: str) -> None:
-    expected = {_to_official(k): v.shape for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+def _meta_model(config: ModelConfig, source: str) -> MetaSR:
+    """The model of ``config`` on the meta device: names and shapes, no storage."""
+    try:
+        with torch.device("meta"):
+            return MetaSR(config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{source}: its config does not describe a buildable model ({e})") from None
+
+
+def _check_strict(model: MetaSR, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``shapes`` (official names -> shape) fit ``model`` exactly."""
+    expected = {_to_official(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
     misshaped = [
-        f"{k} (expected {tuple(expected[k])}, got {tuple(state[k].shape)})"
+        f"{k} (expected {expected[k]}, got {tuple(shapes[k])})"
         for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k])
+        if k in shapes and tuple(shapes[k]) != expected[k]
     ]
     problems = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)):
@@ -63,10 +78,20 @@ def _check_strict(model: MetaSR, state: dict[str, torch.Tensor], source: str) ->
         )
 
 
-def _load_state(model: MetaSR, state: dict[str, torch.Tensor], source: str) -> MetaSR:
-    _check_strict(model, state, source)
+def _load_state(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> MetaSR:
+    _check_strict(_meta_model(config, source), {k: tuple(v.shape) for k, v in state.items()}, source)
+    model = MetaSR(config)
     model.load_state_dict({_from_official(k): v for k, v in state.items()}, strict=True)
     return model.eval()
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header (no tensor data is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
 def save_model(model: MetaSR, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
@@ -104,18 +129,22 @@ def load_model(path: str | os.PathLike[str], config: ModelConfig | str | None = 
     if isinstance(config, str):
         config = preset(config)
     if path.suffix == ".safetensors":
-        stored = ModelConfig.from_json(read_metadata(path)["config"])
+        try:
+            stored = ModelConfig.from_json(read_metadata(path)["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad model config in its metadata ({e})") from None
         if config is not None and config != stored:
             raise CheckpointError(f"{path} holds a {stored.name or stored.backbone} model, not the config given")
+        _check_strict(_meta_model(stored, str(path)), _header_shapes(path), str(path))  # before any allocation
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"cannot read {path}: {e}") from None
-        return _load_state(MetaSR(stored), state, str(path))
+        return _load_state(stored, state, str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"cannot read {path} as a weights-only state dict: {e}".splitlines()[0]) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a plain state dict of tensors")
-    return _load_state(MetaSR(config or preset("rdn")), state, str(path))
+    return _load_state(config or preset("rdn"), state, str(path))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,29 +17,46 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` (temporary files, directories) runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """User-facing error types, importing only what is installed (the runtime commands work without torch)."""
     from PIL import UnidentifiedImageError
 
     from metasr.runtime.backends import BackendError
+    from metasr.runtime.engine_profile import ProfileError
+    from metasr.runtime.engines import EngineMismatchError
     from metasr.runtime.manifest import ManifestError
     from metasr.runtime.projection import UnsupportedScaleError
+    from metasr.runtime.trt_env import TensorRTUnavailable
 
     errors: tuple[type[BaseException], ...] = (
         CLIError,
         UnsupportedScaleError,
         ManifestError,
         BackendError,
+        TensorRTUnavailable,
+        EngineMismatchError,
+        ProfileError,
         FileNotFoundError,
         UnidentifiedImageError,
         ValueError,
         OSError,
     )
-    for module, name in (("metasr.checkpoint", "CheckpointError"), ("metasr.export", "ExportError")):
-        try:
-            errors += (getattr(__import__(module, fromlist=[name]), name),)
-        except ImportError:  # torch / onnx are not installed: their errors cannot occur
-            pass
+    for module, name in (
+        ("metasr.checkpoint", "CheckpointError"),
+        ("metasr.export", "ExportError"),
+        ("metasr.export.trt_build", "EngineBuildError"),
+        ("metasr.parity", "ParityError"),
+    ):
+        if module in sys.modules:  # a module never imported cannot have raised (and importing torch is slow)
+            errors += (getattr(sys.modules[module], name),)
     return errors
 
 
@@ -156,13 +175,24 @@ def _parse_pair(text: str, flag: str, example: str) -> tuple[int, int]:
     return a, b
 
 
+def _check_upscale_options(args: argparse.Namespace) -> None:
+    for name, flag, low in (("max_pixels", "--max-pixels", 1), ("threads", "--threads", 0)):
+        if getattr(args, name) < low:
+            raise CLIError(f"{flag} must be >= {low}, got {getattr(args, name)}")
+    if not 0 <= args.png_compress <= 9:
+        raise CLIError(f"--png-compress must be in 0..9, got {args.png_compress}")
+    if not args.upscale_budget_mb > 0:
+        raise CLIError(f"--upscale-budget-mb must be positive, got {args.upscale_budget_mb}")
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metasr.runtime.batch import job_scale, plan_jobs, run_job
+    from metasr.runtime.batch import Timings, check_jobs, plan_jobs, run_job
     from metasr.runtime.image_io import read_image
     from metasr.runtime.pipeline import Pipeline
 
+    _check_upscale_options(args)
     size = _parse_pair(args.size, "--size", "1920x1080 (WxH)") if args.size else None
     jobs = plan_jobs(args.inputs, args.output, force=args.force)
     if args.artifacts:
@@ -179,14 +209,21 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         feature_tile=args.feature_tile,
         precision=args.precision,
     ) as pipeline:
-        scales = []  # every input is decoded and checked before any output is written
-        for job in jobs:
-            img = read_image(job.source)
-            scales.append(job_scale(img, pipeline.max_scale, args.scale, size, args.max_pixels, str(job.source)))
-        bar = tqdm(list(zip(jobs, scales, strict=True)), disable=len(jobs) < 2, unit="image")
-        for job, scale in bar:
-            w, h = run_job(pipeline, job, read_image(job.source), scale, size)
-            (bar.write if len(jobs) > 1 else print)(f"{job.target} ({w}x{h})")
+        # every input is checked (headers, then a full decode in batches) before any output is written
+        checked = check_jobs(jobs, pipeline.max_scale, args.scale, size, args.max_pixels, decode=len(jobs) > 1)
+        for note in (n for c in checked for n in c.info.notes):
+            print(f"metasr: note: {note}", file=sys.stderr)
+        bar = tqdm(checked, disable=len(jobs) < 2, unit="image")
+        for c in bar:
+            timings = Timings()
+            t0 = time.perf_counter()
+            img = read_image(c.job.source, args.max_pixels)
+            timings.add("decode", time.perf_counter() - t0)
+            w, h = run_job(pipeline, c.job, img, c.scale, size, args.png_compress, timings)
+            (bar.write if len(jobs) > 1 else print)(f"{c.job.target} ({w}x{h})")
+            if args.timings:  # encode runs beside upscale, so the stages add up to more than the wall time
+                wall = time.perf_counter() - t0
+                (bar.write if len(jobs) > 1 else print)(f"  timings: {timings}; wall {wall:.2f} s")
     return 0
 
 
@@ -200,9 +237,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from metasr.metrics import psnr_y, quantize
     from metasr.runtime.compare import compare
     from metasr.runtime.pipeline import Pipeline
+    from metasr.runtime.projection import check_scale
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file, not a folder")
     model = _resolve_model(args.model)
+    scales = [check_scale(s, model.config.max_scale) for s in args.scales]  # before any work
+    hr, name = sample_image() if args.image is None else (_load_image(args.image), Path(args.image).name)
     if args.model:
         from metasr.export import export_onnx
 
@@ -211,7 +253,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from metasr.artifacts import default_artifacts
 
         artifacts = default_artifacts()
-    hr, name = sample_image() if args.image is None else (_load_image(args.image), Path(args.image).name)
     print(
         f"model: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} parameters); "
         f"artifacts: {artifacts}; image: {name}"
@@ -222,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     ok = True
     with Pipeline(artifacts) as pipeline:
-        for scale in args.scales:
+        for scale in scales:
             lr, hr_c = make_pair(hr, scale, "metasr")
             feats = pipeline.encode(lr)
             t0 = time.perf_counter()
@@ -247,10 +288,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    from metasr.parity import ParityError, run_parity
+    from metasr.parity_report import save_polygraphy, to_json, to_markdown
+
+    keep = bool(args.save_inputs or args.save_outputs)
+    run = run_parity(
+        args.artifacts,
+        args.images,
+        args.scales,
+        model=args.model,
+        backends=args.backends,
+        precisions=args.precisions,
+        overrides=args.threshold,
+        given_lr=args.lr_given,
+        keep_polygraphy=keep,
+    )
+    if not run.cases:
+        reasons = "; ".join(f"{b}/{p}: {r}" for b, p, r in run.skipped)
+        raise ParityError(f"no backend x precision could run here ({reasons})")
+    print(to_markdown(run), end="")
+    if args.report:
+        from metasr.fileio import atomic_path
+
+        with atomic_path(Path(args.report)) as tmp:
+            tmp.write_text(to_json(run) + "\n")
+        print(f"report: {args.report}")
+    for path in save_polygraphy(run, args.save_inputs, args.save_outputs) if keep else []:
+        print(f"polygraphy: {path}")
+    return 0 if run.passed else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from metasr.bench import dump, format_bench, run_bench
+    from metasr.runtime.projection import check_scale
 
+    if args.repeats < 1:
+        raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
     model = _resolve_model(args.model, allow_preset=True)
+    check_scale(args.scale, model.config.max_scale)
     h, w = _parse_pair(args.lr_size, "--lr-size", "80x120 (HxW)")
     memory = None if args.no_memory else _parse_pair(args.memory_output, "--memory-output", "1920x1080 (WxH)")
     if args.precision != "fp32" and not args.artifacts:
@@ -300,12 +376,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_image(path: str):
-    from metasr.data import load_rgb
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from metasr.export.trt_build import EngineBuildConfig, build_engines
 
-    if not Path(path).is_file():
-        raise CLIError(f"no image at {path}")
-    return load_rgb(path)
+    sizes = tuple(_parse_pair(s, "--lr-size", "256x256 (HxW)") for s in (args.lr_size or ["256x256"]))
+    cfg = EngineBuildConfig(
+        precision=args.precision,
+        lr_sizes=sizes,
+        max_lr=_parse_pair(args.max_lr, "--max-lr", "540x960 (HxW)") if args.max_lr else None,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        workspace_mb=args.workspace_mb,
+        upscale_impl=args.upscale_impl,
+    )
+    for spec in build_engines(args.artifacts, cfg):
+        print(f"wrote {Path(args.artifacts) / spec.file} ({spec.kind}, {spec.precision})")
+    return 0
+
+
+def _load_image(path: str):
+    """An image file as uint8 RGB (h, w, 3), checked like `metasr upscale` inputs (size, mode, bombs)."""
+    from metasr.metrics import quantize
+    from metasr.runtime.batch import DEFAULT_MAX_PIXELS
+    from metasr.runtime.image_io import read_image
+
+    return quantize(read_image(path, DEFAULT_MAX_PIXELS).rgb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,9 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", help="artifact directory (default: the bundled model, exported once)")
     p.add_argument("--backend", default="ort", help="ort (CPU) or ort-cuda")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger outputs")
+    p.add_argument(
+        "--max-pixels", type=int, default=100_000_000, help="refuse larger inputs or outputs (checked from the header)"
+    )
     p.add_argument("--upscale-budget-mb", type=float, default=512, help="upscale stage working-memory budget")
     p.add_argument("--feature-tile", type=int, default=512, help="feature stage tile side (LR pixels)")
+    p.add_argument("--png-compress", type=int, default=1, metavar="0-9", help="PNG zlib level (default 1: fast)")
+    p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs to run")
     p.set_defaults(func=cmd_upscale)
@@ -382,6 +480,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-eval-images", action="store_true", help="allow Set5/Set14/... as calibration images")
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser(
+        "parity",
+        help="every available backend x precision against PyTorch and ground truth (exit 0 pass, 1 fail, 2 usage)",
+    )
+    p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json + graphs)")
+    p.add_argument("--images", action="append", required=True, metavar="DIR", help="HR image folder (repeatable)")
+    p.add_argument("--lr-given", action="store_true", help="the images are LR inputs (no ground truth)")
+    p.add_argument("--model", help="reference checkpoint (default: the one the manifest records, e.g. bundled)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
+    p.add_argument("--backends", nargs="+", help="default: all known; unavailable ones are skipped with the reason")
+    p.add_argument("--precisions", nargs="+", help="default: every precision the artifacts hold")
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="PREC.LIMIT=V",
+        help="override a limit, e.g. fp32.atol=0.02, fp16.min_psnr_db=45, int8.max_gt_loss_db=0.3 (none: off)",
+    )
+    p.add_argument("--report", help="also write every case as JSON here")
+    p.add_argument("--save-inputs", metavar="FILE.json", help="reference feeds per graph, Polygraphy JSON")
+    p.add_argument("--save-outputs", metavar="FILE.json", help="PyTorch outputs per graph, Polygraphy RunResults")
+    p.set_defaults(func=cmd_parity)
+
     p = sub.add_parser("bench", help="the paper's Table 2 here: stage times, zoom, memory; PyTorch vs ONNX Runtime")
     p.add_argument("--model", help="checkpoint or preset (random weights are fine for timing); default: bundled")
     p.add_argument("--lr-size", default="80x120", metavar="HxW", help="LR size (default: B100 at x4)")
@@ -394,6 +515,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="ONNX Runtime graphs")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("build-engine", help="TensorRT engines from an artifact directory (needs a GPU and TensorRT)")
+    p.add_argument("--artifacts", required=True, help="artifact directory (engines and manifest are added to it)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    p.add_argument("--lr-size", action="append", metavar="HxW", help="static feature engine size (repeatable)")
+    p.add_argument("--max-lr", metavar="HxW", help="largest LR region per upscale call (default: largest --lr-size)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file (read if present, updated)")
+    p.add_argument("--workspace-mb", type=int, default=2048)
+    p.add_argument(
+        "--upscale-impl",
+        choices=["plugin", "body"],
+        default="plugin",
+        help="plugin: require the metasr::MetaUpscale plugin layer; body: accept an imported ONNX function body",
+    )
+    p.set_defaults(func=cmd_build_engine)
+
     p = sub.add_parser("demo", help="the bundled model through ONNX Runtime on a sample image, checked against PyTorch")
     p.add_argument("--model")
     p.add_argument("--image")
@@ -405,15 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        print("metasr: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: cleanup ran on the way out
+        terminated = isinstance(e, Terminated)
+        print(f"metasr: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+    except MemoryError:
+        print("metasr: error: out of memory (lower --upscale-budget-mb or --feature-tile)", file=sys.stderr)
+        return 2
     except _expected_errors() as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"metasr: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ class ModelConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.features < 1 or self.hidden < 1:
             raise ValueError(f"features and hidden must be positive, got {self.features}, {self.hidden}")
         if self.kernel_size != 3:
@@ -48,10 +50,38 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**data)
+
+
+def _check_types(c: ModelConfig) -> None:
+    """``ValueError`` (not a TypeError deep inside a constructor) for fields of the wrong type."""
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    checks = [
+        ("backbone", isinstance(c.backbone, str), "a string"),
+        ("backbone_params", isinstance(c.backbone_params, dict), "an object"),
+        ("features", isinstance(c.features, int) and not isinstance(c.features, bool), "an integer"),
+        ("hidden", isinstance(c.hidden, int) and not isinstance(c.hidden, bool), "an integer"),
+        ("kernel_size", isinstance(c.kernel_size, int) and not isinstance(c.kernel_size, bool), "an integer"),
+        ("rgb_range", number(c.rgb_range) and c.rgb_range > 0, "a positive number"),
+        (
+            "rgb_mean",
+            isinstance(c.rgb_mean, (list, tuple)) and len(c.rgb_mean) == 3 and all(map(number, c.rgb_mean)),
+            "3 numbers",
+        ),
+        ("max_scale", number(c.max_scale), "a number"),
+        ("name", isinstance(c.name, str), "a string"),
+    ]
+    for name, ok, what in checks:
+        if not ok:
+            raise ValueError(f"model config {name} must be {what}, got {getattr(c, name)!r}")
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -19,6 +19,17 @@ from metasr.weight_predictor import WeightPredictor
 __all__ = ["MeanShift", "MetaSR"]
 
 
+def _use_kernel(impl: str, features: torch.Tensor, table: torch.Tensor) -> bool:
+    if impl not in ("auto", "grouped", "triton"):
+        raise ValueError(f"impl must be 'auto', 'grouped' or 'triton', got {impl!r}")
+    if impl != "auto":
+        return impl == "triton"
+    from metasr.kernels.launch import triton_available
+
+    needs_grad = torch.is_grad_enabled() and (features.requires_grad or table.requires_grad)
+    return features.is_cuda and not needs_grad and triton_available()
+
+
 class MeanShift(nn.Conv2d):
     """1x1 conv 3->3 initialised to ``x + sign * rgb_range * mean``.
 
@@ -57,16 +68,26 @@ class MetaSR(nn.Module):
         return project(h, w, scale, max_scale=self.config.max_scale)
 
     def upscale(
-        self, features: torch.Tensor, scale: float | ProjectionPlan, tile: int | None = DEFAULT_TILE
+        self,
+        features: torch.Tensor,
+        scale: float | ProjectionPlan,
+        tile: int | None = DEFAULT_TILE,
+        impl: str = "auto",
     ) -> torch.Tensor:
         """features (N, C, h, w) -> SR (N, 3, int(r*h), int(r*w)) float32, unclamped, 0..255 scale.
 
         ``scale`` is a float in (1, max_scale] or a precomputed plan; ``tile`` bounds memory (output tile
-        side, None for one tile) without changing the result.
+        side, None for one tile) without changing the result. ``impl``: "grouped" (the batched-GEMM path,
+        any device, differentiable), "triton" (the GPU kernel, inference only) or "auto": the kernel for
+        CUDA tensors when Triton is installed and no gradient is needed, else the grouped path.
         """
         h, w = features.shape[-2:]
         plan = scale if isinstance(scale, ProjectionPlan) else self.plan(h, w, scale)
         table = self.P2W.table(plan, features)
+        if _use_kernel(impl, features, table):
+            from metasr.kernels.torch_op import kernel_upscale
+
+            return self.add_mean(kernel_upscale(features, table, plan))
         return self.add_mean(meta_upscale(features, table, plan, tile))
 
     def forward(self, lr: torch.Tensor, scale: float, tile: int | None = DEFAULT_TILE) -> torch.Tensor:

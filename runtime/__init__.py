@@ -1,4 +1,4 @@
-"""Torch-free inference pieces: projection math now; the ONNX Runtime / TensorRT pipeline follows."""
+"""Torch-free inference (numpy + onnxruntime): projection, manifest, backends, tiling, pipeline, image I/O."""
 
 from metasr.runtime.projection import (
     DEFAULT_MAX_SCALE,

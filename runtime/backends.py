@@ -2,18 +2,31 @@
 
 ``ort``: ONNX Runtime, CPU provider; ``ort-cuda``: ONNX Runtime with the CUDA provider first (needs
 onnxruntime-gpu and a GPU). The TensorRT backend (``trt``) arrives with the TensorRT engines and plugs in here.
-Feeds are checked against the manifest (names, dtypes, ranks, static dims) before they reach the session.
+A backend is created from the bytes :meth:`Manifest.read_verified` returned (never by opening the path
+again), so it runs exactly the file that was hashed. Feeds are checked against the manifest (names, dtypes,
+ranks, static dims) before they reach the session; the engine's own errors (a graph it cannot load, an
+allocation failure) raise one-line :class:`BackendError` messages.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Protocol
 
 import numpy as np
 from metasr.runtime.manifest import GraphSpec
 
-__all__ = ["BACKENDS", "BACKEND_TARGETS", "Backend", "BackendError", "OrtBackend", "open_backend"]
+__all__ = [
+    "ALL_BACKENDS",
+    "BACKENDS",
+    "BACKEND_FORMATS",
+    "BACKEND_TARGETS",
+    "Backend",
+    "BackendError",
+    "OrtBackend",
+    "backend_available",
+    "open_backend",
+]
 
 
 class BackendError(RuntimeError):
@@ -42,30 +55,69 @@ def check_feeds(spec: GraphSpec, feeds: dict[str, np.ndarray]) -> None:
                 raise BackendError(f"{spec.file}: input {name} must have shape {t.shape}, got {a.shape}")
 
 
-class OrtBackend:
-    """One ONNX graph in an ONNX Runtime session."""
+def _first_line(e: BaseException) -> str:
+    """One readable line from an engine error (ONNX Runtime's carry a code prefix and C++ source paths)."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    alloc = re.search(r"Failed to allocate memory for requested buffer of size (\d+)", text)
+    if alloc or isinstance(e, MemoryError):
+        size = f" ({int(alloc.group(1)) / 2**20:.0f} MiB)" if alloc else ""
+        return f"out of memory{size}; lower --upscale-budget-mb or --feature-tile"
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text.splitlines()[0])
+    return text[:300]
 
-    def __init__(self, path: Path, spec: GraphSpec, providers: list[str], threads: int = 0) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendError("the ort backend needs onnxruntime (pip install 'metasr[onnx]')") from None
-        missing = [p for p in providers if p not in ort.get_available_providers()]
-        if missing:
-            raise BackendError(f"ONNX Runtime here lacks {missing} (available: {ort.get_available_providers()})")
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exception classes (they derive from Exception only) and MemoryError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = [v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception)]
+    return (*found, MemoryError)
+
+
+def _ort_providers(providers: list[str]) -> str | None:
+    """Why these providers cannot run here, or None when they can."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "the ort backends need onnxruntime (pip install 'metasr[onnx]')"
+    missing = [p for p in providers if p not in ort.get_available_providers()]
+    if missing:
+        return f"ONNX Runtime here lacks {missing} (available: {ort.get_available_providers()})"
+    return None
+
+
+class OrtBackend:
+    """One ONNX graph in an ONNX Runtime session, created from the graph's verified bytes."""
+
+    def __init__(self, model: bytes, spec: GraphSpec, providers: list[str], threads: int = 0) -> None:
+        reason = _ort_providers(providers)
+        if reason:
+            raise BackendError(reason)
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # fatal only: errors reach the user once, as a BackendError
         if threads:
             opts.intra_op_num_threads = threads
         # the pipeline alternates two sessions: threads spin-waiting in one would compete with the other's work
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.spec = spec
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self._errors = _ort_errors()
+        try:
+            self.session = ort.InferenceSession(model, opts, providers=providers)
+        except self._errors as e:
+            raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e)}") from None
         self.output_names = [t.name for t in spec.outputs]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(self.spec, feeds)
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
+        try:
+            outputs = self.session.run(self.output_names, feeds)
+        except self._errors as e:
+            raise BackendError(f"{self.spec.file}: ONNX Runtime failed: {_first_line(e)}") from None
+        return dict(zip(self.output_names, outputs, strict=True))
 
     def close(self) -> None:
         self.session = None
@@ -81,14 +133,29 @@ BACKENDS = {
     "ort": ["CPUExecutionProvider"],
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-# the graph form each backend runs (manifest GraphSpec.target); a backend without an entry takes "any"
+# every backend the runtime knows, available here or not, and the manifest file format each one runs
+ALL_BACKENDS = ("ort", "ort-cuda", "trt")
+BACKEND_FORMATS = {"ort": "onnx", "ort-cuda": "onnx", "trt": "tensorrt"}
+# the graph form each backend runs (manifest GraphSpec.target, e.g. which INT8 Q/DQ form); default "any"
 BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt"}
 
 
-def open_backend(name: str, directory: Path, spec: GraphSpec, threads: int = 0) -> Backend:
-    """Open ``spec``'s file from ``directory`` on the named backend."""
+_TRT_MISSING = "the trt backend is not available yet (TensorRT engines are a later milestone)"
+
+
+def backend_available(name: str) -> str | None:
+    """Why the named backend cannot run on this machine, or None when it can (cheap: opens nothing)."""
     if name == "trt":
-        raise BackendError("the trt backend is not available yet (TensorRT engines are a later milestone)")
+        return _TRT_MISSING
     if name not in BACKENDS:
-        raise BackendError(f"unknown backend {name!r}; known: {sorted(BACKENDS)}")
-    return OrtBackend(directory / spec.file, spec, BACKENDS[name], threads)
+        return f"unknown backend {name!r}; known: {sorted([*BACKENDS, 'trt'])}"
+    return _ort_providers(BACKENDS[name])
+
+
+def open_backend(name: str, spec: GraphSpec, model: bytes, threads: int = 0) -> Backend:
+    """Open ``spec``'s graph on the named backend from ``model``, the file's bytes as
+    :meth:`Manifest.read_verified` returned them."""
+    reason = backend_available(name)
+    if reason:
+        raise BackendError(reason)
+    return OrtBackend(model, spec, BACKENDS[name], threads)

@@ -19,3 +19,19 @@ def data_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (set METASR_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def bundled_artifacts(tmp_path_factory) -> Path:
+    """The bundled model exported once per test session (read-only: copy it before changing anything)."""
+    pytest.importorskip("onnxruntime")
+    from metasr.export import export_onnx
+    from metasr.runtime.manifest import sha256_file
+
+    from metasr.bundled import bundled_model_path
+    from metasr.checkpoint import load_model
+
+    out = tmp_path_factory.mktemp("bundled") / "art"
+    path = bundled_model_path()
+    export_onnx(load_model(path), out, checkpoint_sha256=sha256_file(path))
+    return out

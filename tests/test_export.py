@@ -15,6 +15,7 @@ from metasr.export import metaupscale_op as op
 from metasr.runtime.compare import compare
 from metasr.runtime.feeds import plan_feeds, tile_feeds
 from metasr.runtime.manifest import Manifest, ManifestError
+from metasr.runtime.projection import project
 
 from metasr.config import preset
 from metasr.data import load_rgb, make_pair
@@ -85,8 +86,10 @@ def test_both_graphs_pass_the_full_checker_and_declare_the_custom_op(small_artif
     up = onnx.load(str(out / "upscale.onnx"))
     nodes = [n for n in up.graph.node if n.op_type == op.OP_TYPE]
     assert len(nodes) == 1
-    attrs = {a.name: a.s.decode() for a in nodes[0].attribute}
-    assert attrs == {"plugin_namespace": "metasr", "plugin_version": "1"}
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    # exactly what TensorRT's parser maps: plugin lookup (namespace, version) and the AOT choice (an INT)
+    assert attrs == {"plugin_namespace": b"metasr", "plugin_version": b"1", "aot": 1}
+    assert list(up.functions[0].attribute) == ["plugin_namespace", "plugin_version", "aot"]
     assert nodes[0].domain == "metasr"
     assert {o.domain for o in up.opset_import} >= {"", "metasr"}
     assert [(f.domain, f.name) for f in up.functions] == [("metasr", "MetaUpscale")]
@@ -95,6 +98,21 @@ def test_both_graphs_pass_the_full_checker_and_declare_the_custom_op(small_artif
     feat = onnx.load(str(out / "feature.onnx"))
     dims = [d.dim_param for d in feat.graph.input[0].type.tensor_type.shape.dim]
     assert dims[2:] == ["h", "w"]
+
+
+def test_upscale_graph_runs_in_the_onnx_reference_evaluator(small_artifact):
+    """A second, independent ONNX consumer of the MetaUpscale function body (with the aot attribute)."""
+    from onnx.reference import ReferenceEvaluator
+
+    _, out = small_artifact
+    rng = np.random.default_rng(0)
+    feats = (rng.standard_normal((1, 32, 7, 9)) * 3).astype(np.float32)
+    feeds = {"features": feats, **plan_feeds(project(7, 9, 2.3))}
+    ref = ReferenceEvaluator(str(out / "upscale.onnx")).run(None, feeds)[0]
+    sess = ort.InferenceSession(str(out / "upscale.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)[0]
+    assert ref.shape == got.shape == (1, 3, 16, 20)
+    assert np.abs(ref - got).max() <= 1e-3  # measured 3e-5: float32 summation order
 
 
 def test_tiles_are_valid_inputs_and_exact(small_artifact):

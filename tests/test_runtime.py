@@ -13,11 +13,11 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
-from metasr.export import export_onnx
 from metasr.runtime.backends import BackendError
 from metasr.runtime.batch import scale_for_size
 from metasr.runtime.compare import compare
-from metasr.runtime.pipeline import Pipeline, axis_tiles
+from metasr.runtime.pipeline import Pipeline
+from metasr.runtime.tiling import axis_tiles
 
 from metasr.checkpoint import load_model
 from metasr.cli import main
@@ -25,13 +25,10 @@ from metasr.data import load_rgb, make_pair
 
 
 @pytest.fixture(scope="module")
-def bundled(tmp_path_factory):
+def bundled(bundled_artifacts):
     from metasr.bundled import bundled_model_path
 
-    model = load_model(bundled_model_path())
-    out = tmp_path_factory.mktemp("art") / "bundled"
-    export_onnx(model, out)
-    return model, out
+    return load_model(bundled_model_path()), bundled_artifacts
 
 
 def _torch_sr(model, lr, scale):
@@ -57,8 +54,7 @@ def test_upscale_tiling_is_bit_identical(bundled):
     lr = load_rgb(data_path("Set14", "comic.png"))[:90, :70]
     with Pipeline(art) as whole, Pipeline(art, upscale_budget_mb=2) as tiled:
         feats = whole.encode(lr)
-        plan = tiled.plan(90, 70, 3.3)
-        assert tiled.rows_per_tile(plan) < plan.out_size[0] // 3  # really several tiles
+        assert len(tiled.tiles(90, 70, 3.3)) >= 3 and len(whole.tiles(90, 70, 3.3)) == 1  # really several tiles
         assert np.array_equal(tiled.upscale(feats, 3.3), whole.upscale(feats, 3.3))
 
 
@@ -73,15 +69,29 @@ def test_feature_tiling_is_seam_free(bundled):
 
 
 def test_axis_tiles_cover_with_margins():
-    for n, size, margin in [(100, 40, 8), (513, 128, 18), (64, 64, 10), (300, 271, 131)]:
-        tiles = axis_tiles(n, size, margin)
-        assert tiles[0][2] == 0 and tiles[-1][3] == n
-        for (s, e, a, b), nxt in zip(tiles, [*tiles[1:], None], strict=True):
-            assert e - s == min(size, n) and s <= a < b <= e
-            assert a == 0 or a - s >= margin
-            assert b == n or e - b >= margin
-            if nxt:
-                assert nxt[2] == b
+    for n, size, margin in [(100, 40, 8), (513, 128, 18), (64, 64, 10), (300, 271, 131), (1500, 512, 18)]:
+        for fixed in (False, True):
+            tiles = axis_tiles(n, size, margin, fixed)
+            assert tiles[0][2] == 0 and tiles[-1][3] == n
+            for (s, e, a, b), nxt in zip(tiles, [*tiles[1:], None], strict=True):
+                assert (e - s == size) if fixed else (e - s <= size)
+                assert s <= a < b <= e
+                assert s == 0 or a - s >= margin  # a kept feature's receptive field ends at the region or the image
+                assert e == n or e - b >= margin
+                if nxt:
+                    assert nxt[2] == b
+            if not fixed:  # equal cores; regions reach only the margin beyond them
+                cores = [b - a for _, _, a, b in tiles]
+                assert max(cores) - min(cores) <= 1
+                assert all(s == max(0, a - margin) and e == min(n, b + margin) for s, e, a, b in tiles)
+
+
+def test_feature_tiles_of_a_large_image_compute_little_twice():
+    """1500x1000 in 512-pixel tiles: the issue measured 2.1x the image's pixels with the last tile shifted
+    inward; equal cores with the 18-pixel overlap need ~1.15x."""
+    rows, cols = axis_tiles(1000, 512, 18), axis_tiles(1500, 512, 18)
+    computed = sum(e - s for s, e, _, _ in rows) * sum(e - s for s, e, _, _ in cols)
+    assert computed / (1000 * 1500) < 1.16
 
 
 def test_continuous_zoom_reuses_features_and_plans(bundled):
@@ -236,3 +246,94 @@ assert not [m for m in sys.modules if m.startswith("torch") and sys.modules[m] i
 """
     subprocess.run([sys.executable, "-c", code], check=True)
     assert Image.open(out).size == (432, 432)
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((8, 8), np.uint8), "shape"),
+        (np.zeros((8, 8, 4), np.uint8), "shape"),
+        (np.zeros((0, 8, 3), np.uint8), "h, w >= 1"),
+        (np.zeros((8, 8, 3), np.int32), "dtype"),
+        (np.full((8, 8, 3), np.nan, np.float32), "non-finite"),
+        (np.full((8, 8, 3), 300.0, np.float32), "0..255"),
+        (np.full((8, 8, 3), -1.0, np.float64), "0..255"),
+        ([[1, 2, 3]], "numpy array"),
+    ],
+)
+def test_pipeline_validates_arrays(bundled, image, match):
+    _, art = bundled
+    with Pipeline(art) as p, pytest.raises(ValueError, match=match):
+        p(image, 2.0)
+
+
+def test_pipeline_validates_features_and_options(bundled):
+    _, art = bundled
+    with Pipeline(art) as p:
+        for bad in (
+            np.zeros((1, 32, 4, 4), np.float64),
+            np.zeros((32, 4, 4), np.float32),
+            np.zeros((1, 16, 4, 4), np.float32),
+        ):
+            with pytest.raises(ValueError, match="features"):
+                p.upscale(bad, 2.0)
+    for kw, match in (
+        ({"threads": -1}, "threads"),
+        ({"upscale_budget_mb": 0}, "budget"),
+        ({"feature_tile": 30}, "feature_tile"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            Pipeline(art, **kw)
+
+
+def test_png_compression_level_is_an_option(bundled, tmp_path):
+    _, art = bundled
+    src = str(data_path("Set5", "bird.png"))
+    sizes = {}
+    for level in ("0", "9"):
+        out = tmp_path / f"l{level}.png"
+        assert _cli([src, "-o", str(out), "--scale", "2", "--artifacts", str(art), "--png-compress", level]) == 0
+        sizes[level] = out.stat().st_size
+    assert sizes["9"] < sizes["0"] / 2
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "l0.png")), np.asarray(Image.open(tmp_path / "l9.png")))
+    assert (
+        _cli([src, "-o", str(tmp_path / "x.png"), "--scale", "2", "--artifacts", str(art), "--png-compress", "10"]) == 2
+    )
+
+
+def test_eight_threads_sharing_a_pipeline_match_serial_runs(bundled):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, art = bundled
+    img = load_rgb(data_path("Set14", "comic.png"))[:60, :50]
+    jobs = [(img[k : k + 40, : 30 + k], s) for k in range(4) for s in (1.7, 3.3)]
+    with Pipeline(art, upscale_budget_mb=4) as p:  # several tiles per image
+        serial = [p(a, s) for a, s in jobs]
+        with ThreadPoolExecutor(8) as pool:
+            shared = list(pool.map(lambda job: p(*job), jobs * 2))
+    for got, want in zip(shared, serial * 2, strict=True):
+        assert np.array_equal(got, want)
+
+
+def test_manifests_cannot_reach_outside_their_directory(bundled, tmp_path):
+    import json
+    import shutil
+
+    from metasr.runtime.manifest import ManifestError
+
+    _, art = bundled
+    for name in ("../feature.onnx", "/etc/passwd", "sub/feature.onnx", ".."):
+        bad = tmp_path / f"a{abs(hash(name))}"
+        shutil.copytree(art, bad)
+        manifest = json.loads((bad / "manifest.json").read_text())
+        manifest["graphs"][0]["file"] = name
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ManifestError, match="plain file name"):
+            Pipeline(bad)
+    linked = tmp_path / "linked"
+    shutil.copytree(art, linked)
+    outside = tmp_path / "outside.onnx"
+    (linked / "feature.onnx").rename(outside)
+    (linked / "feature.onnx").symlink_to(outside)  # same bytes, but through a link: refused
+    with pytest.raises(ManifestError, match=r"cannot read feature\.onnx"):
+        Pipeline(linked)

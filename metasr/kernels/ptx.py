@@ -1,0 +1,128 @@
+"""PTX of the ``MetaUpscale`` kernel for a chosen GPU, compiled without a GPU (what the AOT plugin stores).
+
+The PTX is pinned to ISA 8.0, which every driver since CUDA 12.0 loads (JetPack 6 included), and to a
+generic target (``sm_90``, never the arch-specific ``sm_90a`` Triton picks for Hopper: such code would not
+load on later GPUs). The kernel needs no Triton scratch memory: TensorRT passes null for Triton's two
+hidden trailing pointer parameters, and :func:`compile_ptx` refuses a build that would read them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from metasr.kernels.spec import DTYPES, INPUT_PARAMS, OUTPUT_PARAMS, SCALAR_PARAMS, KernelConfig, default_config
+
+__all__ = ["PTX_ISA", "SUPPORTED_CC", "PtxKernel", "compile_ptx", "ptx_entry_params", "ptx_read_params"]
+
+PTX_ISA = 80  # PTX ISA 8.0: loads on CUDA 12.0+ drivers (>= 525)
+SUPPORTED_CC = (75, 80, 86, 87, 89, 90, 100, 120)
+_ARCH_SPECIFIC = ("wgmma", "setmaxnreg", "tcgen05", "cp.async.bulk")  # instructions that need sm_XXa
+
+
+@dataclass(frozen=True)
+class PtxKernel:
+    """A compiled kernel and what a launcher needs.
+
+    ``params``: the kernel's declared parameters in launch order (:data:`metasr.kernels.spec.PARAMS`); the PTX
+    entry has these plus Triton's two hidden scratch pointers, which must be passed as null.
+    Launch: grid ``(cdiv(W, config.block_w), cdiv(H, config.block_h), N)``, ``threads`` threads per block,
+    ``shared_bytes`` bytes of dynamic shared memory.
+    """
+
+    ptx: str
+    name: str
+    cc: int
+    dtype: str
+    config: KernelConfig
+    threads: int
+    shared_bytes: int
+    params: tuple[str, ...]
+    ptx_version: str
+    target: str
+    scratch_bytes: int = 0
+
+    @property
+    def entry_params(self) -> list[str]:
+        """The PTX entry's parameter types in order, e.g. ``['.u64', ..., '.u32', ...]``."""
+        return ptx_entry_params(self.ptx, self.name)
+
+
+def ptx_entry_params(ptx: str, name: str) -> list[str]:
+    """Parameter types of the ``.entry name(...)`` in ``ptx``, in order (``.u64`` pointers, ``.u32`` ints)."""
+    m = re.search(rf"\.entry\s+{re.escape(name)}\s*\((.*?)\)", ptx, flags=re.S)
+    if not m:
+        raise ValueError(f"no .entry {name} in the PTX")
+    return re.findall(r"\.param\s+(\.[a-z0-9]+)", m.group(1))
+
+
+def ptx_read_params(ptx: str, name: str) -> set[int]:
+    """Indices of the entry's parameters the PTX actually loads (``ld.param ... [name_param_<i>]``)."""
+    return {int(i) for i in re.findall(rf"ld\.param\.\w+\s+%\w+,\s*\[{re.escape(name)}_param_(\d+)", ptx)}
+
+
+def _signature(dtype: str) -> dict[str, str]:
+    ft = "*fp32" if dtype == "fp32" else "*fp16"
+    sig = {"feat_ptr": ft, "weight_ptr": ft}
+    sig |= {n: "*i64" for n in ("row_src_ptr", "row_idx_ptr", "col_src_ptr", "col_idx_ptr")}
+    sig |= {f"hint_{n}": "*i64" for n in INPUT_PARAMS[6:]}
+    sig |= dict.fromkeys(SCALAR_PARAMS, "i32")
+    sig |= {"out_ptr": ft, "BLOCK_H": "constexpr", "BLOCK_W": "constexpr", "BLOCK_C": "constexpr"}
+    return sig
+
+
+def compile_ptx(cc: int, dtype: str = "fp32", config: KernelConfig | None = None) -> PtxKernel:
+    """Compile the kernel for compute capability ``cc`` (e.g. 86 for 8.6) and ``dtype`` ("fp32" | "fp16")
+    to PTX ISA 8.0 for the generic ``sm_<cc>`` target, without needing a GPU.
+
+    Raises ``ValueError`` for an unsupported ``cc``/``dtype`` and ``RuntimeError`` if the compiled kernel
+    would need Triton scratch memory, several CTAs or arch-specific instructions.
+    """
+    if cc not in SUPPORTED_CC:
+        raise ValueError(f"compute capability must be one of {SUPPORTED_CC}, got {cc!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from metasr.kernels import source
+
+    cfg = config or default_config(dtype)
+    src = ASTSource(
+        fn=source.jit(),
+        signature=_signature(dtype),
+        constexprs={"BLOCK_H": cfg.block_h, "BLOCK_W": cfg.block_w, "BLOCK_C": cfg.block_c},
+    )
+    compiled = triton.compile(
+        src,
+        target=GPUTarget("cuda", cc, 32),
+        options={"num_warps": cfg.num_warps, "ptx_version": PTX_ISA, "enable_fp_fusion": True},
+    )
+    md = compiled.metadata
+    ptx = compiled.asm["ptx"]
+    scratch = int(getattr(md, "global_scratch_size", 0) or 0) + int(getattr(md, "profile_scratch_size", 0) or 0)
+    if scratch:
+        raise RuntimeError("the compiled kernel needs Triton scratch memory, which TensorRT does not provide")
+    if getattr(md, "num_ctas", 1) != 1:
+        raise RuntimeError(f"the compiled kernel uses {md.num_ctas} CTAs; TensorRT launches one")
+    n_declared = len(INPUT_PARAMS) + len(SCALAR_PARAMS) + len(OUTPUT_PARAMS)
+    if ptx_read_params(ptx, md.name) & {n_declared, n_declared + 1}:
+        raise RuntimeError("the PTX reads Triton's hidden scratch parameters, which TensorRT passes as null")
+    used = [ins for ins in _ARCH_SPECIFIC if re.search(rf"\b{re.escape(ins)}\b", ptx)]
+    if used:
+        raise RuntimeError(f"the PTX uses arch-specific instructions {used}; it cannot target generic sm_{cc}")
+    ptx = re.sub(r"^\.target\s+sm_\d+a\b", f".target sm_{cc}", ptx, flags=re.M)  # generic, not sm_90a
+    return PtxKernel(
+        ptx=ptx,
+        name=md.name,
+        cc=cc,
+        dtype=dtype,
+        config=cfg,
+        threads=md.num_warps * 32,
+        shared_bytes=int(md.shared),
+        params=INPUT_PARAMS + SCALAR_PARAMS + OUTPUT_PARAMS,
+        ptx_version=f"{PTX_ISA // 10}.{PTX_ISA % 10}",
+        target=f"sm_{cc}",
+        scratch_bytes=scratch,
+    )

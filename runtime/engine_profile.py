@@ -1,0 +1,137 @@
+"""Optimization profiles of the TensorRT upscale engine, derived from the projection (numpy only).
+
+TensorRT needs, for every dynamic input dimension, a (min, opt, max) range fixed at build time. The upscale
+graph's inputs are the features of one LR region (N, C, h, w) and the plan arrays of
+:data:`metasr.runtime.feeds.UPSCALE_PLAN_INPUTS`, whose lengths follow from (h, w, r). For LR regions up to
+``max_lr`` = (Hm, Wm) and scales r in (1, S] the bounds are (H = int(r*h), W = int(r*w)):
+
+=====================  =====================================================================================
+H, W (output rows/cols) 1 .. int(S*Hm), 1 .. int(S*Wm)
+P_r, P_c (offsets)      1 .. min(H_max, floor(1/merge_tol) + 1): merged offsets in [0, 1) lie > merge_tol apart
+M (rows per offset)     1 .. H_max
+G_c, X (column groups)  1 .. Wm: groups of input columns, and the columns in one
+K_c (outputs per input) 1 .. min(ceil(S) + 1, W_max)
+=====================  =====================================================================================
+
+The property tests check that every plan in range fits. A region outside the profile is refused with the
+input, the dimension and the allowed range; :class:`~metasr.runtime.pipeline.Pipeline` tiles to stay inside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, plan_feeds
+from metasr.runtime.projection import project
+
+__all__ = ["ProfileError", "UpscaleProfile", "upscale_profile"]
+
+
+class ProfileError(ValueError):
+    """Inputs outside the engine's optimization profile, or a profile that makes no sense."""
+
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UpscaleProfile:
+    """(min, opt, max) shape per upscale-graph input, plus the LR region and scale range they were made for."""
+
+    shapes: dict[str, tuple[Shape, Shape, Shape]]
+    max_lr: tuple[int, int]
+    scale_max: float
+    channels: int
+    batch: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (lo, opt, hi) in self.shapes.items():
+            ordered = len(lo) == len(opt) == len(hi) and all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True))
+            if not ordered:
+                raise ProfileError(f"profile for {name} is not min <= opt <= max: {lo}, {opt}, {hi}")
+
+    def check(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raise :class:`ProfileError` unless every input of ``feeds`` lies inside the profile."""
+        for name, (lo, _, hi) in self.shapes.items():
+            if name not in feeds:
+                raise ProfileError(f"upscale engine input {name} is missing")
+            shape = feeds[name].shape
+            if len(shape) != len(lo):
+                raise ProfileError(f"upscale engine input {name} has rank {len(shape)}, the engine takes {len(lo)}")
+            for d, (v, a, b) in enumerate(zip(shape, lo, hi, strict=True)):
+                if not a <= v <= b:
+                    raise ProfileError(
+                        f"upscale engine input {name} dim {d} is {v}; the engine's profile allows {a}..{b} "
+                        f"(built for LR regions up to {self.max_lr[0]}x{self.max_lr[1]} at scales up to "
+                        f"x{self.scale_max:g})"
+                    )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "shapes": {k: [list(s) for s in v] for k, v in self.shapes.items()},
+            "max_lr": list(self.max_lr),
+            "scale_max": self.scale_max,
+            "channels": self.channels,
+            "batch": self.batch,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> UpscaleProfile:
+        try:
+            shapes = {str(k): tuple(tuple(int(x) for x in s) for s in v) for k, v in dict(data["shapes"]).items()}
+            h, w = (int(x) for x in data["max_lr"])
+            return cls(shapes, (h, w), float(data["scale_max"]), int(data["channels"]), int(data.get("batch", 1)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProfileError(f"malformed upscale profile: {e}") from None
+
+
+def _bounds(max_lr: tuple[int, int], scale_max: float, merge_tol: float) -> dict[str, tuple[int, int]]:
+    hm, wm = max_lr
+    big_h, big_w = int(scale_max * hm), int(scale_max * wm)
+    clusters = math.floor(1 / merge_tol) + 1 if merge_tol > 0 else max(big_h, big_w)
+    return {
+        "H": (1, big_h),
+        "W": (1, big_w),
+        "P_r": (1, min(big_h, clusters)),
+        "P_c": (1, min(big_w, clusters)),
+        "M": (1, big_h),
+        "G_c": (1, wm),
+        "X": (1, wm),
+        "K_c": (1, min(math.ceil(scale_max) + 1, big_w)),
+    }
+
+
+def upscale_profile(
+    channels: int,
+    max_lr: tuple[int, int],
+    scale_max: float,
+    merge_tol: float,
+    *,
+    opt_lr: tuple[int, int] | None = None,
+    opt_scale: float = 2.0,
+    batch: int = 1,
+) -> UpscaleProfile:
+    """The profile covering every LR region up to ``max_lr`` (h, w) at every scale in (1, ``scale_max``].
+
+    ``opt`` is the shape of the plan for ``opt_lr`` (default ``max_lr``) at ``opt_scale``, where TensorRT tunes.
+    """
+    hm, wm = max_lr
+    if hm < 1 or wm < 1 or channels < 1 or batch < 1 or not scale_max > 1:
+        raise ProfileError(f"bad profile request: max_lr {max_lr}, channels {channels}, batch {batch}, x{scale_max}")
+    opt_h, opt_w = opt_lr or max_lr
+    if not (1 <= opt_h <= hm and 1 <= opt_w <= wm):
+        raise ProfileError(f"opt LR size {opt_h}x{opt_w} lies outside the max {hm}x{wm}")
+    bounds = _bounds(max_lr, scale_max, merge_tol)
+    opt_feeds = plan_feeds(project(opt_h, opt_w, min(opt_scale, scale_max), max_scale=scale_max, merge_tol=merge_tol))
+    shapes: dict[str, tuple[Shape, Shape, Shape]] = {
+        "features": ((1, channels, 1, 1), (batch, channels, opt_h, opt_w), (batch, channels, hm, wm))
+    }
+    for name, (_, dims) in UPSCALE_PLAN_INPUTS.items():
+        lo = tuple(d if isinstance(d, int) else bounds[d][0] for d in dims)
+        hi = tuple(d if isinstance(d, int) else bounds[d][1] for d in dims)
+        opt = tuple(int(np.clip(v, a, b)) for v, a, b in zip(opt_feeds[name].shape, lo, hi, strict=True))
+        shapes[name] = (lo, opt, hi)
+    return UpscaleProfile(shapes, (hm, wm), float(scale_max), channels, batch)

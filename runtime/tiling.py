@@ -1,0 +1,209 @@
+"""Tiling for bounded memory (numpy only): feature tiles with an overlap, upscale tiles with a feature window.
+
+Feature stage: :func:`axis_tiles` splits each axis into tiles whose kept *cores* are as equal as possible
+and cover the axis; a tile's region is its core plus the backbone's receptive radius on every side that is
+not an image edge, so every kept feature sees its whole receptive field (equal to the untiled features) and
+nothing is computed twice beyond that overlap.
+
+Upscale stage: an output tile (a band of rows, and of columns when one band would not fit the budget) reads
+only the *feature window* its output needs: the source rows and columns of its pixels plus one context
+row/column on each side where the image has one (the 3x3 neighbourhood). :func:`window_feeds` feeds the graph
+that window with the source indices shifted into it; at image edges the graph's own zero padding stands in
+for the missing context exactly as in the untiled run, so a tile equals the same region of the untiled
+output bit for bit. :func:`tile_bytes` counts every buffer of the ``MetaUpscale`` body for a tile (the terms
+are listed there), and :func:`plan_upscale_tiles` picks tiles under a budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from metasr.runtime.feeds import column_group_feeds, row_group_feeds
+
+__all__ = [
+    "MIN_TILE_COLS",
+    "MIN_TILE_ROWS",
+    "UpscaleTile",
+    "axis_tiles",
+    "plan_upscale_tiles",
+    "source_window",
+    "tile_bytes",
+    "window_feeds",
+]
+
+
+def axis_tiles(n: int, size: int, margin: int, fixed: bool = False) -> list[tuple[int, int, int, int]]:
+    """Split an axis of ``n`` pixels into feature tiles ``(region_start, region_end, core_start, core_end)``.
+
+    Dynamic graphs (``fixed=False``): the fewest tiles whose regions (core plus ``margin`` on each inner
+    side) fit in ``size``, with cores of equal length (+-1) that tile the axis. Static graphs (``fixed=True``,
+    needs ``n >= size``): every region is exactly ``size``, spread evenly, neighbours overlapping by at least
+    ``2 * margin`` and the cores split in the middle of each overlap. Needs ``size > 2 * margin``.
+
+    >>> axis_tiles(1000, 512, 18)
+    [(0, 351, 0, 333), (315, 684, 333, 666), (648, 1000, 666, 1000)]
+    """
+    if size <= 2 * margin:
+        raise ValueError(f"tile size {size} must exceed twice the overlap {margin}")
+    if fixed:
+        return _fixed_tiles(n, size, margin)
+    if n <= size:
+        return [(0, n, 0, n)]
+    k = 2
+    while math.ceil(n / k) + (margin if k == 2 else 2 * margin) > size:
+        k += 1
+    bounds = [j * n // k for j in range(k + 1)]
+    return [(max(0, a - margin), min(n, b + margin), a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _fixed_tiles(n: int, size: int, margin: int) -> list[tuple[int, int, int, int]]:
+    if n < size:
+        raise ValueError(f"a static graph takes tiles of {size}; the axis has only {n} pixels")
+    if n == size:
+        return [(0, n, 0, n)]
+    k = math.ceil((n - size) / (size - 2 * margin)) + 1
+    starts = [round(j * (n - size) / (k - 1)) for j in range(k)]
+    bounds = [0] + [(a + b + size) // 2 for a, b in itertools.pairwise(starts)] + [n]
+    return [(s, s + size, bounds[j], bounds[j + 1]) for j, s in enumerate(starts)]
+
+
+@dataclass(frozen=True)
+class UpscaleTile:
+    """An output tile (``rows`` x ``cols`` of the output) and the feature window (``in_rows`` x ``in_cols``)
+    it reads. All four are ``slice(start, stop)`` with non-negative bounds."""
+
+    rows: slice
+    cols: slice
+    in_rows: slice
+    in_cols: slice
+
+
+def source_window(src: np.ndarray, n: int) -> slice:
+    """The input range an output range with sources ``src`` (int64, non-empty) needs: its sources plus one
+    context position on each side where the input (of ``n`` positions) has one."""
+    return slice(max(int(src.min()) - 1, 0), min(int(src.max()) + 2, n))
+
+
+def window_feeds(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, np.ndarray]:
+    """The plan feeds (no ``features``) for ``tile``: its rows' and columns' arrays sliced, their sources
+    shifted into the feature window, and the row / column groups recomputed for them."""
+    out = dict(feeds)
+    n_offsets = feeds["row_offsets"].size
+    row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
+    row_idx = feeds["row_idx"][tile.rows]
+    out.update(row_src=row_src, row_idx=row_idx, **row_group_feeds(row_src, row_idx, n_offsets))
+    if tile.cols != slice(0, feeds["col_src"].size) or tile.in_cols.start != 0:
+        col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
+        col_idx = feeds["col_idx"][tile.cols]
+        out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
+    return out
+
+
+def tile_bytes(feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_cols: int) -> int:
+    """Bytes of every buffer one call of the upscale graph (and the runtime around it) holds for a tile with
+    these (windowed) ``feeds`` and a feature window of ``in_rows`` x ``in_cols``: an upper bound, as if no
+    buffer were freed or reused before the call ends.
+
+    Terms in floats, with C channels, h x w the window, H x W the tile, P_r x M the row grouping, G x X the
+    column grouping, K the column offsets per group, P_c the column offsets (see ``metaupscale_op``):
+    window copy C*h*w; padded and transposed C*(h+2)*(w+2) twice; three column shifts and their concat
+    2 * 3C*(h+2)*w; column-grouped (h+2)*G*X*3C; three row strips 3 * P_r*M*G*X*3C; three partial sums, their
+    two sums and the row pick 6 * P_r*M*G*X*K*3; the column pick, the transpose, add_mean and the runtime's
+    copy 4 * 3*H*W; filters P_r*P_c*27C + 3 * P_r*G*K*27C; plus the int64 index feeds.
+    """
+    c = channels
+    pr, m = feeds["row_group_src"].shape
+    g, x = feeds["col_groups"].shape
+    k = feeds["col_group_offsets"].shape[1]
+    pc = feeds["col_offsets"].size
+    out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
+    h, w = in_rows, in_cols
+    floats = (
+        c * h * w
+        + 2 * c * (h + 2) * (w + 2)
+        + 2 * 3 * c * (h + 2) * w
+        + (h + 2) * g * x * 3 * c
+        + 3 * pr * m * g * x * 3 * c
+        + 6 * pr * m * g * x * k * 3
+        + 4 * 3 * out_h * out_w
+        + pr * pc * 27 * c
+        + 3 * pr * g * k * 27 * c
+    )
+    index_bytes = sum(v.nbytes for name, v in feeds.items() if v.dtype == np.int64)
+    return 4 * floats + index_bytes
+
+
+def _tile(feeds: dict[str, np.ndarray], rows: slice, cols: slice, in_h: int, in_w: int) -> UpscaleTile:
+    return UpscaleTile(
+        rows, cols, source_window(feeds["row_src"][rows], in_h), source_window(feeds["col_src"][cols], in_w)
+    )
+
+
+def _fits(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int, budget: int) -> bool:
+    t = window_feeds(feeds, tile)
+    size = tile_bytes(t, channels, tile.in_rows.stop - tile.in_rows.start, tile.in_cols.stop - tile.in_cols.start)
+    return size <= budget
+
+
+def plan_upscale_tiles(
+    feeds: dict[str, np.ndarray], in_h: int, in_w: int, channels: int, budget_bytes: float
+) -> list[UpscaleTile]:
+    """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible.
+
+    Full-width row bands of equal height (the tallest that fits, checked on every real band); columns are
+    split into equal parts only when a band of :data:`MIN_TILE_ROWS` rows would not fit. Tiles never get
+    smaller than ``MIN_TILE_ROWS`` x ``MIN_TILE_COLS`` output pixels: a budget too small even for that (or
+    for the filters alone) is exceeded rather than refused.
+    """
+    out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
+    n_cols, rows = 1, 0
+    while True:
+        col_slices = _even_slices(out_w, n_cols)
+        widest = max(col_slices, key=lambda s: s.stop - s.start)
+        rows = _rows_that_fit(feeds, widest, in_h, in_w, channels, budget_bytes)
+        narrower = math.ceil(out_w / (2 * n_cols))
+        if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
+            break
+        n_cols *= 2
+    rows = max(rows, min(out_h, MIN_TILE_ROWS))
+    return [_tile(feeds, r, c, in_h, in_w) for r in _even_slices(out_h, math.ceil(out_h / rows)) for c in col_slices]
+
+
+MIN_TILE_ROWS = 8
+MIN_TILE_COLS = 64
+
+
+def _even_slices(n: int, parts: int) -> list[slice]:
+    bounds = [j * n // parts for j in range(parts + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _band_bytes(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int) -> int:
+    size = (tile.in_rows.stop - tile.in_rows.start, tile.in_cols.stop - tile.in_cols.start)
+    return tile_bytes(window_feeds(feeds, tile), channels, *size)
+
+
+def _rows_that_fit(
+    feeds: dict[str, np.ndarray], cols: slice, in_h: int, in_w: int, channels: int, budget: float
+) -> int:
+    """The most output rows per band (at these columns) whose every band fits ``budget`` (0 if none).
+
+    The cost of a band is close to affine in its rows: a first guess from two probe bands, then the height
+    shrinks until every band of that height fits."""
+    out_h = feeds["row_src"].size
+    r1, r2 = min(out_h, 16), min(out_h, 64)
+    c1 = _band_bytes(feeds, _tile(feeds, slice(0, r1), cols, in_h, in_w), channels)
+    if c1 > budget:
+        return 0
+    c2 = _band_bytes(feeds, _tile(feeds, slice(0, r2), cols, in_h, in_w), channels)
+    per_row = max((c2 - c1) / max(r2 - r1, 1), 1.0)
+    rows = min(out_h, max(r1, int(r1 + (budget - c1) / per_row)))
+    while rows >= 1:
+        bands = [_tile(feeds, r, cols, in_h, in_w) for r in _even_slices(out_h, math.ceil(out_h / rows))]
+        if all(_band_bytes(feeds, t, channels) <= budget for t in bands):
+            return rows
+        rows = rows - max(1, rows // 20)
+    return 0
