@@ -46,7 +46,8 @@ def _calibrated(model: MetaSR, out: Path, t91: Path, quick: bool) -> Path:
 def _bench(name: str, art: Path, lr_hw: tuple[int, int], scale: float, repeats: int) -> None:
     img = (np.random.default_rng(0).random((*lr_hw, 3)) * 255).astype(np.float32)
     fp32, int8 = Pipeline(art), Pipeline(art, precision="int8")
-    trt = open_backend("ort", art, fp32.manifest.graph("feature", "onnx", "int8", "tensorrt"))
+    trt_spec = fp32.manifest.graph("feature", "onnx", "int8", "tensorrt")
+    trt = open_backend("ort", trt_spec, fp32.manifest.read_verified(art, trt_spec))
     x = {"lr": np.ascontiguousarray(img.transpose(2, 0, 1))[None]}
     runs = {
         "fp32 feature": lambda: fp32.encode(img),

@@ -55,7 +55,7 @@ class _Runner:
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant) -> None:
         self.manifest = manifest
         specs = [manifest.graph(k, "onnx", variant.precision, variant.target) for k in ("feature", "upscale")]
-        self.feature, self.upscale = (open_backend("ort", directory, s) for s in specs)
+        self.feature, self.upscale = (open_backend("ort", s, manifest.read_verified(directory, s)) for s in specs)
 
     def __call__(self, lr: np.ndarray, scale: float) -> np.ndarray:
         x = np.ascontiguousarray(lr.transpose(2, 0, 1), dtype=np.float32)[None]  # (1, 3, h, w)

@@ -94,12 +94,12 @@ class GraphSpec:
         _expect(isinstance(self.file, str) and self.file, "graph file must be a non-empty string", self.file)
         if Path(self.file).name != self.file or self.file in (".", ".."):
             raise ManifestError(f"graph file must be a plain file name, got {self.file!r}")
-        _expect(self.target in TARGETS, f"{self.file}: target must be one of {list(TARGETS)}", self.target)
         for name, value, allowed in (("kind", self.kind, KINDS), ("format", self.format, FORMATS)):
             _expect(value in allowed, f"{self.file}: {name} must be one of {list(allowed)}", value)
         _expect(
             self.precision in PRECISIONS, f"{self.file}: precision must be one of {list(PRECISIONS)}", self.precision
         )
+        _expect(self.target in TARGETS, f"{self.file}: target must be one of {list(TARGETS)}", self.target)
         _expect(
             isinstance(self.sha256, str) and _SHA256.fullmatch(self.sha256), f"{self.file}: bad sha256", self.sha256
         )
@@ -147,7 +147,7 @@ class Manifest:
             self, "graphs", tuple(g if isinstance(g, GraphSpec) else _build(GraphSpec, g) for g in self.graphs)
         )
         _check_model(self.model)
-        for name in ("custom_op", "normalisation", "tools"):
+        for name in ("custom_op", "normalisation", "tools", "calibration"):
             _expect(isinstance(getattr(self, name), dict), f"{name} must be an object", getattr(self, name))
         _expect(_is_int(self.opset) and self.opset >= 13, "opset must be an integer >= 13", self.opset)
         for name in ("scale_min_exclusive", "scale_max", "merge_tol"):
@@ -357,7 +357,11 @@ def _tensor_specs(file: str, which: str, values: object) -> tuple[TensorSpec, ..
 
 
 def _check_extra(file: str, extra: dict[str, Any]) -> None:
-    """The extras the runtime reads: ``receptive_radius`` (int >= 0), ``lr_size`` ([h, w], positive ints)."""
+    """The extras the runtime reads: ``receptive_radius`` (int >= 0), ``lr_size`` ([h, w], positive ints),
+    ``upscale_precision`` (a precision: the upscale graph an INT8 feature graph goes with)."""
+    if "upscale_precision" in extra:
+        p = extra["upscale_precision"]
+        _expect(p in PRECISIONS, f"{file}: upscale_precision must be one of {list(PRECISIONS)}", p)
     if "receptive_radius" in extra:
         r = extra["receptive_radius"]
         _expect(_is_int(r) and 0 <= r <= 4096, f"{file}: receptive_radius must be an integer in [0, 4096]", r)

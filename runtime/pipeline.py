@@ -32,7 +32,7 @@ from metasr.runtime.backends import (
 )
 from metasr.runtime.engines import EngineInfo
 from metasr.runtime.feeds import plan_feeds
-from metasr.runtime.manifest import GraphSpec, Manifest, ManifestError, read_consistent
+from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
 from metasr.runtime.projection import ProjectionPlan, project
 from metasr.runtime.tiling import UpscaleTile, axis_tiles, plan_profile_tiles, plan_upscale_tiles, window_feeds
 
@@ -81,6 +81,8 @@ class Pipeline:
         budget = float(upscale_budget_mb)
         if not math.isfinite(budget) or budget <= 0:
             raise ValueError(f"upscale_budget_mb must be a positive number, got {upscale_budget_mb}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         reason = backend_available(backend)
         if reason:
             raise BackendError(reason)
