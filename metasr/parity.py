@@ -27,10 +27,10 @@ from metasr.checkpoint import load_model
 from metasr.data import list_images, make_pair
 from metasr.metrics import psnr_y, quantize, ssim_y
 from metasr.model import MetaSR
-from metasr.runtime.backends import ALL_BACKENDS, BACKEND_FORMATS, BackendError, backend_available
+from metasr.runtime.backends import ALL_BACKENDS, BACKEND_FORMATS, BACKEND_TARGETS, BackendError, backend_available
 from metasr.runtime.feeds import plan_feeds
 from metasr.runtime.image_io import read_image
-from metasr.runtime.manifest import PRECISIONS, Manifest, sha256_file
+from metasr.runtime.manifest import PRECISIONS, Manifest, ManifestError, sha256_file
 from metasr.runtime.pipeline import Pipeline
 
 __all__ = [
@@ -212,11 +212,7 @@ def candidate_pairs(
         if backend not in ALL_BACKENDS:
             raise ParityError(f"unknown backend {backend!r}; known: {list(ALL_BACKENDS)}")
         fmt = BACKEND_FORMATS[backend]
-        kinds = {}
-        for g in manifest.graphs:
-            if g.format == fmt:
-                kinds.setdefault(g.precision, set()).add(g.kind)
-        have = [p for p in PRECISIONS if kinds.get(p) == {"feature", "upscale"}]
+        have = [p for p in PRECISIONS if _has_both_stages(manifest, fmt, p, BACKEND_TARGETS.get(backend, "any"))]
         wanted = [p for p in have if precisions is None or p in precisions]
         reason = backend_available(backend)
         if not wanted:
@@ -226,6 +222,17 @@ def candidate_pairs(
         else:
             run += [(backend, p) for p in wanted]
     return run, skipped
+
+
+def _has_both_stages(manifest: Manifest, fmt: str, precision: str, target: str) -> bool:
+    """Whether a pipeline can run ``precision`` in ``fmt``: both stages resolve (INT8 pairs its feature graph
+    with the float upscale graph it names)."""
+    try:
+        manifest.graph("feature", fmt, precision, target)
+        manifest.graph("upscale", fmt, precision, target)
+    except ManifestError:
+        return False
+    return True
 
 
 def open_candidate(artifacts: Path, backend: str, precision: str) -> Pipeline:
