@@ -243,9 +243,44 @@ def test_no_name_tensorrt_11_removed_is_used():
     assert not used, sorted(used)
 
 
-# -- on a machine with a GPU and TensorRT --------------------------------------------------------------------
+# -- without a GPU or TensorRT: refused in one line, nothing touched ---------------------------------------
 
 ENV = probe()
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.skipif(ENV.ready, reason="checks the refusal where a GPU or TensorRT is missing")
+@pytest.mark.parametrize("command", ["build-engine", "upscale", "bench"])
+def test_trt_commands_without_gpu_or_tensorrt_exit_2_in_one_line(bundled_artifacts, tmp_path, command):
+    import shutil
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    art = tmp_path / "art"
+    shutil.copytree(bundled_artifacts, art)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "in.png")
+    before = _tree(art)
+    args = {
+        "build-engine": ["build-engine", "--artifacts", str(art), "--precision", "fp32"],
+        "upscale": ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--scale", "2",
+                    "--artifacts", str(art), "--backend", "trt"],
+        "bench": ["bench", "--backend", "trt", "--artifacts", str(art), "--no-memory", "--repeats", "1"],
+    }[command]  # fmt: skip
+    res = subprocess.run([sys.executable, "-m", "metasr.cli", *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "needs a CUDA GPU and TensorRT" in lines[0] and ENV.problem.split(";")[0] in lines[0]
+    assert _tree(art) == before and not (tmp_path / "out.png").exists()
+
+
+# -- on a machine with a GPU and TensorRT --------------------------------------------------------------------
+
 needs_trt = pytest.mark.skipif(not ENV.ready, reason=f"needs a CUDA GPU and TensorRT: {ENV.problem}")
 
 
