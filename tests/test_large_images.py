@@ -3,7 +3,6 @@ features and the output, not by the input size times the scale."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -17,12 +16,18 @@ pytestmark = pytest.mark.slow
 
 
 def _peak_mib(args: list[str]) -> float:
-    """Run `metasr ARGS` in a fresh process; its peak resident memory (MiB)."""
-    code = "import sys; from metasr.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read()
-    return usage.ru_maxrss / 1024
+    """Run `metasr ARGS` in a fresh process; its peak resident memory (MiB).
+
+    Read in the child as its own VmHWM (per address space, reset by exec): the child's ``ru_maxrss`` starts
+    at the parent's resident size when it forks (Linux keeps it across exec), so a large test process would
+    inflate it."""
+    code = (
+        "import sys; from metasr.cli import main; rc = main(sys.argv[1:]); from metasr.measure import status_kib; "
+        "print('PEAK_KIB', status_kib('VmHWM'), file=sys.stderr); sys.exit(rc)"
+    )
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return int(res.stderr.split("PEAK_KIB")[-1].split()[0]) / 1024
 
 
 @pytest.fixture(scope="module")
