@@ -27,10 +27,10 @@ from metasr.checkpoint import load_model
 from metasr.data import list_images, make_pair
 from metasr.metrics import psnr_y, quantize, ssim_y
 from metasr.model import MetaSR
-from metasr.runtime.backends import ALL_BACKENDS, BACKEND_FORMATS, BackendError, backend_available
+from metasr.runtime.backends import ALL_BACKENDS, BACKEND_FORMATS, BACKEND_TARGETS, BackendError, backend_available
 from metasr.runtime.feeds import plan_feeds
 from metasr.runtime.image_io import read_image
-from metasr.runtime.manifest import PRECISIONS, Manifest, sha256_file
+from metasr.runtime.manifest import PRECISIONS, Manifest, ManifestError, sha256_file
 from metasr.runtime.pipeline import Pipeline
 
 __all__ = [
@@ -197,13 +197,24 @@ def reference_model(manifest: Manifest, model: str | Path | None) -> tuple[MetaS
     return load_model(path), path
 
 
+def _has_both(manifest: Manifest, fmt: str, precision: str, target: str) -> bool:
+    """Whether both stages resolve for this format, precision and target (INT8: the target's Q/DQ feature
+    graph and the float upscale graph it names)."""
+    try:
+        manifest.graph("feature", fmt, precision, target)
+        manifest.graph("upscale", fmt, precision, target)
+    except ManifestError:
+        return False
+    return True
+
+
 def candidate_pairs(
     manifest: Manifest, backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
     """(backend, precision) pairs to run, and (backend, precision, reason) ones skipped.
 
-    Precisions come from the manifest: those with both a feature and an upscale graph in the backend's file
-    format. ``backends`` / ``precisions`` restrict the lists (default: all)."""
+    Precisions come from the manifest: those whose feature and upscale graphs both resolve for the backend's
+    file format and target (:meth:`Manifest.graph`). ``backends`` / ``precisions`` restrict the lists (default: all)."""
     unknown = [p for p in precisions or () if p not in PRECISIONS]
     if unknown:
         raise ParityError(f"unknown precisions {unknown}; known: {list(PRECISIONS)}")
@@ -212,11 +223,7 @@ def candidate_pairs(
         if backend not in ALL_BACKENDS:
             raise ParityError(f"unknown backend {backend!r}; known: {list(ALL_BACKENDS)}")
         fmt = BACKEND_FORMATS[backend]
-        kinds = {}
-        for g in manifest.graphs:
-            if g.format == fmt:
-                kinds.setdefault(g.precision, set()).add(g.kind)
-        have = [p for p in PRECISIONS if kinds.get(p) == {"feature", "upscale"}]
+        have = [p for p in PRECISIONS if _has_both(manifest, fmt, p, BACKEND_TARGETS.get(backend, "any"))]
         wanted = [p for p in have if precisions is None or p in precisions]
         reason = backend_available(backend)
         if not wanted:
