@@ -278,6 +278,26 @@ def test_interrupted_calibrate_leaves_the_directory_unchanged(fp32_art, tmp_path
     assert _snapshot(work) == before
 
 
+def test_calibrate_refuses_to_overwrite_a_concurrent_change(fp32_art, tmp_path, monkeypatch):
+    """A directory re-exported while calibrating is not replaced by the calibrated copy of the old one."""
+    work = tmp_path / "art"
+    shutil.copytree(fp32_art, work)
+    original = calibrate_mod._save_checked
+
+    def meanwhile(model, path):  # another writer changes the directory mid-run
+        manifest = json.loads((work / "manifest.json").read_text())
+        manifest["tools"]["note"] = "re-exported"
+        (work / "manifest.json").write_text(json.dumps(manifest))
+        original(model, path)
+
+    monkeypatch.setattr(calibrate_mod, "_save_checked", meanwhile)
+    with pytest.raises(CalibrationError, match="changed while calibrating"):
+        calibrate(work, _tiny("fp16"))
+    assert "re-exported" in (work / "manifest.json").read_text()
+    assert not list(work.glob("*.fp16.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temporary folders left
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("metasr: error: "), err
