@@ -121,9 +121,10 @@ def _write_new(directory: Path, name: str, data: bytes) -> Path:
 def _engine_spec(
     src: GraphSpec, file: str, precision: str, info: EngineInfo, inputs: tuple[TensorSpec, ...]
 ) -> GraphSpec:
+    kept = {k: src.extra[k] for k in ("receptive_radius",) if k in src.extra}  # the tiling overlap
     return GraphSpec(
         file=file, kind=src.kind, format="tensorrt", precision=precision, inputs=inputs, outputs=src.outputs,
-        sha256="", extra=info.to_extra(),
+        sha256="0" * 64, extra={**kept, **info.to_extra()},  # sha256: set once the engine is written
     )  # fmt: skip
 
 

@@ -21,27 +21,34 @@ from metasr.measure import median_time, status_kib
 from metasr.model import MetaSR
 from metasr.upscale import meta_upscale
 
-__all__ = ["ZOOM_SCALES", "run_bench"]
+__all__ = ["BACKEND_LABELS", "ZOOM_SCALES", "run_bench"]
 
 ZOOM_SCALES = (1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3.1, 3.4, 3.7, 4.0)
 
 
-def _peak_child(kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32") -> float:
+BACKEND_LABELS = {"ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "trt": "TensorRT"}
+
+
+def _peak_child(
+    kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort"
+) -> float:
     code = (
         "import sys, numpy as np; from metasr.bench import _child_peak; "
-        f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}, {precision!r}))"
+        f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}, {precision!r}, {backend!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _child_peak(kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32") -> float:
+def _child_peak(
+    kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort"
+) -> float:
     """In a fresh process: peak resident memory (MiB) of the whole process through one end-to-end run."""
     img = (np.random.default_rng(0).random((lr_h, lr_w, 3)) * 255).astype(np.float32)
     if kind == "ort":
         from metasr.runtime.pipeline import Pipeline
 
-        with Pipeline(target, precision=precision) as p:
+        with Pipeline(target, backend, precision=precision) as p:
             p(img, scale)
     else:
         from metasr.checkpoint import load_model
@@ -60,10 +67,12 @@ def run_bench(
     memory_output: tuple[int, int] | None = (1920, 1080),
     artifacts: str | Path | None = None,
     precision: str = "fp32",
+    backend: str = "ort",
 ) -> dict:
     """Measure everything listed in the module docstring; returns a JSON-able dict.
 
-    ONNX Runtime runs ``artifacts`` (default: a fresh FP32 export of ``model``) at ``precision``.
+    The runtime ``backend`` ("ort", "ort-cuda", "trt": its results under the key "ort") runs ``artifacts``
+    (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
     """
     from metasr.checkpoint import save_model
     from metasr.export import export_onnx
@@ -74,7 +83,7 @@ def run_bench(
     img = (rng.random((h, w, 3)) * 255).astype(np.float32)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]  # (1, 3, h, w)
     res: dict = {"model": model.config.name, "lr": f"{w}x{h}", "scale": scale, "threads": torch.get_num_threads()}
-    res["precision"] = precision
+    res["precision"], res["backend"] = precision, backend
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         art = Path(artifacts) if artifacts else export_onnx(model, Path(tmp) / "art").out_dir
         ckpt = save_model(model, Path(tmp) / "model.safetensors")
@@ -88,7 +97,7 @@ def run_bench(
             "e2e_s": median_time(lambda: model(x, scale), repeats),
         }
         res["torch"]["weights_upscale_s"] = res["torch"]["weights_s"] + res["torch"]["upscale_s"]
-        with Pipeline(art, precision=precision) as p:
+        with Pipeline(art, backend, precision=precision) as p:
             feats = p.encode(img)
             res["ort"] = {
                 "feature_s": median_time(lambda: p.encode(img), repeats),
@@ -121,7 +130,7 @@ def run_bench(
             res["memory"] = {
                 "output": f"{int(scale * lw)}x{int(scale * lh)}",
                 "lr": f"{lw}x{lh}",
-                "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale, precision),
+                "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale, precision, backend),
                 "torch_peak_mib": _peak_child("torch", str(ckpt), lh, lw, scale),
             }
     return res
@@ -143,7 +152,8 @@ def format_bench(res: dict) -> str:
         "end to end",
     ]
     rows = []
-    ort_name = "ONNX Runtime" + (f" {res['precision']}" if res.get("precision", "fp32") != "fp32" else "")
+    label = BACKEND_LABELS.get(res.get("backend", "ort"), "ONNX Runtime")
+    ort_name = label + (f" {res['precision']}" if res.get("precision", "fp32") != "fp32" else "")
     for name, key in (("PyTorch eager", "torch"), (ort_name, "ort")):
         r = res[key]
         rows.append(
@@ -166,9 +176,9 @@ def format_bench(res: dict) -> str:
         "|" + "---|" * len(head),
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        f"ONNX Runtime end to end / PyTorch eager: **{res['ort_vs_torch_e2e']:.2f}x**",
+        f"{label} end to end / PyTorch eager: **{res['ort_vs_torch_e2e']:.2f}x**",
         "",
-        f"Continuous zoom on ONNX Runtime, scales {', '.join(f'{s:g}' for s in z['scales'])}: one encode + 10 "
+        f"Continuous zoom on {label}, scales {', '.join(f'{s:g}' for s in z['scales'])}: one encode + 10 "
         f"upscales {_ms(z['encode_once_s'])} = **{z['vs_one_run']:.2f}x one full x{res['scale']:g} run** "
         f"({_ms(z['one_full_run_s'])}); re-running the whole pipeline per scale takes {_ms(z['rerun_per_scale_s'])} "
         f"({1 / z['vs_rerun']:.1f}x the zoom).",
@@ -178,7 +188,7 @@ def format_bench(res: dict) -> str:
         lines += [
             "",
             f"Peak resident memory of a whole process, {m['lr']} -> {m['output']} at x{res['scale']:g}: "
-            f"ONNX Runtime **{m['ort_peak_mib']:.0f} MiB**, PyTorch eager {m['torch_peak_mib']:.0f} MiB.",
+            f"{label} **{m['ort_peak_mib']:.0f} MiB**, PyTorch eager {m['torch_peak_mib']:.0f} MiB.",
         ]
     return "\n".join(lines)
 

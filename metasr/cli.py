@@ -331,6 +331,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     memory = None if args.no_memory else _parse_pair(args.memory_output, "--memory-output", "1920x1080 (WxH)")
     if args.precision != "fp32" and not args.artifacts:
         raise CLIError(f"--precision {args.precision} needs --artifacts DIR holding {args.precision} graphs")
+    if args.backend == "trt" and not args.artifacts:
+        raise CLIError("--backend trt needs --artifacts DIR holding engines (metasr build-engine)")
+    from metasr.runtime.backends import ALL_BACKENDS, backend_available
+
+    if args.backend not in ALL_BACKENDS:
+        raise CLIError(f"unknown --backend {args.backend!r}; known: {list(ALL_BACKENDS)}")
+    reason = backend_available(args.backend)
+    if reason:
+        raise CLIError(reason)
     res = run_bench(
         model,
         (h, w),
@@ -339,6 +348,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         memory_output=memory,
         artifacts=args.artifacts,
         precision=args.precision,
+        backend=args.backend,
     )
     print(format_bench(res))
     if args.json:
@@ -453,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact output size: the smallest scale covering it, centre-cropped (no crop when the aspect ratios agree)",
     )
     p.add_argument("--artifacts", help="artifact directory (default: the bundled model, exported once)")
-    p.add_argument("--backend", default="ort", help="ort (CPU) or ort-cuda")
+    p.add_argument("--backend", default="ort", help="ort (CPU), ort-cuda or trt (engines from metasr build-engine)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument(
         "--max-pixels", type=int, default=100_000_000, help="refuse larger inputs or outputs (checked from the header)"
@@ -465,20 +475,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs to run")
     p.set_defaults(func=cmd_upscale)
-
-    p = sub.add_parser("calibrate", help="add FP16 or INT8 graphs to an artifact directory, accuracy-gated")
-    p.add_argument("--artifacts", required=True, help="artifact directory (from export-onnx); updated atomically")
-    p.add_argument("--images", action="append", required=True, help="training image folder (repeatable)")
-    p.add_argument("--precision", choices=["fp16", "int8"], required=True)
-    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile")
-    p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
-    p.add_argument("--budget-db", type=float, default=0.1, help="max Y-PSNR loss vs FP32, worst scale bin")
-    p.add_argument("--crops", type=int, default=128, help="calibration crops")
-    p.add_argument("--held-apart", type=int, default=24, help="crops from held-apart images (measurements)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-kept", type=int, default=8, help="most tensors the sensitivity pass keeps in float")
-    p.add_argument("--allow-eval-images", action="store_true", help="allow Set5/Set14/... as calibration images")
-    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
         "parity",
@@ -503,6 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", metavar="FILE.json", help="PyTorch outputs per graph, Polygraphy RunResults")
     p.set_defaults(func=cmd_parity)
 
+    p = sub.add_parser("calibrate", help="add FP16 or INT8 graphs to an artifact directory, accuracy-gated")
+    p.add_argument("--artifacts", required=True, help="artifact directory (from export-onnx); updated atomically")
+    p.add_argument("--images", action="append", required=True, help="training image folder (repeatable)")
+    p.add_argument("--precision", choices=["fp16", "int8"], required=True)
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile")
+    p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
+    p.add_argument("--budget-db", type=float, default=0.1, help="max Y-PSNR loss vs FP32, worst scale bin")
+    p.add_argument("--crops", type=int, default=128, help="calibration crops")
+    p.add_argument("--held-apart", type=int, default=24, help="crops from held-apart images (measurements)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-kept", type=int, default=8, help="most tensors the sensitivity pass keeps in float")
+    p.add_argument("--allow-eval-images", action="store_true", help="allow Set5/Set14/... as calibration images")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("bench", help="the paper's Table 2 here: stage times, zoom, memory; PyTorch vs ONNX Runtime")
     p.add_argument("--model", help="checkpoint or preset (random weights are fine for timing); default: bundled")
     p.add_argument("--lr-size", default="80x120", metavar="HxW", help="LR size (default: B100 at x4)")
@@ -512,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the raw numbers here")
     p.add_argument("--artifacts", help="run ONNX Runtime on this artifact directory instead of a fresh export")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="ONNX Runtime graphs")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs / engines to run")
+    p.add_argument("--backend", default="ort", help="runtime backend beside PyTorch: ort, ort-cuda or trt")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("build-engine", help="TensorRT engines from an artifact directory (needs a GPU and TensorRT)")

@@ -197,17 +197,6 @@ def reference_model(manifest: Manifest, model: str | Path | None) -> tuple[MetaS
     return load_model(path), path
 
 
-def _has_both(manifest: Manifest, fmt: str, precision: str, target: str) -> bool:
-    """Whether both stages resolve for this format, precision and target (INT8: the target's Q/DQ feature
-    graph and the float upscale graph it names)."""
-    try:
-        manifest.graph("feature", fmt, precision, target)
-        manifest.graph("upscale", fmt, precision, target)
-    except ManifestError:
-        return False
-    return True
-
-
 def candidate_pairs(
     manifest: Manifest, backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
@@ -223,7 +212,7 @@ def candidate_pairs(
         if backend not in ALL_BACKENDS:
             raise ParityError(f"unknown backend {backend!r}; known: {list(ALL_BACKENDS)}")
         fmt = BACKEND_FORMATS[backend]
-        have = [p for p in PRECISIONS if _has_both(manifest, fmt, p, BACKEND_TARGETS.get(backend, "any"))]
+        have = [p for p in PRECISIONS if _has_both_stages(manifest, fmt, p, BACKEND_TARGETS.get(backend, "any"))]
         wanted = [p for p in have if precisions is None or p in precisions]
         reason = backend_available(backend)
         if not wanted:
@@ -233,6 +222,17 @@ def candidate_pairs(
         else:
             run += [(backend, p) for p in wanted]
     return run, skipped
+
+
+def _has_both_stages(manifest: Manifest, fmt: str, precision: str, target: str) -> bool:
+    """Whether a pipeline can run ``precision`` in ``fmt``: both stages resolve (INT8 pairs its feature graph
+    with the float upscale graph it names)."""
+    try:
+        manifest.graph("feature", fmt, precision, target)
+        manifest.graph("upscale", fmt, precision, target)
+    except ManifestError:
+        return False
+    return True
 
 
 def open_candidate(artifacts: Path, backend: str, precision: str) -> Pipeline:

@@ -1,7 +1,7 @@
 """Inference backends behind one small interface: a context manager with ``infer(feeds) -> outputs``.
 
 ``ort``: ONNX Runtime, CPU provider; ``ort-cuda``: ONNX Runtime with the CUDA provider first (needs
-onnxruntime-gpu and a GPU). The TensorRT backend (``trt``) arrives with the TensorRT engines and plugs in here.
+onnxruntime-gpu and a GPU); ``trt``: TensorRT engines (:mod:`metasr.runtime.trt_backend`; a GPU and TensorRT).
 A backend is created from the bytes :meth:`Manifest.read_verified` returned (never by opening the path
 again), so it runs exactly the file that was hashed. Feeds are checked against the manifest (names, dtypes,
 ranks, static dims) before they reach the session; the engine's own errors (a graph it cannot load, an
@@ -136,17 +136,17 @@ BACKENDS = {
 # every backend the runtime knows, available here or not, and the manifest file format each one runs
 ALL_BACKENDS = ("ort", "ort-cuda", "trt")
 BACKEND_FORMATS = {"ort": "onnx", "ort-cuda": "onnx", "trt": "tensorrt"}
-# the graph form each backend runs (manifest GraphSpec.target, e.g. which INT8 Q/DQ form); default "any"
+# the graph form each backend runs (manifest GraphSpec.target); a backend without an entry takes "any"
 BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt"}
-
-
-_TRT_MISSING = "the trt backend is not available yet (TensorRT engines are a later milestone)"
 
 
 def backend_available(name: str) -> str | None:
     """Why the named backend cannot run on this machine, or None when it can (cheap: opens nothing)."""
-    if name == "trt":
-        return _TRT_MISSING
+    if name == "trt":  # the one probe: no TensorRT object is created without a CUDA device
+        from metasr.runtime.trt_env import probe
+
+        problem = probe().problem
+        return f"the trt backend needs a CUDA GPU and TensorRT >= 10.9: {problem}" if problem else None
     if name not in BACKENDS:
         return f"unknown backend {name!r}; known: {sorted([*BACKENDS, 'trt'])}"
     return _ort_providers(BACKENDS[name])
@@ -158,4 +158,8 @@ def open_backend(name: str, spec: GraphSpec, model: bytes, threads: int = 0) -> 
     reason = backend_available(name)
     if reason:
         raise BackendError(reason)
+    if name == "trt":
+        from metasr.runtime.trt_backend import TrtBackend
+
+        return TrtBackend(model, spec)
     return OrtBackend(model, spec, BACKENDS[name], threads)

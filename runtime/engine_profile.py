@@ -7,7 +7,9 @@ graph's inputs are the features of one LR region (N, C, h, w) and the plan array
 
 =====================  =====================================================================================
 H, W (output rows/cols) 1 .. int(S*Hm), 1 .. int(S*Wm)
-P_r, P_c (offsets)      1 .. min(H_max, floor(1/merge_tol) + 1): merged offsets in [0, 1) lie > merge_tol apart
+P_r, P_c (offsets)      1 .. min(H_max, max_offsets): the runtime feeds each tile only the offsets it uses, so a
+                        scale with more distinct offsets than ``max_offsets`` (default 64) is cut into smaller
+                        tiles. The weight tensor (P_r, P_c, 27C) lives in the engine at its max shape.
 M (rows per offset)     1 .. H_max
 G_c, X (column groups)  1 .. Wm: groups of input columns, and the columns in one
 K_c (outputs per input) 1 .. min(ceil(S) + 1, W_max)
@@ -26,7 +28,11 @@ import numpy as np
 from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, plan_feeds
 from metasr.runtime.projection import project
 
-__all__ = ["ProfileError", "UpscaleProfile", "upscale_profile"]
+__all__ = ["DEFAULT_MAX_OFFSETS", "ProfileError", "UpscaleProfile", "upscale_profile"]
+
+# distinct offsets per axis per upscale call: x3.3 needs 37 (33 phases + float32 exception rows), x3.7 47;
+# 64 x 64 pairs of 27C filters is 28 MiB at C = 64
+DEFAULT_MAX_OFFSETS = 64
 
 
 class ProfileError(ValueError):
@@ -88,15 +94,14 @@ class UpscaleProfile:
             raise ProfileError(f"malformed upscale profile: {e}") from None
 
 
-def _bounds(max_lr: tuple[int, int], scale_max: float, merge_tol: float) -> dict[str, tuple[int, int]]:
+def _bounds(max_lr: tuple[int, int], scale_max: float, max_offsets: int) -> dict[str, tuple[int, int]]:
     hm, wm = max_lr
     big_h, big_w = int(scale_max * hm), int(scale_max * wm)
-    clusters = math.floor(1 / merge_tol) + 1 if merge_tol > 0 else max(big_h, big_w)
     return {
         "H": (1, big_h),
         "W": (1, big_w),
-        "P_r": (1, min(big_h, clusters)),
-        "P_c": (1, min(big_w, clusters)),
+        "P_r": (1, min(big_h, max_offsets)),
+        "P_c": (1, min(big_w, max_offsets)),
         "M": (1, big_h),
         "G_c": (1, wm),
         "X": (1, wm),
@@ -113,8 +118,10 @@ def upscale_profile(
     opt_lr: tuple[int, int] | None = None,
     opt_scale: float = 2.0,
     batch: int = 1,
+    max_offsets: int = DEFAULT_MAX_OFFSETS,
 ) -> UpscaleProfile:
-    """The profile covering every LR region up to ``max_lr`` (h, w) at every scale in (1, ``scale_max``].
+    """The profile covering every LR region up to ``max_lr`` (h, w) at every scale in (1, ``scale_max``], for
+    tiles fed only the offsets they use (at most ``max_offsets`` per axis).
 
     ``opt`` is the shape of the plan for ``opt_lr`` (default ``max_lr``) at ``opt_scale``, where TensorRT tunes.
     """
@@ -124,7 +131,9 @@ def upscale_profile(
     opt_h, opt_w = opt_lr or max_lr
     if not (1 <= opt_h <= hm and 1 <= opt_w <= wm):
         raise ProfileError(f"opt LR size {opt_h}x{opt_w} lies outside the max {hm}x{wm}")
-    bounds = _bounds(max_lr, scale_max, merge_tol)
+    if max_offsets < 2:
+        raise ProfileError(f"max_offsets must be at least 2, got {max_offsets}")
+    bounds = _bounds(max_lr, scale_max, max_offsets)
     opt_feeds = plan_feeds(project(opt_h, opt_w, min(opt_scale, scale_max), max_scale=scale_max, merge_tol=merge_tol))
     shapes: dict[str, tuple[Shape, Shape, Shape]] = {
         "features": ((1, channels, 1, 1), (batch, channels, opt_h, opt_w), (batch, channels, hm, wm))

@@ -105,6 +105,13 @@ class GraphSpec:
         )
         _expect(isinstance(self.extra, dict), f"{self.file}: extra must be an object", self.extra)
         _check_extra(self.file, self.extra)
+        if self.format == "tensorrt":  # what an engine needs recorded: TensorRT version, GPU, profile, ...
+            from metasr.runtime.engines import EngineInfo
+
+            try:
+                EngineInfo.from_extra(self.kind, self.extra)
+            except ValueError as e:
+                raise ManifestError(f"{self.file}: {e}") from None
         object.__setattr__(self, "inputs", _tensor_specs(self.file, "inputs", self.inputs))
         object.__setattr__(self, "outputs", _tensor_specs(self.file, "outputs", self.outputs))
 

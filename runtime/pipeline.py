@@ -30,10 +30,11 @@ from metasr.runtime.backends import (
     backend_available,
     open_backend,
 )
+from metasr.runtime.engines import EngineInfo
 from metasr.runtime.feeds import plan_feeds
-from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, read_consistent
+from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
 from metasr.runtime.projection import ProjectionPlan, project
-from metasr.runtime.tiling import UpscaleTile, axis_tiles, plan_upscale_tiles, window_feeds
+from metasr.runtime.tiling import UpscaleTile, axis_tiles, plan_profile_tiles, plan_upscale_tiles, window_feeds
 
 from metasr.metrics import quantize
 
@@ -88,8 +89,10 @@ class Pipeline:
         self.directory = Path(artifacts)
         self.backend = backend
         self.precision = precision
-        self.manifest, (feature_bytes, upscale_bytes) = read_consistent(self.directory, self._select)
-        self.feature_spec, self.upscale_spec = self._select(self.manifest)
+        self.manifest, blobs = read_consistent(self.directory, self._select)
+        *feature_specs, self.upscale_spec = self._select(self.manifest)
+        *feature_bytes, upscale_bytes = blobs
+        self.feature_spec = feature_specs[0]
         self.channels = int(self.manifest.model["features"])
         self.receptive_radius = int(self.feature_spec.extra.get("receptive_radius", 0))
         static = self.feature_spec.extra.get("lr_size")
@@ -102,21 +105,35 @@ class Pipeline:
             )
         self.upscale_budget_mb = budget
         self.feature_tile = feature_tile
-        self._feature: Backend = open_backend(backend, self.feature_spec, feature_bytes, threads)
+        # one feature graph (ONNX), or one static engine per LR size (TensorRT: an image takes the largest that fits)
+        self._features: list[tuple[GraphSpec, Backend]] = []
         try:
+            for spec, blob in zip(feature_specs, feature_bytes, strict=True):
+                self._features.append((spec, open_backend(backend, spec, blob, threads)))
+            self._feature: Backend = self._features[0][1]
             self._upscale: Backend = open_backend(backend, self.upscale_spec, upscale_bytes, threads)
         except BaseException:
-            self._feature.close()
+            for _, b in self._features:
+                b.close()
             raise
+        # a TensorRT upscale engine takes LR regions inside its optimization profile: tiles are cut to fit it
+        self.profile = EngineInfo.from_extra("upscale", self.upscale_spec.extra).profile if backend == "trt" else None
         self._plan = functools.lru_cache(maxsize=64)(self._make_plan)
 
-    def _select(self, manifest: Manifest) -> tuple[GraphSpec, GraphSpec]:
-        """The feature and upscale graphs this pipeline runs: the backend's file format, the pipeline's
-        precision, and the form made for the backend's target (int8 on ``ort``: the CPU Q/DQ form; the upscale
-        stage then runs the float graph the INT8 feature graph names, see :meth:`Manifest.graph`)."""
+    def _select(self, manifest: Manifest) -> list[GraphSpec]:
+        """The graphs this pipeline runs, feature graph(s) first, then the upscale graph: the backend's file
+        format, the precision asked for, the form made for the backend (int8: the feature graph's Q/DQ form
+        for the backend, the upscale stage in the float graph it names). TensorRT: every static feature
+        engine of that precision, largest first."""
         fmt = BACKEND_FORMATS.get(self.backend, "onnx")
         target = BACKEND_TARGETS.get(self.backend, "any")
-        return tuple(manifest.graph(kind, fmt, self.precision, target) for kind in ("feature", "upscale"))
+        upscale = manifest.graph("upscale", fmt, self.precision, target)
+        if fmt != "tensorrt":
+            return [manifest.graph("feature", fmt, self.precision, target), upscale]
+        engines = [g for g in manifest.graphs if (g.kind, g.format, g.precision) == ("feature", fmt, self.precision)]
+        if not engines:
+            raise ManifestError(f"the artifacts have no {self.precision} feature engine (run metasr build-engine)")
+        return [*sorted(engines, key=lambda g: -int(g.extra["lr_size"][0]) * int(g.extra["lr_size"][1])), upscale]
 
     # -- planning -----------------------------------------------------------------------------------------
     @property
@@ -128,7 +145,10 @@ class Pipeline:
     ) -> tuple[ProjectionPlan, dict[str, np.ndarray], list[UpscaleTile]]:
         plan = project(h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol)
         feeds = plan_feeds(plan)
-        tiles = plan_upscale_tiles(feeds, h, w, self.channels, self.upscale_budget_mb * 2**20)
+        if self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
+            tiles = plan_profile_tiles(feeds, h, w, self.profile)
+        else:
+            tiles = plan_upscale_tiles(feeds, h, w, self.channels, self.upscale_budget_mb * 2**20)
         return plan, feeds, tiles
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:
@@ -145,19 +165,30 @@ class Pipeline:
         check_image(image)
         x = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)[None]  # (1, 3, h, w)
         h, w = x.shape[2:]
-        size_h, size_w = self.static_size or (self.feature_tile, self.feature_tile)
-        fixed = self.static_size is not None
-        if fixed and (h < size_h or w < size_w):
-            raise ValueError(f"the static feature graph takes {size_h}x{size_w} tiles; image is {h}x{w}")
+        feature, static = self._feature_for(h, w)
+        size_h, size_w = static or (self.feature_tile, self.feature_tile)
+        fixed = static is not None
         if (h, w) == (size_h, size_w) or (not fixed and h <= size_h and w <= size_w):
-            return self._feature.infer({"lr": x})["features"]
+            return feature.infer({"lr": x})["features"]
         out = np.empty((1, self.channels, h, w), dtype=np.float32)
         r = self.receptive_radius
         for ys, ye, ya, yb in axis_tiles(h, size_h, r, fixed):
             for xs, xe, xa, xb in axis_tiles(w, size_w, r, fixed):
-                tile = self._feature.infer({"lr": np.ascontiguousarray(x[:, :, ys:ye, xs:xe])})["features"]
+                tile = feature.infer({"lr": np.ascontiguousarray(x[:, :, ys:ye, xs:xe])})["features"]
                 out[:, :, ya:yb, xa:xb] = tile[:, :, ya - ys : yb - ys, xa - xs : xb - xs]
         return out
+
+    def _feature_for(self, h: int, w: int) -> tuple[Backend, tuple[int, int] | None]:
+        """The feature graph for an h x w image and its static size (None: dynamic). Static graphs take tiles
+        of exactly their size: the largest one the image covers."""
+        if self.static_size is None:
+            return self._feature, None
+        for spec, backend in self._features:
+            size = (int(spec.extra["lr_size"][0]), int(spec.extra["lr_size"][1]))
+            if h >= size[0] and w >= size[1]:
+                return backend, size
+        sizes = ", ".join("x".join(map(str, s.extra["lr_size"])) for s, _ in self._features)
+        raise ValueError(f"the static feature graph takes tiles of {sizes}; the image is {h}x{w} (smaller)")
 
     def _check_features(self, features: object) -> tuple[int, int]:
         if not isinstance(features, np.ndarray) or features.dtype != np.float32 or features.ndim != 4:
@@ -179,7 +210,8 @@ class Pipeline:
         band: np.ndarray | None = None
         for tile in tiles:
             window = np.ascontiguousarray(features[:, :, tile.in_rows, tile.in_cols])
-            sr = self._upscale.infer({"features": window, **window_feeds(feeds, tile)})["sr"]
+            plan_inputs = window_feeds(feeds, tile, compact_offsets=self.profile is not None)
+            sr = self._upscale.infer({"features": window, **plan_inputs})["sr"]
             if tile.cols.start == 0 and tile.cols.stop == out_w:
                 yield tile.rows.start, sr
                 continue
@@ -209,7 +241,8 @@ class Pipeline:
         return out
 
     def close(self) -> None:
-        self._feature.close()
+        for _, backend in self._features:
+            backend.close()
         self._upscale.close()
 
     def __enter__(self) -> Pipeline:

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from metasr.runtime.engine_profile import ProfileError, UpscaleProfile
 from metasr.runtime.feeds import column_group_feeds, row_group_feeds
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MIN_TILE_ROWS",
     "UpscaleTile",
     "axis_tiles",
+    "plan_profile_tiles",
     "plan_upscale_tiles",
     "source_window",
     "tile_bytes",
@@ -87,9 +89,18 @@ def source_window(src: np.ndarray, n: int) -> slice:
     return slice(max(int(src.min()) - 1, 0), min(int(src.max()) + 2, n))
 
 
-def window_feeds(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, np.ndarray]:
+def window_feeds(
+    feeds: dict[str, np.ndarray], tile: UpscaleTile, compact_offsets: bool = False
+) -> dict[str, np.ndarray]:
     """The plan feeds (no ``features``) for ``tile``: its rows' and columns' arrays sliced, their sources
-    shifted into the feature window, and the row / column groups recomputed for them."""
+    shifted into the feature window, and the row / column groups recomputed for them.
+
+    ``compact_offsets``: keep only the row and column offsets the tile uses (indices renumbered), so the
+    weight predictor runs on the tile's pairs alone and their count is bounded by the tile's size (what a
+    TensorRT engine's fixed profile needs). The filters are the same per pair; the sums may differ in the last
+    bit from an uncompacted call (a different number of rows through the predictor's matrix products)."""
+    if compact_offsets:
+        return _compact(feeds, tile)
     out = dict(feeds)
     n_offsets = feeds["row_offsets"].size
     row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
@@ -99,6 +110,19 @@ def window_feeds(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, n
         col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
         col_idx = feeds["col_idx"][tile.cols]
         out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
+    return out
+
+
+def _compact(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, np.ndarray]:
+    out = dict(feeds)
+    used_r, row_idx = np.unique(feeds["row_idx"][tile.rows], return_inverse=True)
+    used_c, col_idx = np.unique(feeds["col_idx"][tile.cols], return_inverse=True)
+    row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
+    col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
+    row_idx, col_idx = row_idx.astype(np.int64).reshape(-1), col_idx.astype(np.int64).reshape(-1)
+    out.update(row_offsets=feeds["row_offsets"][used_r], col_offsets=feeds["col_offsets"][used_c])
+    out.update(row_src=row_src, row_idx=row_idx, **row_group_feeds(row_src, row_idx, used_r.size))
+    out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
     return out
 
 
@@ -162,8 +186,8 @@ def plan_upscale_tiles(
     n_cols, rows = 1, 0
     while True:
         col_slices = _even_slices(out_w, n_cols)
-        widest = max(col_slices, key=lambda s: s.stop - s.start)
-        rows = _rows_that_fit(feeds, widest, in_h, in_w, channels, budget_bytes)
+        # every column part, not only the widest: an inner part reads one more context column than an edge one
+        rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes) for c in col_slices)
         narrower = math.ceil(out_w / (2 * n_cols))
         if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
             break
@@ -207,3 +231,40 @@ def _rows_that_fit(
             return rows
         rows = rows - max(1, rows // 20)
     return 0
+
+
+def plan_profile_tiles(
+    feeds: dict[str, np.ndarray], in_h: int, in_w: int, profile: UpscaleProfile
+) -> list[UpscaleTile]:
+    """Output tiles (row-major) whose feature windows and windowed plan feeds all lie inside ``profile`` (a
+    TensorRT upscale engine's optimization profile). Equal tiles, as few as possible: rows or columns per
+    tile shrink until every tile fits (a 1 x 1 output tile reads a window of at most 3 x 3)."""
+    out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
+    max_rows, max_cols = profile.max_lr
+    rows, cols = out_h, out_w
+    while True:
+        row_parts = _even_slices(out_h, math.ceil(out_h / rows))
+        col_parts = _even_slices(out_w, math.ceil(out_w / cols))
+        tiles = [_tile(feeds, r, c, in_h, in_w) for r in row_parts for c in col_parts]
+        bad = _first_outside(feeds, tiles, profile)
+        if bad is None:
+            return tiles
+        if rows == 1 and cols == 1:
+            raise ProfileError("even a 1 x 1 output tile does not fit the upscale engine's profile")
+        win_h, win_w = bad.in_rows.stop - bad.in_rows.start, bad.in_cols.stop - bad.in_cols.start
+        if win_h > max_rows or (win_w <= max_cols and rows >= cols and rows > 1):
+            rows = max(1, min(rows - 1, rows * max_rows // win_h))
+        else:
+            cols = max(1, min(cols - 1, cols * max_cols // win_w))
+
+
+def _first_outside(
+    feeds: dict[str, np.ndarray], tiles: list[UpscaleTile], profile: UpscaleProfile
+) -> UpscaleTile | None:
+    for t in tiles:
+        window = (1, profile.channels, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start)
+        try:
+            profile.check({"features": np.empty(window, np.float32), **window_feeds(feeds, t, compact_offsets=True)})
+        except ProfileError:
+            return t
+    return None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from metasr.runtime.engine_profile import ProfileError, UpscaleProfile, upscale_profile
+from metasr.runtime.engine_profile import DEFAULT_MAX_OFFSETS, ProfileError, UpscaleProfile, upscale_profile
 from metasr.runtime.engines import EngineInfo, EngineMismatchError, check_compatible
 from metasr.runtime.feeds import plan_feeds
 from metasr.runtime.projection import MERGE_TOL, project
@@ -33,8 +33,57 @@ PROFILE = upscale_profile(32, MAX_LR, 4.0, MERGE_TOL)
     scale=st.one_of(st.floats(1.0, 4.0, exclude_min=True), st.sampled_from([1.1, 2.3, 2.7, 3.3, 3.7, 4.0])),
 )
 def test_profile_covers_every_plan_in_range(h, w, scale):
-    feeds = {"features": np.zeros((1, 32, h, w), np.float32), **plan_feeds(project(h, w, scale))}
-    PROFILE.check(feeds)  # raises ProfileError naming the input and dimension otherwise
+    """Any LR region up to max_lr at any scale, fed whole: inside the profile whenever its plan has at most
+    max_offsets distinct offsets per axis (the paper's scales all do; others are cut into smaller tiles)."""
+    plan = project(h, w, scale)
+    feeds = {"features": np.zeros((1, 32, h, w), np.float32), **plan_feeds(plan)}
+    if max(plan.rows.offsets.size, plan.cols.offsets.size) <= DEFAULT_MAX_OFFSETS:
+        PROFILE.check(feeds)  # raises ProfileError naming the input and dimension otherwise
+    else:
+        with pytest.raises(ProfileError, match="offsets dim 0"):
+            PROFILE.check(feeds)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    h=st.integers(1, 120),
+    w=st.integers(1, 120),
+    scale=st.floats(1.0, 4.0, exclude_min=True),
+    max_lr=st.tuples(st.integers(8, 40), st.integers(8, 40)),
+)
+def test_profile_tiles_cover_the_output_once_inside_the_engine_profile(h, w, scale, max_lr):
+    """How the Pipeline feeds a TensorRT upscale engine: every tile's window and plan inside its profile."""
+    from metasr.runtime.tiling import plan_profile_tiles, window_feeds
+
+    profile = upscale_profile(8, max_lr, 4.0, MERGE_TOL)
+    plan = project(h, w, scale)
+    feeds = plan_feeds(plan)
+    covered = np.zeros(plan.out_size, dtype=np.int64)
+    for t in plan_profile_tiles(feeds, h, w, profile):
+        covered[t.rows, t.cols] += 1
+        window = np.empty((1, 8, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start), np.float32)
+        profile.check({"features": window, **window_feeds(feeds, t, compact_offsets=True)})
+    assert np.all(covered == 1)
+
+
+def test_compacted_tile_feeds_give_the_same_output_on_onnx_runtime(bundled_artifacts):
+    """The offsets a TensorRT tile is fed (only those it uses, renumbered) compute the same pixels: checked
+    on the upscale graph itself, through ONNX Runtime, at a scale with many offsets."""
+    ort = pytest.importorskip("onnxruntime")
+    from metasr.runtime.tiling import plan_profile_tiles, window_feeds
+
+    sess = ort.InferenceSession(str(bundled_artifacts / "upscale.onnx"), providers=["CPUExecutionProvider"])
+    feats = (np.random.default_rng(1).standard_normal((1, 32, 30, 41)) * 3).astype(np.float32)
+    feeds = plan_feeds(project(30, 41, 3.7))
+    tiles = plan_profile_tiles(feeds, 30, 41, upscale_profile(32, (16, 16), 4.0, MERGE_TOL, max_offsets=16))
+    assert len(tiles) > 4
+    for t in tiles[:4]:
+        window = np.ascontiguousarray(feats[:, :, t.in_rows, t.in_cols])
+        full, compact = window_feeds(feeds, t), window_feeds(feeds, t, compact_offsets=True)
+        assert compact["row_offsets"].size < full["row_offsets"].size
+        a = sess.run(None, {"features": window, **full})[0]
+        b = sess.run(None, {"features": window, **compact})[0]
+        assert np.abs(a - b).max() <= 1e-3  # measured 0 / ~1e-5: the same filters per pair
 
 
 def test_profile_opt_is_a_real_plan_and_bounds_are_tight_where_they_can_be():
@@ -51,7 +100,7 @@ def test_profile_refuses_a_region_outside_it_clearly():
     with pytest.raises(ProfileError, match=r"features dim 2 is 24; the engine's profile allows 1\.\.23"):
         PROFILE.check(feeds)
     feeds = {"features": np.zeros((1, 32, 23, 20), np.float32), **plan_feeds(project(23, 20, 4.5, max_scale=5))}
-    with pytest.raises(ProfileError, match=r"row_offsets dim 0 is \d+|row_src dim 0 is 103; .* allows 1\.\.92"):
+    with pytest.raises(ProfileError, match=r"row_src dim 0 is 103; the engine's profile allows 1\.\.92"):
         PROFILE.check(feeds)
 
 
@@ -194,9 +243,44 @@ def test_no_name_tensorrt_11_removed_is_used():
     assert not used, sorted(used)
 
 
-# -- on a machine with a GPU and TensorRT --------------------------------------------------------------------
+# -- without a GPU or TensorRT: refused in one line, nothing touched ---------------------------------------
 
 ENV = probe()
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.skipif(ENV.ready, reason="checks the refusal where a GPU or TensorRT is missing")
+@pytest.mark.parametrize("command", ["build-engine", "upscale", "bench"])
+def test_trt_commands_without_gpu_or_tensorrt_exit_2_in_one_line(bundled_artifacts, tmp_path, command):
+    import shutil
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    art = tmp_path / "art"
+    shutil.copytree(bundled_artifacts, art)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "in.png")
+    before = _tree(art)
+    args = {
+        "build-engine": ["build-engine", "--artifacts", str(art), "--precision", "fp32"],
+        "upscale": ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--scale", "2",
+                    "--artifacts", str(art), "--backend", "trt"],
+        "bench": ["bench", "--backend", "trt", "--artifacts", str(art), "--no-memory", "--repeats", "1"],
+    }[command]  # fmt: skip
+    res = subprocess.run([sys.executable, "-m", "metasr.cli", *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "needs a CUDA GPU and TensorRT" in lines[0] and ENV.problem.split(";")[0] in lines[0]
+    assert _tree(art) == before and not (tmp_path / "out.png").exists()
+
+
+# -- on a machine with a GPU and TensorRT --------------------------------------------------------------------
+
 needs_trt = pytest.mark.skipif(not ENV.ready, reason=f"needs a CUDA GPU and TensorRT: {ENV.problem}")
 
 
