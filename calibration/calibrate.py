@@ -8,9 +8,11 @@ The upscale graph stays FP32: the INT8 feature graphs name it (``extra["upscale_
 
 FP16: both graphs converted (:mod:`~metasr.calibration.fp16`), ``feature.fp16.onnx`` / ``upscale.fp16.onnx``.
 
-The work happens in a copy of the directory beside it, which replaces the directory only when everything
-succeeded and the budget holds; any failure or interruption leaves the directory byte-identical. A budget that
-cannot be met leaves it unchanged too, and the report is written beside it (``<dir>.calibration.<precision>.md``).
+The work happens in a copy of the directory beside it, which replaces the directory (the exporter's locked,
+atomic swap: :func:`metasr.fileio.replace_dir`) only when everything succeeded, the budget holds and the
+directory is still the one the copy was made from; any failure or interruption leaves the directory
+byte-identical. A budget that cannot be met leaves it unchanged too, and the report is written beside it
+(``<dir>.calibration.<precision>.md``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from metasr.calibration.report import write_report
 from metasr.calibration.sensitivity import Scorer, choose_float_tensors
 from metasr.runtime.manifest import GraphSpec, Manifest, sha256_file
 
-from metasr.fileio import atomic_path
+from metasr.fileio import atomic_path, make_temp_dir, remove_stale_dirs, replace_dir
 
 __all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
 
@@ -188,6 +189,7 @@ def calibrate(
     before anything is written. On any exception the directory is left as it was.
     """
     directory = Path(artifacts)
+    before = sha256_file(directory / "manifest.json") if (directory / "manifest.json").is_file() else ""
     manifest = Manifest.read(directory)
     manifest.graph("feature"), manifest.graph("upscale")  # FP32 graphs present, or a clear error
     cal, held = calibration_sets(
@@ -199,10 +201,10 @@ def calibrate(
         config.lr_sizes,
         config.allow_evaluation_images,
     )
-    work = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.calibrate-"))
+    remove_stale_dirs(directory)
+    work = make_temp_dir(directory.parent, directory.name)
     try:
         shutil.copytree(directory, work, dirs_exist_ok=True, copy_function=shutil.copy2)
-        os.chmod(work, directory.stat().st_mode & 0o7777)
         fp32 = (work / manifest.graph("feature").file, work / manifest.graph("upscale").file)
         scorer = Scorer(str(fp32[0]), str(fp32[1]), held, manifest.scale_max, manifest.merge_tol, config.threads)
         if config.precision == "int8":
@@ -246,23 +248,15 @@ def calibrate(
         with atomic_path(work / "manifest.json") as tmp:
             tmp.write_text(updated.to_json() + "\n")
         Manifest.read(work)  # every file it names is there with its sha256
-        _swap(work, directory)
+
+        def unchanged() -> None:  # under the swap lock: a concurrent export or calibration would be lost
+            if sha256_file(directory / "manifest.json") != before:
+                raise CalibrationError(f"{directory} changed while calibrating (a concurrent export?); run again")
+
+        replace_dir(work, directory, check=unchanged)
         return CalibrationResult(True, report, directory / md_path.name, directory / json_path.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _swap(work: Path, directory: Path) -> None:
-    """Replace ``directory`` by ``work`` (two renames; the old one is removed after)."""
-    old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-    os.replace(directory, old / "d")
-    try:
-        os.replace(work, directory)
-    except BaseException:
-        os.replace(old / "d", directory)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def image_dirs_arg(values: Sequence[str]) -> tuple[str, ...]:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from metasr.calibration.ranges import TensorRanges
-from onnx import numpy_helper
 from onnxruntime.quantization import QuantType
 from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
@@ -286,9 +285,3 @@ def keep_float_weights(
     for i in [i for i in out.graph.initializer if i.name not in read]:
         out.graph.initializer.remove(i)
     return out
-
-
-def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Every Q/DQ node's zero point as an array, by node name (absent zero points are int8/uint8 0)."""
-    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return {n.name: init[n.input[2]] for n in model.graph.node if n.op_type.endswith("Linear") and len(n.input) > 2}

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
-import errno
 import os
 import platform
-import re
 import shutil
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +22,9 @@ from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec, sha256_file
 from metasr.runtime.projection import MERGE_TOL
 
 from metasr.data import make_pair
-from metasr.fileio import make_temp_dir, remove_stale
+from metasr.fileio import make_temp_dir, remove_stale_dirs, replace_dir
 from metasr.imresize import imresize
 from metasr.model import MetaSR
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: swaps are not locked against concurrent exports
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "ExportResult", "export_onnx", "verify_with_onnxruntime"]
 
@@ -121,60 +111,17 @@ def verify_with_onnxruntime(
     return results
 
 
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    if sys.platform != "linux":
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # old kernel or a filesystem without it
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-@contextlib.contextmanager
-def _parent_lock(parent: Path) -> Iterator[None]:
-    """Serialise directory swaps in ``parent`` across processes (flock on the folder itself: no lock file)."""
-    fd = os.open(parent, os.O_RDONLY)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out whole, never mixed.
-
-    Swaps in one parent folder are serialised by a lock, so concurrent exports of the same directory each
-    complete (the last one wins) and leave no ``.old-`` folder. Where the kernel supports it, the swap is
-    one atomic exchange: readers never see ``out_dir`` missing.
-    """
-    with _parent_lock(out_dir.parent):
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)
-            return
-        if not out_dir.is_dir():
-            raise ExportError(f"{out_dir} exists and is not a directory")
-        if _rename_exchange(tmp, out_dir):
-            shutil.rmtree(tmp)  # now holds the previous export
-            return
-        old = make_temp_dir(out_dir.parent, out_dir.name, "old")
-        os.replace(out_dir, old / "d")
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
+    """Move ``tmp`` to ``out_dir`` whole (:func:`metasr.fileio.replace_dir`), as an :class:`ExportError`."""
+    try:
+        replace_dir(tmp, out_dir)
+    except NotADirectoryError as e:
+        raise ExportError(str(e)) from None
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Temporary and swapped-out folders of ``out_dir`` left by killed exports (their pid is gone)."""
-    remove_stale(out_dir.parent, re.escape(f".{out_dir.name}.") + r"(?:tmp|old)-(\d+)-[0-9a-f]{8}")
+    remove_stale_dirs(out_dir)
 
 
 def export_onnx(

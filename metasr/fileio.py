@@ -9,15 +9,31 @@ with ``0o666`` / ``0o777`` and the kernel applies the umask: the process umask i
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
 import secrets
 import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["STALE_AFTER_S", "atomic_path", "make_temp_dir", "pid_alive", "remove_stale"]
+try:
+    import fcntl
+except ImportError:  # not on Windows: swaps there are not serialised across processes
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "STALE_AFTER_S",
+    "atomic_path",
+    "make_temp_dir",
+    "pid_alive",
+    "remove_stale",
+    "remove_stale_dirs",
+    "replace_dir",
+]
 
 STALE_AFTER_S = 24 * 3600  # a temporary this old is stale even if its pid was reused by a live process
 _PID_TOKEN = r"(\d+)-[0-9a-f]{8}"
@@ -104,3 +120,63 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # old kernel or a filesystem without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def _parent_lock(parent: Path) -> Iterator[None]:
+    """Serialise directory swaps in ``parent`` across processes (flock on the folder itself: no lock file)."""
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def replace_dir(tmp: Path, out_dir: Path, check: Callable[[], None] | None = None) -> None:
+    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out whole, never mixed.
+
+    Swaps in one parent folder are serialised by a lock, so concurrent writers of the same directory each
+    complete (the last one wins) and leave no ``.old-`` folder. Where the kernel supports it, the swap is
+    one atomic exchange: readers never see ``out_dir`` missing. ``check`` runs under the lock just before
+    the swap (e.g. "the directory is still the one this update was made from"); its exception aborts it.
+    """
+    with _parent_lock(out_dir.parent):
+        if check is not None:
+            check()
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+            return
+        if not out_dir.is_dir():
+            raise NotADirectoryError(f"{out_dir} exists and is not a directory")
+        if _rename_exchange(tmp, out_dir):
+            shutil.rmtree(tmp)  # now holds the previous export
+            return
+        old = make_temp_dir(out_dir.parent, out_dir.name, "old")
+        os.replace(out_dir, old / "d")
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+
+
+def remove_stale_dirs(out_dir: Path) -> None:
+    """Temporary and swapped-out folders of ``out_dir`` (``make_temp_dir`` tags ``tmp`` / ``old``) left by
+    killed writers (their pid is gone)."""
+    remove_stale(out_dir.parent, re.escape(f".{out_dir.name}.") + r"(?:tmp|old)-(\d+)-[0-9a-f]{8}")

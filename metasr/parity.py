@@ -202,8 +202,8 @@ def candidate_pairs(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
     """(backend, precision) pairs to run, and (backend, precision, reason) ones skipped.
 
-    Precisions come from the manifest: those with both a feature and an upscale graph in the backend's file
-    format. ``backends`` / ``precisions`` restrict the lists (default: all)."""
+    Precisions come from the manifest: those whose feature and upscale graphs both resolve for the backend's
+    file format and target (:meth:`Manifest.graph`). ``backends`` / ``precisions`` restrict the lists (default: all)."""
     unknown = [p for p in precisions or () if p not in PRECISIONS]
     if unknown:
         raise ParityError(f"unknown precisions {unknown}; known: {list(PRECISIONS)}")
