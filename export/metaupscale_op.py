@@ -41,6 +41,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from metasr.kernels.spec import INPUT_PARAMS
+
 __all__ = [
     "AOT",
     "DOMAIN",
@@ -58,19 +60,7 @@ OP_TYPE = "MetaUpscale"
 PLUGIN_NAMESPACE = "metasr"
 PLUGIN_VERSION = "1"
 AOT = 1  # TensorRT: 1 = strict ahead-of-time plugin implementation, 0 = strict JIT (Python at run time)
-INPUTS = (
-    "features",
-    "weights",
-    "row_src",
-    "row_idx",
-    "col_src",
-    "col_idx",
-    "row_group_src",
-    "row_pick",
-    "col_groups",
-    "col_group_offsets",
-    "col_pick",
-)
+INPUTS = INPUT_PARAMS  # the 11 inputs, in order (one list for the op, the kernel and the plugin)
 OUTPUTS = ("out",)
 
 
