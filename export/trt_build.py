@@ -15,16 +15,17 @@ written last and atomically; nothing is touched when the probe (GPU, TensorRT) o
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metasr.runtime.engine_profile import UpscaleProfile, upscale_profile
 from metasr.runtime.engines import EngineInfo
-from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec, sha256_file
+from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec
 from metasr.runtime.trt_env import TrtEnvironment, require_tensorrt
 
+from metasr.fileio import atomic_path
 from metasr.kernels.ptx import PTX_ISA
 
 __all__ = ["EngineBuildConfig", "EngineBuildError", "build_engines"]
@@ -109,15 +110,6 @@ def _build(trt, builder, network, shapes: dict, cfg: EngineBuildConfig, cache: b
 # -- the command ---------------------------------------------------------------------------------------------
 
 
-def _write_new(directory: Path, name: str, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return Path(tmp)
-
-
 def _engine_spec(
     src: GraphSpec, file: str, precision: str, info: EngineInfo, inputs: tuple[TensorSpec, ...]
 ) -> GraphSpec:
@@ -186,34 +178,37 @@ def build_engines(artifacts: str | os.PathLike[str], cfg: EngineBuildConfig, log
 def _install(
     directory: Path, manifest: Manifest, built: list[tuple[GraphSpec, bytes]], cfg: EngineBuildConfig, cache: bytes
 ) -> list[GraphSpec]:
-    """Write each engine under a new name carrying its hash, switch the manifest atomically, then remove the
-    engines it no longer lists: an interrupted run leaves the old manifest and every file it names intact."""
-    temps = [(spec, _write_new(directory, spec.file, data)) for spec, data in built]
+    """Write each engine atomically under a new name carrying its hash, then the manifest (atomically), then
+    remove the engines it no longer lists: an interrupted run leaves the old manifest and every file it names
+    intact, and the next run removes its temporaries (:func:`metasr.fileio.atomic_path`)."""
+    specs = []
+    for spec, data in built:
+        digest = hashlib.sha256(data).hexdigest()
+        specs.append(replace(spec, file=f"{spec.file.removesuffix('.plan')}.{digest[:12]}.plan", sha256=digest))
+    replaced = {(s.kind, s.format, s.precision, _lr(s)) for s in specs}
+    keep = tuple(g for g in manifest.graphs if (g.kind, g.format, g.precision, _lr(g)) not in replaced)
+    new_manifest = replace(manifest, graphs=keep + tuple(specs))
+    old_files = {g.file for g in manifest.graphs}
+    written: list[Path] = []
     try:
-        specs = []
-        for spec, tmp in temps:
-            digest = sha256_file(tmp)
-            stem = spec.file.removesuffix(".plan")
-            specs.append(replace(spec, file=f"{stem}.{digest[:12]}.plan", sha256=digest))
-        replaced = {(s.kind, s.format, s.precision, _lr(s)) for s in specs}
-        keep = tuple(g for g in manifest.graphs if (g.kind, g.format, g.precision, _lr(g)) not in replaced)
-        new_manifest = replace(manifest, graphs=keep + tuple(specs))
-        for spec, (_, tmp) in zip(specs, temps, strict=True):
-            os.replace(tmp, directory / spec.file)
-        manifest_tmp = _write_new(directory, "manifest.json", (new_manifest.to_json() + "\n").encode())
-        os.replace(manifest_tmp, directory / "manifest.json")
+        for spec, (_, data) in zip(specs, built, strict=True):
+            with atomic_path(directory / spec.file) as tmp:
+                tmp.write_bytes(data)
+            written.append(directory / spec.file)
+        with atomic_path(directory / "manifest.json") as tmp:
+            tmp.write_text(new_manifest.to_json() + "\n")
     except BaseException:
-        for _, tmp in temps:
-            tmp.unlink(missing_ok=True)
-        for spec in locals().get("specs", []):
-            if spec.file not in {g.file for g in manifest.graphs}:
-                (directory / spec.file).unlink(missing_ok=True)
+        for path in written:
+            if path.name not in old_files:
+                path.unlink(missing_ok=True)
         raise
+    new_files = {g.file for g in new_manifest.graphs}
     for g in manifest.graphs:  # engines the new manifest no longer lists
-        if g.format == "tensorrt" and g.file not in {s.file for s in new_manifest.graphs}:
+        if g.format == "tensorrt" and g.file not in new_files:
             (directory / g.file).unlink(missing_ok=True)
     if cfg.timing_cache is not None:
-        os.replace(_write_new(cfg.timing_cache.parent, cfg.timing_cache.name, cache), cfg.timing_cache)
+        with atomic_path(cfg.timing_cache) as tmp:
+            tmp.write_bytes(cache)
     return specs
 
 

@@ -181,6 +181,60 @@ def test_plugin_signatures_satisfy_tensorrt_plugin(version):
         assert all(hasattr(trtp, name) for name in public), version
 
 
+# -- installing engines into an artifact directory (pure Python: runs here with stand-in engine bytes) --------
+
+
+def _fake_engines(art: Path, tag: bytes) -> list:
+    from metasr.export.trt_build import _engine_spec
+    from metasr.runtime.manifest import Manifest
+
+    m = Manifest.read(art)
+    feat, up = m.graph("feature"), m.graph("upscale")
+    common = {"tensorrt_version": "10.9.0.34", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
+    f_info = EngineInfo(kind="feature", source=feat.file, lr_size=(64, 64), **common)
+    u_info = EngineInfo(kind="upscale", source=up.file, profile=PROFILE, plugin_impl="aot", ptx_isa="8.0", **common)
+    return [
+        (_engine_spec(feat, "feature.fp32.64x64.plan", "fp32", f_info, feat.inputs), b"feature engine " + tag),
+        (_engine_spec(up, "upscale.fp32.plan", "fp32", u_info, up.inputs), b"upscale engine " + tag),
+    ]
+
+
+def test_engines_are_installed_atomically_and_replace_their_predecessors(bundled_artifacts, tmp_path, monkeypatch):
+    import shutil
+
+    import metasr.export.trt_build as tb
+    from metasr.export.trt_build import EngineBuildConfig, _install
+    from metasr.runtime.manifest import Manifest
+
+    art = tmp_path / "art"
+    shutil.copytree(bundled_artifacts, art)
+    cfg = EngineBuildConfig(timing_cache=tmp_path / "trt.cache")
+    first = _install(art, Manifest.read(art), _fake_engines(art, b"1"), cfg, b"cache 1")
+    m = Manifest.read(art)  # every file it names is there with its sha256
+    assert {s.file for s in first} <= {g.file for g in m.graphs}
+    assert all(s.file.endswith(f".{s.sha256[:12]}.plan") for s in first)
+    assert m.graph("feature").format == "onnx" and (tmp_path / "trt.cache").read_bytes() == b"cache 1"
+    assert EngineInfo.from_extra("feature", first[0].extra).lr_size == (64, 64)
+    assert first[0].extra["receptive_radius"] == m.graph("feature").extra["receptive_radius"]
+    before = _tree(art)
+
+    def failing_manifest(path, *a, **k):  # the manifest write fails after the engines were written
+        if Path(path).name == "manifest.json":
+            raise OSError("disk full")
+        return real(path, *a, **k)
+
+    real = tb.atomic_path
+    monkeypatch.setattr(tb, "atomic_path", failing_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        _install(art, Manifest.read(art), _fake_engines(art, b"2"), cfg, b"cache 2")
+    assert _tree(art) == before  # the new engines removed, the old manifest and its files intact
+    monkeypatch.setattr(tb, "atomic_path", real)
+    second = _install(art, Manifest.read(art), _fake_engines(art, b"2"), cfg, b"cache 2")
+    files = {p.name for p in art.iterdir()}
+    assert {s.file for s in second} <= files and not {s.file for s in first} & files  # predecessors removed
+    assert len([g for g in Manifest.read(art).graphs if g.format == "tensorrt"]) == 2
+
+
 # -- API names against the compiled bindings ------------------------------------------------------------------
 
 # variables in the TensorRT modules that hold TensorRT objects: attributes read from them are TensorRT API
