@@ -29,17 +29,16 @@ class TrtBackend:
         except TensorRTUnavailable as e:
             raise BackendError(str(e)) from None
         self.spec = spec
+        self.info = EngineInfo.from_extra(spec.kind, spec.extra)  # validated when the manifest was read
         try:
-            self.info = EngineInfo.from_extra(spec.kind, spec.extra)
             cc = f"{env.compute_capability[0]}.{env.compute_capability[1]}"
             check_compatible(self.info, spec.file, env.tensorrt_version, cc, env.gpu_name)
-        except (ValueError, EngineMismatchError) as e:
+        except EngineMismatchError as e:
             raise BackendError(str(e)) from None
         if self.info.plugin_impl == "jit":  # the JIT plugin runs Python: register it before deserializing
             import metasr.export.trt_plugin  # noqa: F401
         import tensorrt as trt
 
-        self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
