@@ -28,6 +28,7 @@ from metasr.data import list_images, make_pair
 from metasr.metrics import psnr_y, quantize, ssim_y
 from metasr.model import MetaSR
 from metasr.runtime.backends import ALL_BACKENDS, BACKEND_FORMATS, BACKEND_TARGETS, BackendError, backend_available
+from metasr.runtime.compare import uint8_stats
 from metasr.runtime.feeds import plan_feeds
 from metasr.runtime.image_io import read_image
 from metasr.runtime.manifest import PRECISIONS, Manifest, ManifestError, sha256_file
@@ -266,14 +267,6 @@ def _abs_errors(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return float(result.max_absdiff), float(result.mean_absdiff)
 
 
-def _uint8_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Share of identical values and PSNR (dB, peak 255; inf when identical) of two uint8 images.
-
-    Polygraphy's PSNR takes the reference's maximum as the peak; the project's uint8 convention uses 255."""
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float(np.mean(a == b)), math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def _inputs(images: list[tuple[str, Path]], scales: Sequence[float], given_lr: bool) -> Iterator[tuple]:
     """(name, scale, LR uint8 (h, w, 3), HR uint8 cropped to the pair or None) for every image x scale."""
     for name, path in images:
@@ -364,7 +357,7 @@ def _case(
         raise BackendError(f"{backend}/{precision} gave shape {sr.shape} for {name} x{scale:g}, expected {ref.shape}")
     max_abs, mean_abs = _abs_errors(sr, ref)
     a, b = quantize(sr[0].transpose(1, 2, 0)), quantize(ref[0].transpose(1, 2, 0))  # (H, W, 3) uint8
-    equal, psnr = _uint8_stats(a, b)
+    equal, psnr = uint8_stats(a, b)  # PSNR peak 255 (Polygraphy's PSNR takes the reference maximum)
     gt = (None, None, None, None)
     if hr is not None:
         gt = (psnr_y(b, hr, scale), psnr_y(a, hr, scale), ssim_y(b, hr, scale), ssim_y(a, hr, scale))

@@ -9,7 +9,7 @@ import numpy as np
 
 from metasr.metrics import quantize
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["Comparison", "compare", "uint8_stats"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,11 @@ def compare(name: str, got: np.ndarray, ref: np.ndarray, atol: float, min_uint8_
     if got.shape != ref.shape:
         raise ValueError(f"{name}: shapes differ, got {got.shape}, reference {ref.shape}")
     d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    a, b = quantize(got), quantize(ref)
+    equal, psnr = uint8_stats(quantize(got), quantize(ref))
+    return Comparison(name, float(d.max()), float(d.mean()), psnr, equal, atol, min_uint8_equal)
+
+
+def uint8_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Share of identical values and PSNR (dB, peak 255; inf when identical) of two uint8 arrays."""
     mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-    return Comparison(name, float(d.max()), float(d.mean()), psnr, float(np.mean(a == b)), atol, min_uint8_equal)
+    return float(np.mean(a == b)), math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
