@@ -4,6 +4,7 @@ the runtime at every precision, atomicity of `metasr calibrate` and its exit cod
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
 import subprocess
@@ -188,7 +189,12 @@ def test_sensitivity_pass_keeps_tensors_and_says_why(fp32_art):
     res = choose_float_tensors(lambda n: keep_float(quantized, n), candidates, scorer, 0.0, 0.0, 2)
     assert not res.met  # a zero budget cannot be met by keeping two tensors
     assert 1 <= len(res.kept) <= 2 and set(res.ranking) == set(candidates)
-    assert all(k.reason and k.loss_after_db < res.full.loss_db for k in res.kept)
+    # kept in leave-one-out order, each one helping on top of those before it
+    ranks = [res.ranking[k.name] for k in res.kept]
+    assert all(r > 0 for r in ranks) and ranks == sorted(ranks, reverse=True)
+    losses = [res.full.loss_db] + [k.loss_after_db for k in res.kept]
+    assert all(b < a for a, b in itertools.pairwise(losses)) and res.final.loss_db == losses[-1]
+    assert all(k.reason for k in res.kept)
     assert res.final.loss_db < res.full.loss_db
 
 
