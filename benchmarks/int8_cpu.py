@@ -1,17 +1,22 @@
 """INT8 on ONNX Runtime CPU: the CPU form (uint8 activations, int8 weights) against FP32, interleaved in one run.
 
-    python benchmarks/int8_cpu.py [--artifacts artifacts/small] [--repeats 15]
+    python benchmarks/int8_cpu.py [--artifacts artifacts/small] [--repeats 15] [--sizes 80x120,180x320] [--profile]
 
-Models: the bundled small model (its calibrated artifacts if given, else calibrated here on T91) and the
-RDN preset with random weights (timing does not depend on them; calibrated here on a few T91 crops with the
-image rule only, no sensitivity pass). Per model, each repeat times every variant once, in turn: the feature
-stage and end to end (feature + the FP32 upscale stage at x4, as `Pipeline` runs them); medians and ratios are
-printed, with the TensorRT form's feature stage beside them (it is made for TensorRT, not for this CPU).
+Models: the bundled small model at each LR size of ``--sizes`` (its calibrated artifacts if given, else
+calibrated here on T91) and the RDN preset with random weights (timing does not depend on them; calibrated
+here on a few T91 crops with the rules only, no sensitivity pass). Per model, each repeat times every variant
+once, in turn: the feature stage and end to end (feature + the FP32 upscale stage at x4, as `Pipeline` runs
+them); medians and ratios are printed, with the TensorRT form's feature stage beside them (it is made for
+TensorRT, not for this CPU).
+With ``--profile``, ONNX Runtime's profiler also splits the bundled model's feature stage by operator (the
+kernels ONNX Runtime runs after its graph optimizations), FP32 beside the INT8 CPU form.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import statistics
 import tempfile
@@ -74,11 +79,51 @@ def _bench(name: str, art: Path, lr_hw: tuple[int, int], scale: float, repeats: 
     print(f"| end to end | {e:.1f} | {qe:.1f} | **{e / qe:.2f}x** | - |")
 
 
+def _op_times(path: Path, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:
+    """Mean ms per run spent in each operator type (ONNX Runtime's profiler; warm-up runs left out)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "metasr-int8-profile")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    for _ in range(warmup + runs):
+        session.run(None, {"lr": x})
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_run = len(kernels) // (warmup + runs)  # the same kernels on every run
+    times: dict[str, float] = collections.defaultdict(float)
+    for e in kernels[warmup * per_run :]:
+        times[e["args"]["op_name"]] += e["dur"] / 1e3 / runs
+    return dict(times)
+
+
+def _profile(art: Path, lr_hw: tuple[int, int], runs: int) -> None:
+    from metasr.runtime.manifest import Manifest
+
+    manifest = Manifest.read(art)
+    x = (np.random.default_rng(0).random((1, 3, *lr_hw)) * 255).astype(np.float32)
+    fp32 = _op_times(art / manifest.graph("feature").file, x, runs)
+    int8 = _op_times(art / manifest.graph("feature", "onnx", "int8", "ort-cpu").file, x, runs)
+    print(f"\n**bundled small model, feature stage by operator** (LR {lr_hw[1]}x{lr_hw[0]}, mean of {runs} runs)")
+    print("\n| operator | FP32 ms | INT8 CPU form ms |\n|---|---|---|")
+    for op in sorted(set(fp32) | set(int8), key=lambda o: -max(fp32.get(o, 0.0), int8.get(o, 0.0))):
+        print(f"| {op} | {fp32.get(op, 0.0):.2f} | {int8.get(op, 0.0):.2f} |")
+    f, q = sum(fp32.values()), sum(int8.values())
+    print(f"| **all** | {f:.2f} | {q:.2f} ({f / q:.2f}x) |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", help="the bundled model's calibrated artifacts (default: calibrate here)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--rdn-lr", default="40x60", help="RDN LR size HxW (small: RDN's feature stage is heavy)")
+    ap.add_argument("--sizes", default="80x120,180x320", help="the bundled model's LR sizes HxW, comma-separated")
+    ap.add_argument("--profile", action="store_true", help="split the bundled model's feature stage by operator")
     args = ap.parse_args()
     data = find_shared_data()
     if data is None:
@@ -92,7 +137,11 @@ def main() -> None:
             if args.artifacts
             else _calibrated(load_model(bundled_model_path()), Path(tmp) / "small", data / "T91", quick=False)
         )
-        _bench("bundled small model", small, (80, 120), 4.0, args.repeats)
+        for size in args.sizes.split(","):
+            hw = tuple(int(v) for v in size.split("x"))
+            _bench("bundled small model", small, hw, 4.0, args.repeats)
+            if args.profile:
+                _profile(small, hw, args.repeats)
         torch.manual_seed(0)
         rdn = _calibrated(MetaSR(preset("rdn")).eval(), Path(tmp) / "rdn", data / "T91", quick=True)
         h, w = (int(v) for v in args.rdn_lr.split("x"))

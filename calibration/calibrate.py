@@ -31,8 +31,11 @@ from metasr.calibration.quantize import (
     EDGE,
     FORMS,
     IMAGE_RULE,
+    WEIGHT_RULE,
     QuantForm,
+    apply_weight_rule,
     image_tensors,
+    int8_kernels,
     keep_float,
     quantize_graph,
     quantized_edges,
@@ -144,22 +147,37 @@ def _int8(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Sco
 def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config, scorer, progress):
     quantized = quantize_graph(model, ranges, form)
     rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
+
+    def build(names: list[str]) -> onnx.ModelProto:
+        return apply_weight_rule(keep_float(quantized, rule + names, model), model, form)[0]
+
+    rule_weights = apply_weight_rule(keep_float(quantized, rule, model), model, form)[1]
     # a tensor with several consumers is a candidate per consumer (one can read it in float while the others
     # stay INT8: e.g. a global skip connection, without making the convolution that reads it run in float)
     edges = [e for e in quantized_edges(quantized) if e.split(EDGE)[0] not in rule]
     shared = {e.split(EDGE)[0] for e in edges}
     candidates = [t for t in quantized_tensors(quantized) if t not in rule and t not in shared]
-    candidates += edges + quantized_weights(quantized, model)
-
-    def build(names: list[str]) -> onnx.ModelProto:
-        return keep_float(quantized, rule + names, model)
+    candidates += edges + [w for w in quantized_weights(quantized, model) if w not in rule_weights]
+    kernels = int8_kernels(build([]), form)
+    costs = {c: len(kernels - int8_kernels(build([c]), form)) for c in candidates}
 
     result = choose_float_tensors(
-        build, candidates, scorer, config.budget_db, config.min_psnr_db, config.max_kept, progress
+        build, candidates, scorer, config.budget_db, config.min_psnr_db, config.max_kept, progress, costs
     )
-    _save_checked(build([k.name for k in result.kept]), work / form.file)
+    kept = [k.name for k in result.kept]
+    graph = build(kept)
+    _save_checked(graph, work / form.file)
     spec = _graph_spec(work / form.file, "feature", "int8", form.target, feature, {"upscale_precision": "fp32"})
-    record = {"file": form.file, "rule": IMAGE_RULE, "rule_kept": rule, **result.to_dict()}
+    weights = apply_weight_rule(keep_float(quantized, rule + kept, model), model, form)[1]
+    record = {
+        "file": form.file,
+        "rule": IMAGE_RULE,
+        "rule_kept": rule,
+        "weight_rule": WEIGHT_RULE,
+        "weight_rule_kept": weights,
+        "int8_kernels": len(int8_kernels(graph, form)),
+        **result.to_dict(),
+    }
     return record, spec
 
 
@@ -237,7 +255,10 @@ def calibrate(
             "report": md_path.name,
             "report_json": json_path.name,
             "budget_db": config.budget_db,
-            "kept": {t: f.get("rule_kept", []) + [k["name"] for k in f["kept"]] for t, f in forms.items()},
+            "kept": {
+                t: f.get("rule_kept", []) + [k["name"] for k in f["kept"]] + f.get("weight_rule_kept", [])
+                for t, f in forms.items()
+            },
             "loss_db": {t: f["final"]["loss_db"] for t, f in forms.items()},
             "psnr_vs_fp32_db": {t: f["final"]["psnr_vs_fp32"] for t, f in forms.items()},
         }

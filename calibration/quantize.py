@@ -9,6 +9,8 @@ Both are made with ONNX Runtime's QDQ quantizer from the same :class:`~metasr.ca
 with a dedicated Q/DQ pair per consumer (so keeping a tensor in float for one consumer, e.g. a skip connection's
 Add, does not leave another consumer reading its rounded copy) and float biases. :func:`keep_float` then
 removes the Q/DQ pairs of named activations: those tensors reach every consumer in float.
+:func:`int8_kernels` says which convolutions each form's runtime runs as INT8 kernels, and
+:func:`apply_weight_rule` gives the others their float32 weights back (:data:`WEIGHT_RULE`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ __all__ = [
     "IMAGE_RULE",
     "ORT_CPU",
     "TENSORRT",
+    "WEIGHT_RULE",
     "QuantForm",
+    "apply_weight_rule",
+    "float_run_weights",
     "image_tensors",
+    "int8_kernels",
     "keep_float",
     "keep_float_weights",
     "quantize_graph",
@@ -285,3 +291,54 @@ def keep_float_weights(
     for i in [i for i in out.graph.initializer if i.name not in read]:
         out.graph.initializer.remove(i)
     return out
+
+
+WEIGHT_RULE = (
+    "a weight whose convolution cannot run as an INT8 kernel stays float32: one that reads a float activation "
+    "(either form) or whose output is not quantized (the ONNX Runtime CPU form) runs in float anyway, so int8 "
+    "storage would only add rounding error and a dequantization on every call (and it keeps ONNX Runtime "
+    "from pre-packing the weight for its blocked float kernels)"
+)
+
+_WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def int8_kernels(quantized: onnx.ModelProto, form: QuantForm) -> set[str]:
+    """Names of ``quantized``'s convolutions (and matrix products) that ``form``'s runtime runs as INT8 kernels.
+
+    TensorRT fuses a Q/DQ convolution from its quantized input and weight (its output may stay float); ONNX
+    Runtime's CPU QDQ fusion (``QLinearConv``) also needs the output to go only to ``QuantizeLinear``."""
+    produced = {o: n for n in quantized.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in quantized.graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    outputs = {o.name for o in quantized.graph.output}
+
+    def dequantized(t: str) -> bool:
+        return t in produced and produced[t].op_type == "DequantizeLinear"
+
+    kernels = set()
+    for n in quantized.graph.node:
+        if n.op_type not in _WEIGHTED_OPS or not (dequantized(n.input[0]) and dequantized(n.input[1])):
+            continue
+        out = n.output[0]
+        if not form.symmetric and (out in outputs or any(r.op_type != "QuantizeLinear" for r in readers.get(out, []))):
+            continue
+        kernels.add(n.name)
+    return kernels
+
+
+def float_run_weights(quantized: onnx.ModelProto, float_model: onnx.ModelProto, form: QuantForm) -> list[str]:
+    """The int8 weights (initializers of ``float_model``) of ``quantized`` read only by nodes that do not run
+    as INT8 kernels (:func:`int8_kernels`): the ones :data:`WEIGHT_RULE` keeps in float32."""
+    kernels = int8_kernels(quantized, form)
+    return [w for w, uses in _weight_uses(quantized, float_model).items() if all(u not in kernels for u, _ in uses)]
+
+
+def apply_weight_rule(
+    quantized: onnx.ModelProto, float_model: onnx.ModelProto, form: QuantForm
+) -> tuple[onnx.ModelProto, list[str]]:
+    """``quantized`` with :data:`WEIGHT_RULE` applied, and the weights it restored to float32."""
+    weights = float_run_weights(quantized, float_model, form)
+    return (keep_float_weights(quantized, float_model, weights) if weights else quantized), weights

@@ -60,10 +60,22 @@ def format_markdown(report: dict) -> str:
         lines += ["Kept in float:", ""]
         lines += [f"- `{t}`: structural rule (below)" for t in form.get("rule_kept", [])]
         lines += [f"- `{k['name']}`: {k['reason']}" for k in form["kept"]]
-        if not form.get("rule_kept") and not form["kept"]:
+        lines += [f"- `{w}` (weight): weight rule (below)" for w in form.get("weight_rule_kept", [])]
+        if not form.get("rule_kept") and not form["kept"] and not form.get("weight_rule_kept"):
             lines += ["- nothing"]
+        if form.get("pruned"):
+            lines += [
+                "",
+                "Kept on the way, then dropped (the budget holds without them): "
+                + ", ".join(f"`{p}`" for p in form["pruned"])
+                + ".",
+            ]
+        if "int8_kernels" in form:
+            lines += ["", f"Convolutions that run as INT8 kernels: {form['int8_kernels']}."]
         if form.get("rule"):
             lines += ["", f"Structural rule: {form['rule']}."]
+        if form.get("weight_rule"):
+            lines += ["", f"Weight rule: {form['weight_rule']}."]
     return "\n".join(lines) + "\n"
 
 

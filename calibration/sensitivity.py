@@ -12,14 +12,18 @@ lucky cancellation on a few crops cannot hide a real deviation).
 ranks every candidate (quantized activations and weights) by leave-one-out (how much of the deviation from
 FP32 disappears when only that tensor stays float), then keeps candidates in float in that order,
 re-measuring after each and skipping one that does not lower the loss on top of those already kept, until
-the budget holds, ``max_kept`` is reached or no candidate helps.
+the budget holds, ``max_kept`` is reached or no candidate helps. Given each candidate's *cost* (how many INT8
+kernels keeping it in float turns into float ones: a convolution reading or, on ONNX Runtime CPU, writing it)
+it first tries the free candidates alone, and only when they cannot meet the budget all of them, in
+leave-one-out order. Once the budget holds, a pruning pass drops every kept tensor (latest first but the
+last) without which the budget still holds.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -152,7 +156,8 @@ class KeptTensor:
     name: str
     reason: str
     error_share: float  # fraction of the deviation from FP32 that keeping it alone removed
-    loss_after_db: float
+    loss_after_db: float  # with this and the tensors listed before it in float
+    cost: int = 0  # INT8 kernels that run in float because of it
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,12 @@ class Sensitivity:
     final: Score  # with ``kept`` in float
     met: bool
     ranking: dict[str, float]  # leave-one-out error share per candidate (empty when not needed)
+    pruned: tuple[str, ...] = ()  # kept on the way, then dropped: the budget holds without them
 
     def to_dict(self) -> dict:
         return {
             "kept": [asdict(k) for k in self.kept],
+            "pruned": list(self.pruned),
             "full": self.full.to_dict(),
             "final": self.final.to_dict(),
             "met": self.met,
@@ -183,10 +190,13 @@ def choose_float_tensors(
     min_psnr_db: float,
     max_kept: int,
     progress: bool = False,
+    costs: Mapping[str, int] | None = None,
 ) -> Sensitivity:
-    """Keep the fewest ``candidates`` in float (ranked by leave-one-out) so the worst scale bin loses at most
-    ``budget_db`` and stays >= ``min_psnr_db`` against FP32; at most ``max_kept`` tensors. ``build(names)`` is
-    the quantized graph with ``names`` kept in float (``build([])``: everything quantized)."""
+    """Keep few ``candidates`` in float (ranked by leave-one-out; the free ones alone first when ``costs``
+    says how many INT8 kernels each would turn into float ones) so the worst scale bin loses at most ``budget_db``
+    and stays >= ``min_psnr_db`` against FP32; at most ``max_kept`` tensors. ``build(names)`` is the quantized
+    graph with ``names`` kept in float (``build([])``: everything quantized)."""
+    cost = dict.fromkeys(candidates, 0) | dict(costs or {})
 
     def ok(s: Score) -> bool:
         return s.loss_db <= budget_db and s.psnr_vs_fp32 >= min_psnr_db
@@ -198,19 +208,44 @@ def choose_float_tensors(
     for name in tqdm(candidates, desc="sensitivity", unit="tensor", disable=not progress, leave=False):
         alone = scorer.score(build([name]))
         ranking[name] = (full.error - alone.error) / full.error if full.error else 0.0
-    order = [n for n in sorted(ranking, key=ranking.get, reverse=True) if ranking[n] > 0]
-    kept: list[KeptTensor] = []
-    final = full
-    for name in order:
-        trial = scorer.score(build([k.name for k in kept] + [name]))
-        if trial.loss_db >= final.loss_db:  # interactions: float here does not help on top of those kept
-            continue
+
+    def kept_tensor(name: str, before: Score, after: Score) -> KeptTensor:
         reason = (
             f"leave-one-out: float alone removes {100 * ranking[name]:.1f}% of the deviation from FP32; "
-            f"worst-bin loss {final.loss_db:.3f} -> {trial.loss_db:.3f} dB"
+            f"worst-bin loss {before.loss_db:.3f} -> {after.loss_db:.3f} dB"
+            + (f"; runs {cost[name]} INT8 kernel(s) in float" if cost[name] else "")
         )
-        kept.append(KeptTensor(name, reason, ranking[name], trial.loss_db))
-        final = trial
-        if ok(final) or len(kept) == max_kept:
-            break
-    return Sensitivity(tuple(kept), full, final, ok(final), ranking)
+        return KeptTensor(name, reason, ranking[name], after.loss_db, cost[name])
+
+    def greedy(order: list[str]) -> tuple[list[KeptTensor], Score]:
+        kept: list[KeptTensor] = []
+        final = full
+        for name in order:
+            trial = scorer.score(build([k.name for k in kept] + [name]))
+            if trial.loss_db >= final.loss_db:  # interactions: float here does not help on top of those kept
+                continue
+            kept.append(kept_tensor(name, final, trial))
+            final = trial
+            if ok(final) or len(kept) == max_kept:
+                break
+        return kept, final
+
+    helpful = sorted((n for n in ranking if ranking[n] > 0), key=lambda n: -ranking[n])
+    kept, final = greedy([n for n in helpful if cost[n] == 0])  # free candidates alone, when they suffice
+    if not ok(final) and any(cost[n] for n in helpful):
+        kept, final = greedy(helpful)  # else every candidate, accuracy first
+    pruned: list[str] = []
+    if ok(final):
+        for k in reversed(kept[:-1]):
+            rest = [x.name for x in kept if x is not k and x.name not in pruned]
+            trial = scorer.score(build(rest))
+            if ok(trial):
+                pruned.append(k.name)
+                final = trial
+        if pruned:  # the losses after each of the remaining ones, in their order
+            names, kept, before = [k.name for k in kept if k.name not in pruned], [], full
+            for i, name in enumerate(names):
+                after = final if i == len(names) - 1 else scorer.score(build(names[: i + 1]))
+                kept.append(kept_tensor(name, before, after))
+                before = after
+    return Sensitivity(tuple(kept), full, final, ok(final), ranking, tuple(pruned))

@@ -23,10 +23,19 @@ import onnxruntime as ort
 from metasr.calibration import calibrate as calibrate_mod
 from metasr.calibration.calibrate import CalibrationConfig, CalibrationError, calibrate
 from metasr.calibration.data import CalibrationDataError, FeatureFeeds, calibration_sets
-from metasr.calibration.quantize import TENSORRT, keep_float, quantize_graph, quantized_tensors, quantized_weights
+from metasr.calibration.quantize import (
+    ORT_CPU,
+    TENSORRT,
+    apply_weight_rule,
+    int8_kernels,
+    keep_float,
+    quantize_graph,
+    quantized_tensors,
+    quantized_weights,
+)
 from metasr.calibration.ranges import TensorRanges, collect_ranges
 from metasr.calibration.reader import OrtCalibrationReader
-from metasr.calibration.sensitivity import Scorer, choose_float_tensors
+from metasr.calibration.sensitivity import BinScore, Score, Scorer, choose_float_tensors
 from metasr.export import export_onnx
 from metasr.runtime.compare import compare
 from metasr.runtime.manifest import GraphSpec, Manifest, ManifestError
@@ -151,8 +160,15 @@ def test_tensorrt_form_is_what_tensorrt_accepts(art):
         else:  # an activation: per tensor
             assert scale.ndim == 0, n.name
     kept = Manifest.read(art).calibration["int8"]["kept"]["tensorrt"]
-    assert kept == ["lr", "/sub_mean/Conv_output_0"]  # the image rule only: the tiny budget needed no more
-    assert weights == sum(n.op_type == "Conv" for n in model.graph.node)  # so every convolution's weight is int8
+    # the image rule and the weight rule only (the tiny budget needed no more): the two convolutions that read
+    # the float image have float32 weights, every other convolution's weight is int8
+    assert kept == ["lr", "/sub_mean/Conv_output_0", "model.sub_mean.weight", "model.backbone.head.0.weight"]
+    float_w = {n.name: inits[n.input[1]].dtype for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits}
+    assert set(float_w) == {"/sub_mean/Conv", "/backbone/head/head.0/Conv"} and set(float_w.values()) == {
+        np.dtype(np.float32)
+    }
+    assert weights == sum(n.op_type == "Conv" for n in model.graph.node) - 2
+    assert len(int8_kernels(model, TENSORRT)) == weights
     assert not [t for t in inits.values() if t.dtype == np.uint8]
 
 
@@ -199,6 +215,63 @@ def test_sensitivity_pass_keeps_tensors_and_says_why(fp32_art):
 
 
 # -- FP16 -----------------------------------------------------------------------------------------------------
+def test_weight_rule_gives_float_convolutions_their_float32_weights(fp32_art):
+    """A convolution that cannot run as an INT8 kernel gets float32 weights back: the INT8 kernels stay the
+    same, int8 weights remain only on them, and the output moves closer to FP32 (less rounding)."""
+    cal, held = calibration_sets(_train_dirs(), 4, 2, 0, (1.1, 4.0), (16, 24))
+    model = onnx.load(str(fp32_art / "feature.onnx"))
+    ranges = collect_ranges(model, FeatureFeeds(cal), "minmax")
+    last = "/backbone/body/body.8/Conv_output_0"  # the last body convolution writes it
+    for form in (TENSORRT, ORT_CPU):
+        plain = keep_float(quantize_graph(model, ranges, form), ["lr", "/sub_mean/Conv_output_0", last], model)
+        ruled, restored = apply_weight_rule(plain, model, form)
+        head = ["model.sub_mean.weight", "model.backbone.head.0.weight"]  # they read the float image
+        # TensorRT runs a Q/DQ convolution with a float output in INT8; ONNX Runtime's CPU fusion needs it quantized
+        assert restored == head + ([] if form is TENSORRT else ["model.backbone.body.8.weight"]), form
+        kernels = int8_kernels(plain, form)
+        assert int8_kernels(ruled, form) == kernels and len(kernels) == 17 - (form is ORT_CPU)
+        assert set(quantized_weights(ruled, model)) == set(quantized_weights(plain, model)) - set(restored)
+        feeds = FeatureFeeds(held)
+        ref = [ort.InferenceSession(model.SerializeToString()).run(None, f)[0] for f in feeds]
+
+        def err(m, ref=ref, feeds=feeds):
+            s = ort.InferenceSession(m.SerializeToString())
+            return sum(float(np.mean((s.run(None, f)[0] - r) ** 2)) for f, r in zip(feeds, ref, strict=True))
+
+        assert err(ruled) < err(plain), form
+
+
+class _TableScorer:
+    """Stands in for :class:`Scorer`: a "graph" is the frozenset of names kept in float. Leave-one-out ranks
+    X > Y > Z; the worst-bin loss is 1 - 0.2 (X) - 0.7 (Y) - 0.2 (Z), except that Y also covers what X fixes."""
+
+    def score(self, kept: frozenset[str]) -> Score:
+        loss = 1.0 - 0.7 * ("Y" in kept) - 0.2 * ("Z" in kept) - 0.2 * ("X" in kept and "Y" not in kept)
+        error = 1.0 - sum({"X": 0.5, "Y": 0.3, "Z": 0.1}[k] for k in kept)
+        return Score((BinScore(1.0, 2.0, 1, 30.0, 30.0 - loss, 60.0, loss),), error)
+
+
+def test_sensitivity_prefers_free_candidates_and_prunes():
+    """Free candidates (no INT8 kernel turns float) are tried alone first; only when they cannot meet the budget
+    are all used, in leave-one-out order; kept tensors the budget holds without are dropped at the end."""
+    costs = {"X": 0, "Y": 1, "Z": 0}
+
+    def run(budget, costs=costs):
+        return choose_float_tensors(frozenset, ["X", "Y", "Z"], _TableScorer(), budget, 0.0, 8, costs=costs)
+
+    free = run(0.65)  # X and Z reach 0.6: the costly Y is not needed
+    assert free.met and [k.name for k in free.kept] == ["X", "Z"] and not free.pruned
+    assert [k.cost for k in free.kept] == [0, 0] and free.final.loss_db == pytest.approx(0.6)
+    blind = run(0.65, costs=None)  # without costs: X, then Y meets it and X goes (Y covers it)
+    assert [k.name for k in blind.kept] == ["Y"] and blind.pruned == ("X",)
+    costly = run(0.15)  # free ones reach only 0.6: X, Y, Z in leave-one-out order, then X is dropped
+    assert costly.met and [k.name for k in costly.kept] == ["Y", "Z"] and costly.pruned == ("X",)
+    assert costly.kept[0].cost == 1 and "1 INT8 kernel" in costly.kept[0].reason
+    assert [k.loss_after_db for k in costly.kept] == pytest.approx([0.3, 0.1])  # re-measured without X
+    assert costly.final.loss_db == pytest.approx(0.1)
+    assert not run(0.0).met
+
+
 def test_fp16_graphs_are_valid_with_float32_io(art):
     for kind in ("feature", "upscale"):
         model = onnx.load(str(art / f"{kind}.fp16.onnx"))
