@@ -1,6 +1,7 @@
 """INT8 on ONNX Runtime CPU: the CPU form (uint8 activations, int8 weights) against FP32, interleaved in one run.
 
-    python benchmarks/int8_cpu.py [--artifacts artifacts/small] [--repeats 15] [--sizes 80x120,180x320] [--profile]
+    python benchmarks/int8_cpu.py [--artifacts artifacts/small] [--rdn-artifacts DIR | --no-rdn] [--repeats 15]
+        [--sizes 80x120,180x320] [--profile]
 
 Models: the bundled small model at each LR size of ``--sizes`` (its calibrated artifacts if given, else
 calibrated here on T91) and the RDN preset with random weights (timing does not depend on them; calibrated
@@ -117,6 +118,13 @@ def _profile(art: Path, lr_hw: tuple[int, int], runs: int) -> None:
     print(f"| **all** | {f:.2f} | {q:.2f} ({f / q:.2f}x) |")
 
 
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", help="the bundled model's calibrated artifacts (default: calibrate here)")
@@ -124,12 +132,17 @@ def main() -> None:
     ap.add_argument("--rdn-lr", default="40x60", help="RDN LR size HxW (small: RDN's feature stage is heavy)")
     ap.add_argument("--sizes", default="80x120,180x320", help="the bundled model's LR sizes HxW, comma-separated")
     ap.add_argument("--profile", action="store_true", help="split the bundled model's feature stage by operator")
+    ap.add_argument("--rdn-artifacts", help="the RDN preset's calibrated artifacts (default: make them here)")
+    ap.add_argument("--no-rdn", action="store_true", help="the bundled model only")
     args = ap.parse_args()
     data = find_shared_data()
-    if data is None:
+    if data is None and not (args.artifacts and (args.rdn_artifacts or args.no_rdn)):
         raise SystemExit("needs the shared data (T91) for calibration crops: set METASR_DATA")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "unknown CPU")
+    vnni = any("vnni" in ln for ln in _cpuinfo() if ln.startswith("flags"))
     print(
-        f"load average before: {os.getloadavg()}; ONNX Runtime default threads; torch threads {torch.get_num_threads()}"
+        f"{cpu}, {os.cpu_count()} cores, {'with' if vnni else 'without'} VNNI; load average before: "
+        f"{os.getloadavg()}; ONNX Runtime default threads; torch threads {torch.get_num_threads()}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         small = (
@@ -142,8 +155,15 @@ def main() -> None:
             _bench("bundled small model", small, hw, 4.0, args.repeats)
             if args.profile:
                 _profile(small, hw, args.repeats)
+        if args.no_rdn:
+            print(f"\nload average after: {os.getloadavg()}")
+            return
         torch.manual_seed(0)
-        rdn = _calibrated(MetaSR(preset("rdn")).eval(), Path(tmp) / "rdn", data / "T91", quick=True)
+        rdn = (
+            Path(args.rdn_artifacts)
+            if args.rdn_artifacts
+            else _calibrated(MetaSR(preset("rdn")).eval(), Path(tmp) / "rdn", data / "T91", quick=True)
+        )
         h, w = (int(v) for v in args.rdn_lr.split("x"))
         _bench("RDN preset (random weights)", rdn, (h, w), 4.0, max(3, args.repeats // 3))
     print(f"\nload average after: {os.getloadavg()}")
