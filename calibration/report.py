@@ -55,7 +55,7 @@ def format_markdown(report: dict) -> str:
                 "",
             ]
         if "full" in form:
-            lines += ["Before the sensitivity pass (structural rule applied):", "", *_bins_table(form["full"]), ""]
+            lines += ["Before the sensitivity pass (both rules applied):", "", *_bins_table(form["full"]), ""]
         lines += ["As written:", "", *_bins_table(form["final"]), ""]
         lines += ["Kept in float:", ""]
         lines += [f"- `{t}`: structural rule (below)" for t in form.get("rule_kept", [])]

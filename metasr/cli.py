@@ -378,6 +378,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(
             f"{form['file']} ({target}): worst-bin loss {final['loss_db']:.3f} dB (budget {args.budget_db:g}), "
             f"{final['psnr_vs_fp32']:.1f} dB vs FP32 output; kept in float: {kept}"
+            + (f"; {form['int8_kernels']} INT8 convolutions" if "int8_kernels" in form else "")
         )
     print(f"report: {result.report_md}")
     if not result.met:
