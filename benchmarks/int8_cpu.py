@@ -118,6 +118,14 @@ def _profile(art: Path, lr_hw: tuple[int, int], runs: int) -> None:
     print(f"| **all** | {f:.2f} | {q:.2f} ({f / q:.2f}x) |")
 
 
+def _hw(text: str, flag: str) -> tuple[int, int]:
+    """``"HxW"`` -> (H, W), both positive; else ``ValueError``."""
+    parts = text.strip().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{flag} wants HxW sizes such as 180x320, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def _cpuinfo() -> list[str]:
     try:
         return Path("/proc/cpuinfo").read_text().splitlines()
@@ -135,6 +143,13 @@ def main() -> None:
     ap.add_argument("--rdn-artifacts", help="the RDN preset's calibrated artifacts (default: make them here)")
     ap.add_argument("--no-rdn", action="store_true", help="the bundled model only")
     args = ap.parse_args()
+    try:
+        sizes = [_hw(v, "--sizes") for v in args.sizes.split(",")]
+        rdn_hw = _hw(args.rdn_lr, "--rdn-lr")
+    except ValueError as e:
+        ap.error(str(e))
+    if args.no_rdn and args.rdn_artifacts:
+        ap.error("--rdn-artifacts and --no-rdn exclude each other")
     data = find_shared_data()
     if data is None and not (args.artifacts and (args.rdn_artifacts or args.no_rdn)):
         raise SystemExit("needs the shared data (T91) for calibration crops: set METASR_DATA")
@@ -150,8 +165,7 @@ def main() -> None:
             if args.artifacts
             else _calibrated(load_model(bundled_model_path()), Path(tmp) / "small", data / "T91", quick=False)
         )
-        for size in args.sizes.split(","):
-            hw = tuple(int(v) for v in size.split("x"))
+        for hw in sizes:
             _bench("bundled small model", small, hw, 4.0, args.repeats)
             if args.profile:
                 _profile(small, hw, args.repeats)
@@ -164,8 +178,7 @@ def main() -> None:
             if args.rdn_artifacts
             else _calibrated(MetaSR(preset("rdn")).eval(), Path(tmp) / "rdn", data / "T91", quick=True)
         )
-        h, w = (int(v) for v in args.rdn_lr.split("x"))
-        _bench("RDN preset (random weights)", rdn, (h, w), 4.0, max(3, args.repeats // 3))
+        _bench("RDN preset (random weights)", rdn, rdn_hw, 4.0, max(3, args.repeats // 3))
     print(f"\nload average after: {os.getloadavg()}")
 
 

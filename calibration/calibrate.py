@@ -3,7 +3,8 @@
 INT8: ranges of every activation of ``feature.onnx`` are collected once (:mod:`~metasr.calibration.ranges`) and
 written to ``calibration.int8.ranges.json``; both forms (:data:`~metasr.calibration.quantize.TENSORRT`,
 :data:`~metasr.calibration.quantize.ORT_CPU`) are quantized from them, and each form's sensitivity pass
-(:mod:`~metasr.calibration.sensitivity`) keeps tensors in float until the budget holds on the held-apart crops.
+(:mod:`~metasr.calibration.sensitivity`) keeps tensors in float until the budget holds on the held-apart crops
+(the image rule and the weight rule applied throughout; the CPU form then gets its exact layout anchors).
 The upscale graph stays FP32: the INT8 feature graphs name it (``extra["upscale_precision"] = "fp32"``).
 
 FP16: both graphs converted (:mod:`~metasr.calibration.fp16`), ``feature.fp16.onnx`` / ``upscale.fp16.onnx``.
@@ -31,8 +32,10 @@ from metasr.calibration.quantize import (
     EDGE,
     FORMS,
     IMAGE_RULE,
+    LAYOUT_ANCHOR,
     WEIGHT_RULE,
     QuantForm,
+    anchor_layout,
     apply_weight_rule,
     image_tensors,
     int8_kernels,
@@ -166,6 +169,8 @@ def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config,
     )
     kept = [k.name for k in result.kept]
     graph = build(kept)
+    kernels = int8_kernels(graph, form)
+    graph, anchors = anchor_layout(graph, form)  # exact: the scores above stand
     _save_checked(graph, work / form.file)
     spec = _graph_spec(work / form.file, "feature", "int8", form.target, feature, {"upscale_precision": "fp32"})
     weights = apply_weight_rule(keep_float(quantized, rule + kept, model), model, form)[1]
@@ -175,7 +180,9 @@ def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config,
         "rule_kept": rule,
         "weight_rule": WEIGHT_RULE,
         "weight_rule_kept": weights,
-        "int8_kernels": len(int8_kernels(graph, form)),
+        "int8_kernels": len(kernels),
+        "layout_anchor": LAYOUT_ANCHOR if anchors else None,
+        "layout_anchored": anchors,
         **result.to_dict(),
     }
     return record, spec

@@ -72,6 +72,9 @@ def format_markdown(report: dict) -> str:
             ]
         if "int8_kernels" in form:
             lines += ["", f"Convolutions that run as INT8 kernels: {form['int8_kernels']}."]
+        if form.get("layout_anchored"):
+            anchored = ", ".join(f"`{t}`" for t in form["layout_anchored"])
+            lines += ["", f"Layout anchors after: {anchored} ({form['layout_anchor']})."]
         if form.get("rule"):
             lines += ["", f"Structural rule: {form['rule']}."]
         if form.get("weight_rule"):

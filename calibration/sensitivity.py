@@ -15,8 +15,9 @@ re-measuring after each and skipping one that does not lower the loss on top of 
 the budget holds, ``max_kept`` is reached or no candidate helps. Given each candidate's *cost* (how many INT8
 kernels keeping it in float turns into float ones: a convolution reading or, on ONNX Runtime CPU, writing it)
 it first tries the free candidates alone, and only when they cannot meet the budget all of them, in
-leave-one-out order. Once the budget holds, a pruning pass drops every kept tensor (latest first but the
-last) without which the budget still holds.
+leave-one-out order (the result with the lower loss is kept when neither meets the budget). Once the budget
+holds, a pruning pass drops every kept tensor but the last (the costliest first, then the latest) without
+which the budget still holds.
 """
 
 from __future__ import annotations
@@ -233,10 +234,12 @@ def choose_float_tensors(
     helpful = sorted((n for n in ranking if ranking[n] > 0), key=lambda n: -ranking[n])
     kept, final = greedy([n for n in helpful if cost[n] == 0])  # free candidates alone, when they suffice
     if not ok(final) and any(cost[n] for n in helpful):
-        kept, final = greedy(helpful)  # else every candidate, accuracy first
+        every = greedy(helpful)  # else every candidate, accuracy first
+        if ok(every[1]) or every[1].loss_db < final.loss_db:
+            kept, final = every
     pruned: list[str] = []
-    if ok(final):
-        for k in reversed(kept[:-1]):
+    if ok(final):  # the costliest first, then the latest; the last one kept is what made the budget hold
+        for k in sorted(kept[:-1], key=lambda k: (-k.cost, -kept.index(k))):
             rest = [x.name for x in kept if x is not k and x.name not in pruned]
             trial = scorer.score(build(rest))
             if ok(trial):

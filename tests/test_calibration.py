@@ -26,6 +26,7 @@ from metasr.calibration.data import CalibrationDataError, FeatureFeeds, calibrat
 from metasr.calibration.quantize import (
     ORT_CPU,
     TENSORRT,
+    anchor_layout,
     apply_weight_rule,
     int8_kernels,
     keep_float,
@@ -241,35 +242,96 @@ def test_weight_rule_gives_float_convolutions_their_float32_weights(fp32_art):
         assert err(ruled) < err(plain), form
 
 
+def test_layout_anchor_is_exact_and_keeps_onnx_runtime_in_nhwc(fp32_art, tmp_path):
+    """The CPU form's identity QLinearConv after the float head: bit-identical output, and ONNX Runtime's
+    optimized graph transposes far less (the residual chain stays NHWC); the TensorRT form gets none."""
+    cal, held = calibration_sets(_train_dirs(), 4, 2, 0, (1.1, 4.0), (16, 24))
+    model = onnx.load(str(fp32_art / "feature.onnx"))
+    ranges = collect_ranges(model, FeatureFeeds(cal), "minmax")
+    rule = ["lr", "/sub_mean/Conv_output_0"]
+    trt = apply_weight_rule(keep_float(quantize_graph(model, ranges, TENSORRT), rule, model), model, TENSORRT)[0]
+    assert anchor_layout(trt, TENSORRT) == (trt, [])
+    plain = apply_weight_rule(keep_float(quantize_graph(model, ranges, ORT_CPU), rule, model), model, ORT_CPU)[0]
+    anchored, names = anchor_layout(plain, ORT_CPU)
+    assert names == ["/backbone/head/head.0/Conv_output_0"]  # the float head convolution's output
+    onnx.checker.check_model(anchored, full_check=True)
+    feeds = [*FeatureFeeds(held), {"lr": np.random.default_rng(0).uniform(0, 255, (1, 3, 29, 41)).astype(np.float32)}]
+    a, b = (ort.InferenceSession(m.SerializeToString()) for m in (plain, anchored))
+    for f in feeds:
+        assert np.array_equal(a.run(None, f)[0], b.run(None, f)[0])
+
+    def transposes(m, name):
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / name)
+        ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return sum(n.op_type == "Transpose" for n in onnx.load(str(tmp_path / name)).graph.node)
+
+    # measured with ONNX Runtime 1.32: 18 -> 2 (one in, one out of the NHWC chain)
+    assert transposes(anchored, "anchored.onnx") <= 2 < transposes(plain, "plain.onnx")
+
+
 class _TableScorer:
-    """Stands in for :class:`Scorer`: a "graph" is the frozenset of names kept in float. Leave-one-out ranks
-    X > Y > Z; the worst-bin loss is 1 - 0.2 (X) - 0.7 (Y) - 0.2 (Z), except that Y also covers what X fixes."""
+    """Stands in for :class:`Scorer`: a "graph" is the frozenset of names kept in float; ``loss`` gives its
+    worst-bin loss, ``shares`` each name's share of the deviation (additive: the leave-one-out ranking)."""
+
+    def __init__(self, loss, shares: dict[str, float]) -> None:
+        self.loss, self.shares = loss, shares
 
     def score(self, kept: frozenset[str]) -> Score:
-        loss = 1.0 - 0.7 * ("Y" in kept) - 0.2 * ("Z" in kept) - 0.2 * ("X" in kept and "Y" not in kept)
-        error = 1.0 - sum({"X": 0.5, "Y": 0.3, "Z": 0.1}[k] for k in kept)
-        return Score((BinScore(1.0, 2.0, 1, 30.0, 30.0 - loss, 60.0, loss),), error)
+        loss = self.loss(kept)
+        return Score((BinScore(1.0, 2.0, 1, 30.0, 30.0 - loss, 60.0, loss),), 1.0 - sum(self.shares[k] for k in kept))
+
+
+def _xyz_loss(kept: frozenset[str]) -> float:
+    """1 - 0.2 (X) - 0.7 (Y) - 0.2 (Z), except that Y covers most of what X fixes (X adds 0.02 on top of Y)."""
+    x = 0.02 if "Y" in kept else 0.2
+    return 1.0 - 0.7 * ("Y" in kept) - 0.2 * ("Z" in kept) - x * ("X" in kept)
 
 
 def test_sensitivity_prefers_free_candidates_and_prunes():
     """Free candidates (no INT8 kernel turns float) are tried alone first; only when they cannot meet the budget
     are all used, in leave-one-out order; kept tensors the budget holds without are dropped at the end."""
     costs = {"X": 0, "Y": 1, "Z": 0}
+    shares = {"X": 0.5, "Y": 0.3, "Z": 0.1}  # leave-one-out ranks X > Y > Z
 
-    def run(budget, costs=costs):
-        return choose_float_tensors(frozenset, ["X", "Y", "Z"], _TableScorer(), budget, 0.0, 8, costs=costs)
+    def run(budget, costs=costs, max_kept=8):
+        scorer = _TableScorer(_xyz_loss, shares)
+        return choose_float_tensors(frozenset, ["X", "Y", "Z"], scorer, budget, 0.0, max_kept, costs=costs)
 
     free = run(0.65)  # X and Z reach 0.6: the costly Y is not needed
     assert free.met and [k.name for k in free.kept] == ["X", "Z"] and not free.pruned
     assert [k.cost for k in free.kept] == [0, 0] and free.final.loss_db == pytest.approx(0.6)
-    blind = run(0.65, costs=None)  # without costs: X, then Y meets it and X goes (Y covers it)
+    blind = run(0.65, costs=None)  # without costs: X, then Y meets it (0.28) and X goes (0.3 without it)
     assert [k.name for k in blind.kept] == ["Y"] and blind.pruned == ("X",)
-    costly = run(0.15)  # free ones reach only 0.6: X, Y, Z in leave-one-out order, then X is dropped
+    assert blind.final.loss_db == pytest.approx(0.3) and blind.kept[0].loss_after_db == pytest.approx(0.3)
+    costly = run(0.15)  # free ones reach only 0.6: X, Y, Z in leave-one-out order (0.08), then X is dropped
     assert costly.met and [k.name for k in costly.kept] == ["Y", "Z"] and costly.pruned == ("X",)
     assert costly.kept[0].cost == 1 and "1 INT8 kernel" in costly.kept[0].reason
     assert [k.loss_after_db for k in costly.kept] == pytest.approx([0.3, 0.1])  # re-measured without X
     assert costly.final.loss_db == pytest.approx(0.1)
+    tight = run(0.09)  # X, Y, Z give 0.08: nothing can go
+    assert tight.met and [k.name for k in tight.kept] == ["X", "Y", "Z"] and not tight.pruned
+    assert tight.final.loss_db == pytest.approx(0.08)
     assert not run(0.0).met
+
+
+def test_sensitivity_keeps_the_better_result_when_the_budget_is_not_met():
+    """One tensor allowed: the free A alone (loss 0.5) beats the top-ranked costly B alone (0.9)."""
+    scorer = _TableScorer(lambda k: 1.0 - 0.5 * ("A" in k) - 0.1 * ("B" in k), {"A": 0.3, "B": 0.6})
+    res = choose_float_tensors(frozenset, ["A", "B"], scorer, 0.0, 0.0, 1, costs={"A": 0, "B": 1})
+    assert not res.met and [k.name for k in res.kept] == ["A"] and res.final.loss_db == pytest.approx(0.5)
+
+
+def test_pruning_drops_the_costliest_first():
+    """C (2 kernels) and G (1 kernel) each make the other unnecessary once E is kept: C goes, though it came
+    first (leave-one-out ranks C > G > E), and G stays."""
+    scorer = _TableScorer(
+        lambda k: 1.0 - (0.32 if {"C", "G"} <= k else 0.3 if {"C", "G"} & k else 0.0) - 0.5 * ("E" in k),
+        {"C": 0.5, "G": 0.4, "E": 0.3},
+    )
+    res = choose_float_tensors(frozenset, ["C", "G", "E"], scorer, 0.2, 0.0, 8, costs={"C": 2, "G": 1, "E": 0})
+    assert res.met and [k.name for k in res.kept] == ["G", "E"] and res.pruned == ("C",)
+    assert res.final.loss_db == pytest.approx(0.2)
 
 
 def test_fp16_graphs_are_valid_with_float32_io(art):
