@@ -151,29 +151,32 @@ def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config,
     quantized = quantize_graph(model, ranges, form)
     rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
 
-    def build(names: list[str]) -> onnx.ModelProto:
-        return apply_weight_rule(keep_float(quantized, rule + names, model), model, form)[0]
+    def ruled(names: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+        """The graph with ``names`` (and the image rule's tensors) in float, and the weights the rule kept."""
+        return apply_weight_rule(keep_float(quantized, rule + names, model), model, form)
 
-    rule_weights = apply_weight_rule(keep_float(quantized, rule, model), model, form)[1]
+    def build(names: list[str]) -> onnx.ModelProto:
+        return ruled(names)[0]
+
+    base, rule_weights = ruled([])
     # a tensor with several consumers is a candidate per consumer (one can read it in float while the others
     # stay INT8: e.g. a global skip connection, without making the convolution that reads it run in float)
     edges = [e for e in quantized_edges(quantized) if e.split(EDGE)[0] not in rule]
     shared = {e.split(EDGE)[0] for e in edges}
     candidates = [t for t in quantized_tensors(quantized) if t not in rule and t not in shared]
     candidates += edges + [w for w in quantized_weights(quantized, model) if w not in rule_weights]
-    kernels = int8_kernels(build([]), form)
-    costs = {c: len(kernels - int8_kernels(build([c]), form)) for c in candidates}
+    base_kernels = int8_kernels(base, form)
+    costs = {c: len(base_kernels - int8_kernels(build([c]), form)) for c in candidates}
 
     result = choose_float_tensors(
         build, candidates, scorer, config.budget_db, config.min_psnr_db, config.max_kept, progress, costs
     )
     kept = [k.name for k in result.kept]
-    graph = build(kept)
+    graph, weights = ruled(kept)
     kernels = int8_kernels(graph, form)
     graph, anchors = anchor_layout(graph, form)  # exact: the scores above stand
     _save_checked(graph, work / form.file)
     spec = _graph_spec(work / form.file, "feature", "int8", form.target, feature, {"upscale_precision": "fp32"})
-    weights = apply_weight_rule(keep_float(quantized, rule + kept, model), model, form)[1]
     record = {
         "file": form.file,
         "rule": IMAGE_RULE,

@@ -156,6 +156,16 @@ def _toposort(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
+def _links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """Each tensor's producing node, and the nodes reading each tensor (in graph order)."""
+    produced = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    return produced, readers
+
+
 def _pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, list[onnx.NodeProto]]]:
     """Each QuantizeLinear of an activation with the DequantizeLinear nodes reading it."""
     init = {i.name for i in model.graph.initializer}
@@ -182,10 +192,7 @@ EDGE = " -> "  # "tensor -> consumer node": one consumer's Q/DQ pair of a tensor
 def _pair_index(model: onnx.ModelProto) -> dict[str, list[tuple[str, onnx.NodeProto, onnx.NodeProto]]]:
     """Float tensor name, and ``tensor -> consumer`` for each consumer, to its (float name, Q, DQ) pairs."""
     outputs = {o.name for o in model.graph.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
+    readers = _links(model.graph)[1]
     index: dict[str, list[tuple[str, onnx.NodeProto, onnx.NodeProto]]] = {}
     for q, dqs in _pairs(model):
         name = _float_name(q, dqs, outputs)
@@ -319,11 +326,7 @@ def int8_kernels(quantized: onnx.ModelProto, form: QuantForm) -> set[str]:
 
     TensorRT fuses a Q/DQ convolution from its quantized input and weight (its output may stay float); ONNX
     Runtime's CPU QDQ fusion (``QLinearConv``) also needs the output to go only to ``QuantizeLinear``."""
-    produced = {o: n for n in quantized.graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in quantized.graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
+    produced, readers = _links(quantized.graph)
     outputs = {o.name for o in quantized.graph.output}
 
     def dequantized(t: str) -> bool:
@@ -382,11 +385,7 @@ def anchor_layout(quantized: onnx.ModelProto, form: QuantForm) -> tuple[onnx.Mod
     out.CopyFrom(quantized)
     g = out.graph
     kernels = int8_kernels(out, form)
-    produced = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
+    produced, readers = _links(g)
     groups: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
         src = produced.get(n.input[0])
