@@ -8,6 +8,12 @@ Runtime). The HR crops serve the accuracy measurements (Y-PSNR against ground tr
 Images are split *by image* into a calibration part (ranges are computed on it) and a held-apart part (the
 sensitivity pass and the reported loss are measured on it), so no measurement scores data the ranges saw.
 Folders named like the standard evaluation sets (Set5, Set14, ...) are refused unless allowed explicitly.
+
+Images are read as the runtime reads them (:func:`metasr.data.load_rgb`: EXIF orientation applied, 16-bit grey
+scaled to 0..255, alpha dropped; unsupported modes, decompression bombs, truncated files and images over
+:data:`MAX_PIXELS` refused as one-line errors naming the file). Every image's header is checked before anything
+is decoded; an image too small for the smallest LR crop at the largest scale is refused by name. Images are
+decoded one at a time, each once, so memory holds one image and the crops, however many images there are.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, probe_image
 
 from metasr.data import list_images, load_rgb
 from metasr.imresize import imresize
 
 __all__ = [
     "EVALUATION_SETS",
+    "MAX_PIXELS",
+    "MIN_LR",
     "CalibrationCrop",
     "CalibrationDataError",
     "FeatureFeeds",
@@ -35,6 +44,8 @@ __all__ = [
 # folder names of the usual SR test sets (case-insensitive): calibrating on them would let the reported
 # accuracy be measured on the calibration data
 EVALUATION_SETS = frozenset({"set5", "set14", "b100", "bsd100", "urban100", "manga109", "div2k_valid"})
+MIN_LR = 8  # the smallest LR crop side
+MAX_PIXELS = DEFAULT_MAX_PIXELS  # the largest calibration image, as for the runtime's inputs
 
 
 class CalibrationDataError(ValueError):
@@ -96,6 +107,21 @@ def _image_paths(image_dirs: Sequence[str | os.PathLike[str]], allow_evaluation_
     return paths
 
 
+def _sizes(paths: Sequence[Path], min_side: int) -> list[tuple[int, int]]:
+    """Each image's (H, W) as displayed, from its header only; a file that is not a usable image, or one with
+    a side under ``min_side``, raises (:class:`~metasr.runtime.image_io.ImageError` /
+    :class:`CalibrationDataError`, naming the file)."""
+    sizes = []
+    for path in paths:
+        w, h = probe_image(path, MAX_PIXELS).size
+        if min(h, w) < min_side:
+            raise CalibrationDataError(
+                f"{path}: {w}x{h} is too small for calibration crops (each side needs at least {min_side} pixels)"
+            )
+        sizes.append((h, w))
+    return sizes
+
+
 def make_crops(
     paths: Sequence[Path],
     count: int,
@@ -103,32 +129,42 @@ def make_crops(
     scale_range: tuple[float, float],
     lr_sizes: tuple[int, int] = (32, 96),
 ) -> list[CalibrationCrop]:
-    """``count`` crops from ``paths`` (each image loaded once), deterministic for ``seed``.
+    """``count`` crops from ``paths``, deterministic for ``seed``.
 
     Per crop: an image, a scale uniform in ``scale_range`` on the training grid (0.1 steps: the model was trained
     at those scales, and a scale p/q with a large q has up to q distinct offsets per axis, which only makes
     the measurements slower), an LR size uniform in
-    ``lr_sizes`` per side (shrunk where the image is too small for it at that scale), an HR region of
-    ``round(scale * lr)`` pixels at a random position, and its LR made with MATLAB bicubic at 1 / scale.
+    ``lr_sizes`` per side (shrunk where the image is too small for it at that scale, never below
+    :data:`MIN_LR`), an HR region of ``round(scale * lr)`` pixels at a random position, and its LR made with
+    MATLAB bicubic at 1 / scale. Every image needs ``ceil(MIN_LR * max scale)`` pixels a side. The crops are
+    drawn from the headers' sizes first, then each picked image is decoded once and cut.
     """
     if not paths:
         raise CalibrationDataError("no calibration images")
     lo, hi = scale_range
+    sizes = _sizes(paths, math.ceil(MIN_LR * hi - 1e-9))
     rng = np.random.default_rng(seed)
     picks = rng.integers(len(paths), size=count)
-    cache: dict[int, np.ndarray] = {}
-    crops = []
+    plans = []  # per crop: (image index, scale, LR (h, w), HR rows, HR cols)
     for k in picks.tolist():
-        img = cache.setdefault(k, load_rgb(paths[k]))
+        dims = sizes[k]
         scale = min(max(round(float(rng.uniform(lo, hi)), 1), lo), hi)
         size = rng.integers(lr_sizes[0], lr_sizes[1] + 1, size=2)
-        h, w = (max(8, min(int(s), math.floor(dim / scale))) for s, dim in zip(size, img.shape[:2], strict=True))
-        hr_h, hr_w = min(round(scale * h), img.shape[0]), min(round(scale * w), img.shape[1])
-        y, x = int(rng.integers(img.shape[0] - hr_h + 1)), int(rng.integers(img.shape[1] - hr_w + 1))
-        hr = np.ascontiguousarray(img[y : y + hr_h, x : x + hr_w])
-        lr = imresize(hr, 1 / scale, out_shape=(h, w))
-        crops.append(CalibrationCrop(lr, hr, scale, f"{paths[k].parent.name}/{paths[k].name}"))
-    return crops
+        h, w = (max(MIN_LR, min(int(s), math.floor(dim / scale))) for s, dim in zip(size, dims, strict=True))
+        hr_h, hr_w = min(round(scale * h), dims[0]), min(round(scale * w), dims[1])
+        y, x = int(rng.integers(dims[0] - hr_h + 1)), int(rng.integers(dims[1] - hr_w + 1))
+        plans.append((k, scale, (h, w), slice(y, y + hr_h), slice(x, x + hr_w)))
+    crops: list[CalibrationCrop | None] = [None] * count
+    for k in dict.fromkeys(picks.tolist()):  # each picked image once, in order of first use
+        img = load_rgb(paths[k], MAX_PIXELS)
+        if img.shape[:2] != sizes[k]:
+            raise CalibrationDataError(f"{paths[k]}: decodes to {img.shape[1]}x{img.shape[0]}, not its header's size")
+        for i, (j, scale, lr_hw, rows, cols) in enumerate(plans):
+            if j == k:
+                hr = np.ascontiguousarray(img[rows, cols])
+                lr = imresize(hr, 1 / scale, out_shape=lr_hw)
+                crops[i] = CalibrationCrop(lr, hr, scale, f"{paths[k].parent.name}/{paths[k].name}")
+    return [c for c in crops if c is not None]
 
 
 def calibration_sets(

@@ -232,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
     from metasr.bundled import sample_image
-    from metasr.data import make_pair
+    from metasr.data import load_rgb, make_pair
     from metasr.evaluate import bicubic_upscale
     from metasr.metrics import psnr_y, quantize
     from metasr.runtime.compare import compare
@@ -244,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} is a file, not a folder")
     model = _resolve_model(args.model)
     scales = [check_scale(s, model.config.max_scale) for s in args.scales]  # before any work
-    hr, name = sample_image() if args.image is None else (_load_image(args.image), Path(args.image).name)
+    hr, name = sample_image() if args.image is None else (load_rgb(args.image), Path(args.image).name)
     if args.model:
         from metasr.export import export_onnx
 
@@ -402,15 +402,6 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     for spec in build_engines(args.artifacts, cfg):
         print(f"wrote {Path(args.artifacts) / spec.file} ({spec.kind}, {spec.precision})")
     return 0
-
-
-def _load_image(path: str):
-    """An image file as uint8 RGB (h, w, 3), checked like `metasr upscale` inputs (size, mode, bombs)."""
-    from metasr.metrics import quantize
-    from metasr.runtime.batch import DEFAULT_MAX_PIXELS
-    from metasr.runtime.image_io import read_image
-
-    return quantize(read_image(path, DEFAULT_MAX_PIXELS).rgb)
 
 
 def build_parser() -> argparse.ArgumentParser:

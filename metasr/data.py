@@ -15,12 +15,15 @@ from PIL import Image
 
 from metasr.fileio import atomic_path
 from metasr.imresize import imresize, metasr_crop, modcrop, official_scale_value
+from metasr.metrics import quantize
+from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, probe_image, read_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "TRAIN_SCALES",
     "PairCache",
     "TrainSampler",
+    "check_images",
     "list_images",
     "load_rgb",
     "make_pair",
@@ -39,10 +42,20 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as uint8 RGB (H, W, 3); grayscale and palette images are expanded to RGB."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image as uint8 RGB (H, W, 3), as the runtime reads its inputs
+    (:func:`metasr.runtime.image_io.read_image`): EXIF orientation applied, grey and palette expanded to RGB,
+    16-bit grey rounded from value / 257, alpha dropped. A missing, truncated or unsupported file, a
+    decompression bomb or more than ``max_pixels`` pixels raises ``ImageError`` (a ``ValueError``) naming it."""
+    return quantize(read_image(path, max_pixels).rgb)
+
+
+def check_images(paths: Sequence[Path], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Read every image's header (nothing is decoded): a file that is not a supported image, a decompression
+    bomb or one over ``max_pixels`` pixels raises ``ImageError`` naming it, before a run that would meet it hours
+    in. (A file truncated in its pixel data is found when it is first decoded, by :func:`load_rgb`.)"""
+    for path in paths:
+        probe_image(path, max_pixels)
 
 
 def make_pair(hr: np.ndarray, scale: float, convention: Convention = "metasr") -> tuple[np.ndarray, np.ndarray]:

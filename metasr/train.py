@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from metasr.checkpoint import load_model, save_model
 from metasr.config import preset
-from metasr.data import TRAIN_SCALES, PairCache, TrainSampler, list_images
+from metasr.data import TRAIN_SCALES, PairCache, TrainSampler, check_images, list_images
 from metasr.model import MetaSR
 
 __all__ = ["TrainConfig", "apply_overrides", "train"]
@@ -96,13 +96,14 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     Writes ``config.json``, ``log.jsonl``, ``last.safetensors`` (+ ``last.state.pt`` for resuming) and
     ``best.safetensors`` (best mean validation PSNR) under ``out_dir``.
     """
+    paths = [p for d in config.train_dirs for p in list_images(d)]
+    check_images(paths)  # before anything is written
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    paths = [p for d in config.train_dirs for p in list_images(d)]
     sampler = TrainSampler(
         paths, PairCache(Path(config.cache_dir)), config.scales, config.batch, config.patch, config.seed
     )

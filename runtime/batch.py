@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from metasr.runtime.image_io import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageError,
     ImageInfo,
@@ -44,8 +45,6 @@ __all__ = [
     "run_job",
     "scale_for_size",
 ]
-
-DEFAULT_MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)

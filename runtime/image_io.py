@@ -36,6 +36,7 @@ from metasr.fileio import atomic_path
 from metasr.metrics import quantize
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "ImageError",
     "ImageInfo",
@@ -78,6 +79,7 @@ _REFUSED = {
     "RGBa": "premultiplied-alpha (RGBa) images are not supported",
     "La": "premultiplied-alpha (La) images are not supported",
 }
+DEFAULT_MAX_PIXELS = 100_000_000  # the largest image read by default (inputs, training and calibration images)
 _ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
 

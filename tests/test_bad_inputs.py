@@ -273,3 +273,39 @@ def test_bad_checkpoint_configs_are_one_line(tmp_path, capsys, config):
     code = main(["export-onnx", "--model", str(path), "--out", str(tmp_path / "o")])
     _one_line_error(capsys, code)
     assert not (tmp_path / "o").exists()
+
+
+# -- calibration images ---------------------------------------------------------------------------------------
+def _truncated_png(path):
+    """A PNG cut in the middle of its pixel data (the header reads; decoding fails)."""
+    data = (_save(path, load_rgb(data_path("Set5", "bird.png"))[:64, :64])).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (_bomb_png, "decompression bomb"),
+        (_truncated_png, "not a readable image"),
+        (lambda p: _save(p, np.zeros((20, 40, 3), np.uint8)), "too small for calibration crops"),
+        (lambda p: _save(p.with_suffix(".tif"), np.zeros((64, 64), np.float32)), "float"),
+        (lambda p: p.write_bytes(b"not a png") and p, "not a readable image"),
+    ],
+    ids=["bomb", "truncated", "tiny", "float-tiff", "not-an-image"],
+)
+def test_bad_calibration_image_is_named_and_changes_nothing(tmp_path, capsys, bundled_artifacts, make, says):
+    work = tmp_path / "art"
+    shutil.copytree(bundled_artifacts, work)
+    before = sorted((p.name, p.read_bytes()) for p in work.iterdir())
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("t1.bmp", "t2.bmp", "t3.bmp"):
+        shutil.copy(data_path("T91", name), folder / name)
+    bad = make(folder / "zz_bad.png")
+    args = ["--artifacts", str(work), "--images", str(folder), "--precision", "int8", "--crops", "8"]
+    code = main(["calibrate", *args, "--held-apart", "2"])
+    msg = _one_line_error(capsys, code)
+    assert says in msg and bad.name in msg, msg
+    assert sorted((p.name, p.read_bytes()) for p in work.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "images"]  # no report either: refused before work

@@ -15,12 +15,14 @@ import onnx
 import pytest
 from conftest import data_path
 from onnx import numpy_helper
+from PIL import Image
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")
 
 import onnxruntime as ort
 from metasr.calibration import calibrate as calibrate_mod
+from metasr.calibration import data as data_mod
 from metasr.calibration.calibrate import CalibrationConfig, CalibrationError, calibrate
 from metasr.calibration.data import CalibrationDataError, FeatureFeeds, calibration_sets
 from metasr.calibration.quantize import (
@@ -103,6 +105,29 @@ def test_crops_are_deterministic_varied_and_disjoint():
     assert np.array_equal(c.lr, imresize(c.hr, 1 / c.scale, out_shape=c.lr.shape[:2]))
     feed = FeatureFeeds(a_cal)[0]["lr"]
     assert feed.dtype == np.float32 and feed.shape == (1, 3, *c.lr.shape[:2])
+
+
+def test_calibration_images_are_read_as_the_runtime_reads_them(tmp_path):
+    """16-bit grey gives the crops its 8-bit twin gives (value / 257; Pillow's RGB conversion would saturate it)."""
+    grey = np.asarray(Image.open(data_path("T91", "t1.bmp")).convert("L"))
+    for bits, array in ((8, grey), (16, grey.astype(np.uint16) * 257)):
+        (tmp_path / str(bits)).mkdir()
+        Image.fromarray(array).save(tmp_path / str(bits) / "a.png")
+        Image.fromarray(array[::-1]).save(tmp_path / str(bits) / "b.png")
+    a8, h8 = calibration_sets([str(tmp_path / "8")], 6, 2, 0, (1.1, 4.0), (16, 24))
+    a16, h16 = calibration_sets([str(tmp_path / "16")], 6, 2, 0, (1.1, 4.0), (16, 24))
+    for x, y in zip(a8 + h8, a16 + h16, strict=True):
+        assert np.array_equal(x.hr, y.hr) and np.array_equal(x.lr, y.lr) and x.scale == y.scale
+    assert all(np.array_equal(c.hr[..., 0], c.hr[..., 2]) for c in a16) and max(int(c.hr.max()) for c in a16) < 255
+
+
+def test_each_calibration_image_is_decoded_once(monkeypatch):
+    decoded = []
+    real = data_mod.load_rgb
+    monkeypatch.setattr(data_mod, "load_rgb", lambda path, *a: decoded.append(path) or real(path, *a))
+    cal, held = calibration_sets(_train_dirs(), 40, 10, 3, (1.1, 4.0), (16, 24))
+    assert len(decoded) == len(set(decoded)) == len({c.source for c in cal + held})
+    assert len(cal) == 40 and len(held) == 10
 
 
 def test_evaluation_images_are_refused_by_default():

@@ -153,3 +153,10 @@ def test_cli_train(tmp_path, monkeypatch, capsys):
     assert main(["train", "--train-dir", str(tmp_path), "--set", "nope=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("metasr: error: ") for e in err)
+    # a bad file among the training images: named at once, before anything is written
+    bad = tmp_path / "images"
+    bad.mkdir()
+    (bad / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["train", "--train-dir", str(bad), "--preset", "tiny", "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b.png is not a readable image" in err[0] and not (tmp_path / "run2").exists()
