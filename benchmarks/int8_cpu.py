@@ -199,7 +199,7 @@ def main() -> None:
         raise SystemExit("needs the shared data (T91) for calibration crops: set METASR_DATA")
     cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "unknown CPU")
     vnni = any("vnni" in ln for ln in _cpuinfo() if ln.startswith("flags"))
-    ort_threads = f"{args.threads} threads" if args.threads else "default threads"
+    ort_threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}" if args.threads else "default threads"
     print(
         f"{cpu}, {os.cpu_count()} cores, {'with' if vnni else 'without'} VNNI; load average before: "
         f"{os.getloadavg()}; ONNX Runtime {ort_threads}; torch threads {torch.get_num_threads()}"

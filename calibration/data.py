@@ -104,7 +104,11 @@ def _image_paths(image_dirs: Sequence[str | os.PathLike[str]], allow_evaluation_
         if not found:
             raise CalibrationDataError(f"no images in {folder}")
         paths += found
-    return paths
+    # a folder given twice (or under two names) would put its images on both sides of the held-apart split
+    unique: dict[Path, Path] = {}
+    for path in paths:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def _sizes(paths: Sequence[Path], min_side: int) -> list[tuple[int, int]]:
@@ -113,13 +117,18 @@ def _sizes(paths: Sequence[Path], min_side: int) -> list[tuple[int, int]]:
     :class:`CalibrationDataError`, naming the file)."""
     sizes = []
     for path in paths:
-        w, h = probe_image(path, MAX_PIXELS).size
+        w, h = probe_image(path, MAX_PIXELS, hint="").size
         if min(h, w) < min_side:
             raise CalibrationDataError(
                 f"{path}: {w}x{h} is too small for calibration crops (each side needs at least {min_side} pixels)"
             )
         sizes.append((h, w))
     return sizes
+
+
+def _min_side(scale_range: tuple[float, float]) -> int:
+    """The shortest image side that gives an LR crop of :data:`MIN_LR` at the smallest scale."""
+    return math.ceil(MIN_LR * scale_range[0] - 1e-9)
 
 
 def make_crops(
@@ -133,22 +142,34 @@ def make_crops(
 
     Per crop: an image, a scale uniform in ``scale_range`` on the training grid (0.1 steps: the model was trained
     at those scales, and a scale p/q with a large q has up to q distinct offsets per axis, which only makes
-    the measurements slower), an LR size uniform in
-    ``lr_sizes`` per side (shrunk where the image is too small for it at that scale, never below
-    :data:`MIN_LR`), an HR region of ``round(scale * lr)`` pixels at a random position, and its LR made with
-    MATLAB bicubic at 1 / scale. Every image needs ``ceil(MIN_LR * max scale)`` pixels a side. The crops are
-    drawn from the headers' sizes first, then each picked image is decoded once and cut.
+    the measurements slower; lowered to the largest grid scale at which the image still gives an LR crop of
+    :data:`MIN_LR`), an LR size uniform in ``lr_sizes`` per side (shrunk where the image is too small for it at
+    that scale, never below :data:`MIN_LR`), an HR region of ``round(scale * lr)`` pixels at a random position,
+    and its LR made with MATLAB bicubic at 1 / scale. Every image needs ``ceil(MIN_LR * min scale)`` pixels a
+    side. The crops are drawn from the headers' sizes first, then each picked image is decoded once and cut.
     """
     if not paths:
         raise CalibrationDataError("no calibration images")
+    return _cut(paths, _sizes(paths, _min_side(scale_range)), count, seed, scale_range, lr_sizes)
+
+
+def _cut(
+    paths: Sequence[Path],
+    sizes: Sequence[tuple[int, int]],
+    count: int,
+    seed: int,
+    scale_range: tuple[float, float],
+    lr_sizes: tuple[int, int],
+) -> list[CalibrationCrop]:
+    """:func:`make_crops` for images whose (H, W) ``sizes`` were checked."""
     lo, hi = scale_range
-    sizes = _sizes(paths, math.ceil(MIN_LR * hi - 1e-9))
     rng = np.random.default_rng(seed)
     picks = rng.integers(len(paths), size=count)
     plans = []  # per crop: (image index, scale, LR (h, w), HR rows, HR cols)
     for k in picks.tolist():
         dims = sizes[k]
-        scale = min(max(round(float(rng.uniform(lo, hi)), 1), lo), hi)
+        cap = math.floor(min(dims) / MIN_LR * 10 + 1e-9) / 10  # the largest grid scale the image allows
+        scale = max(lo, min(max(round(float(rng.uniform(lo, hi)), 1), lo), hi, cap))
         size = rng.integers(lr_sizes[0], lr_sizes[1] + 1, size=2)
         h, w = (max(MIN_LR, min(int(s), math.floor(dim / scale))) for s, dim in zip(size, dims, strict=True))
         hr_h, hr_w = min(round(scale * h), dims[0]), min(round(scale * w), dims[1])
@@ -161,10 +182,12 @@ def make_crops(
             raise CalibrationDataError(f"{paths[k]}: decodes to {img.shape[1]}x{img.shape[0]}, not its header's size")
         for i, (j, scale, lr_hw, rows, cols) in enumerate(plans):
             if j == k:
-                hr = np.ascontiguousarray(img[rows, cols])
+                hr = img[rows, cols].copy()  # a copy: the crops keep nothing of the decoded image alive
                 lr = imresize(hr, 1 / scale, out_shape=lr_hw)
                 crops[i] = CalibrationCrop(lr, hr, scale, f"{paths[k].parent.name}/{paths[k].name}")
-    return [c for c in crops if c is not None]
+        del img
+    assert all(c is not None for c in crops)
+    return crops  # type: ignore[return-value]
 
 
 def calibration_sets(
@@ -179,17 +202,19 @@ def calibration_sets(
 ) -> tuple[list[CalibrationCrop], list[CalibrationCrop]]:
     """Calibration crops and held-apart crops, drawn from disjoint images of ``image_dirs``.
 
-    The images are shuffled with ``seed``; every fourth one is held apart (at least one); ``crops`` crops
-    of varied sizes come from the rest, ``held_apart`` crops from the held-apart images, all at one LR size
-    ``held_size`` (where the image allows) so the repeated measurements reuse one feature-graph shape.
+    Every image's header is checked first (see :func:`make_crops`), before any is decoded. The images are
+    shuffled with ``seed``; every fourth one is held apart (at least one); ``crops`` crops of varied sizes come
+    from the rest, ``held_apart`` crops from the held-apart images, all at one LR size ``held_size`` (where the
+    image allows) so the repeated measurements reuse one feature-graph shape.
     """
     paths = _image_paths(image_dirs, allow_evaluation_images)
     if len(paths) < 2:
         raise CalibrationDataError(f"need at least 2 calibration images, found {len(paths)}")
+    sizes = _sizes(paths, _min_side(scale_range))
     order = np.random.default_rng(seed).permutation(len(paths))
-    held = [paths[i] for i in order[::4]]
-    calib = [paths[i] for j, i in enumerate(order) if j % 4]
+    held = [int(i) for i in order[::4]]
+    calib = [int(i) for j, i in enumerate(order) if j % 4]
     return (
-        make_crops(calib, crops, seed, scale_range, lr_sizes),
-        make_crops(held, held_apart, seed + 1, scale_range, (held_size, held_size)),
+        _cut([paths[i] for i in calib], [sizes[i] for i in calib], crops, seed, scale_range, lr_sizes),
+        _cut([paths[i] for i in held], [sizes[i] for i in held], held_apart, seed + 1, scale_range, (held_size,) * 2),
     )

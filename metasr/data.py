@@ -15,8 +15,7 @@ from PIL import Image
 
 from metasr.fileio import atomic_path
 from metasr.imresize import imresize, metasr_crop, modcrop, official_scale_value
-from metasr.metrics import quantize
-from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, probe_image, read_image
+from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, probe_image, read_rgb8
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -30,6 +29,9 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+# what load_rgb decodes: cached LR images made from other pixels are not reused (2: the runtime's reader,
+# with EXIF orientation and 16-bit grey at value / 257)
+READER_VERSION = 2
 TRAIN_SCALES = tuple(round(1.1 + 0.1 * k, 1) for k in range(30))  # 1.1, 1.2, ..., 4.0
 Convention = Literal["metasr", "benchmark"]
 
@@ -46,8 +48,9 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_
     """Read an image as uint8 RGB (H, W, 3), as the runtime reads its inputs
     (:func:`metasr.runtime.image_io.read_image`): EXIF orientation applied, grey and palette expanded to RGB,
     16-bit grey rounded from value / 257, alpha dropped. A missing, truncated or unsupported file, a
-    decompression bomb or more than ``max_pixels`` pixels raises ``ImageError`` (a ``ValueError``) naming it."""
-    return quantize(read_image(path, max_pixels).rgb)
+    decompression bomb or more than ``max_pixels`` pixels raises ``ImageError`` (a ``ValueError``) naming it.
+    Refused by name as there: float (mode F), 32-bit integer, CMYK, YCbCr, LAB, HSV, premultiplied alpha."""
+    return read_rgb8(path, max_pixels)
 
 
 def check_images(paths: Sequence[Path], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
@@ -55,7 +58,7 @@ def check_images(paths: Sequence[Path], max_pixels: int | None = DEFAULT_MAX_PIX
     bomb or one over ``max_pixels`` pixels raises ``ImageError`` naming it, before a run that would meet it hours
     in. (A file truncated in its pixel data is found when it is first decoded, by :func:`load_rgb`.)"""
     for path in paths:
-        probe_image(path, max_pixels)
+        probe_image(path, max_pixels, hint="")
 
 
 def make_pair(hr: np.ndarray, scale: float, convention: Convention = "metasr") -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +83,7 @@ def make_pair(hr: np.ndarray, scale: float, convention: Convention = "metasr") -
 class PairCache:
     """LR images of an HR folder at any scale, generated once and kept as PNG under ``cache_dir``.
 
-    The cache key includes the HR file's size and mtime, the convention and the scale.
+    The cache key includes the HR file's size and mtime, :data:`READER_VERSION`, the convention and the scale.
     """
 
     cache_dir: Path
@@ -88,7 +91,8 @@ class PairCache:
 
     def lr_path(self, hr_path: Path, scale: float) -> Path:
         st = hr_path.stat()
-        key = hashlib.sha256(f"{hr_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        source = f"{hr_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|reader{READER_VERSION}"
+        key = hashlib.sha256(source.encode()).hexdigest()[:16]
         return Path(self.cache_dir) / self.convention / f"x{scale:.2f}" / f"{hr_path.stem}-{key}.png"
 
     def pair(self, hr_path: Path, scale: float) -> tuple[np.ndarray, np.ndarray]:

@@ -97,7 +97,8 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     ``best.safetensors`` (best mean validation PSNR) under ``out_dir``.
     """
     paths = [p for d in config.train_dirs for p in list_images(d)]
-    check_images(paths)  # before anything is written
+    val_paths = list_images(config.val_dir) if config.val_dir else []
+    check_images(paths + val_paths)  # before anything is written
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -121,7 +122,6 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         torch.set_rng_state(state["torch_rng"])
         start, best = int(state["iteration"]), float(state["best"])
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    val_paths = list_images(config.val_dir) if config.val_dir else []
     log = (out / "log.jsonl").open("a")
     batches = iter(sampler)
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, dynamic_ncols=True)

@@ -20,6 +20,7 @@ and saved by Pillow. Files are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import warnings
@@ -47,6 +48,7 @@ __all__ = [
     "output_format",
     "probe_image",
     "read_image",
+    "read_rgb8",
     "write_image",
 ]
 
@@ -156,6 +158,15 @@ def _orientation(im: Image.Image) -> int:
     return 1
 
 
+def _oriented_by_pillow(im: Image.Image) -> bool:
+    """Whether Pillow already reports the displayed size (its TIFF plugin applies the orientation tag itself:
+    the size differs from the stored width x height)."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return False
+    return (tags.get(256), tags.get(257)) != im.size  # ImageWidth, ImageLength
+
+
 def _gray_palette(im: Image.Image) -> bool:
     palette = im.palette
     if palette is None or palette.mode != "RGB":
@@ -187,34 +198,46 @@ def _kind(im: Image.Image, path: Path) -> tuple[str, tuple[str, ...]]:
     raise ImageError(f"{path}: {reason}")
 
 
-def probe_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> ImageInfo:
+def probe_image(
+    path: str | os.PathLike[str], max_pixels: int | None = None, hint: str = " (raise --max-pixels)"
+) -> ImageInfo:
     """Read an image's header only (nothing is decoded) and check its size and mode.
 
-    Raises :class:`ImageError` for a missing or unreadable file, more than ``max_pixels`` pixels, a
-    decompression bomb, or an unsupported mode.
+    Raises :class:`ImageError` for a missing or unreadable file, more than ``max_pixels`` pixels (the message
+    ends with ``hint``), a decompression bomb, or an unsupported mode. The size is as displayed; an EXIF block
+    that only follows the pixel data (possible in PNG) is not seen here: :func:`read_image` then reports the
+    decoded size.
     """
     path = Path(path)
     with _open(path) as im:
         w, h = im.size
         if max_pixels is not None and w * h > max_pixels:
-            raise ImageError(f"{path}: input {w}x{h} exceeds the pixel limit of {max_pixels:,} (raise --max-pixels)")
+            raise ImageError(f"{path}: input {w}x{h} exceeds the pixel limit of {max_pixels:,}{hint}")
         kind, notes = _kind(im, path)
-        if _orientation(im) in _SWAPS_AXES:
+        if _orientation(im) in _SWAPS_AXES and not _oriented_by_pillow(im):
             w, h = h, w
         return ImageInfo(path, (w, h), im.mode, kind, notes)
 
 
-def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> LoadedImage:
-    """Probe (see :func:`probe_image`), then decode fully (truncated or corrupt files raise
-    :class:`ImageError`) and apply the EXIF orientation."""
-    path = Path(path)
-    info = probe_image(path, max_pixels)
+@contextmanager
+def _decoded(path: Path, max_pixels: int | None, hint: str) -> Iterator[tuple[Image.Image, ImageInfo]]:
+    """The probed image decoded and oriented, with its info (size as decoded)."""
+    info = probe_image(path, max_pixels, hint)
     with _open(path) as im:
         try:
             im.load()
             im = ImageOps.exif_transpose(im)
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(f"{path} is not a readable image ({_first_line(e)})") from None
+        yield im, (info if im.size == info.size else dataclasses.replace(info, size=im.size))
+
+
+def read_image(
+    path: str | os.PathLike[str], max_pixels: int | None = None, hint: str = " (raise --max-pixels)"
+) -> LoadedImage:
+    """Probe (see :func:`probe_image`), then decode fully (truncated or corrupt files raise
+    :class:`ImageError`) and apply the EXIF orientation."""
+    with _decoded(Path(path), max_pixels, hint) as (im, info):
         if info.kind == "I;16":
             g = (np.asarray(im).astype(np.float32) / np.float32(257.0)).astype(np.float32)
             return LoadedImage(np.repeat(g[..., None], 3, axis=2), None, info)
@@ -222,6 +245,18 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> L
         rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32)
     alpha = rgba[..., 3].copy() if has_alpha else None
     return LoadedImage(np.ascontiguousarray(rgba[..., :3]), alpha, info)
+
+
+def read_rgb8(path: str | os.PathLike[str], max_pixels: int | None = None, hint: str = "") -> np.ndarray:
+    """The image as uint8 RGB (H, W, 3), checked and oriented as by :func:`read_image` (alpha dropped; 16-bit
+    grey rounded from value / 257), without a float copy of 8-bit images: ``read_image(...).rgb`` quantized,
+    bit for bit."""
+    with _decoded(Path(path), max_pixels, hint) as (im, info):
+        if info.kind == "I;16":
+            g = np.round(np.asarray(im).astype(np.float32) / np.float32(257.0)).astype(np.uint8)
+            return np.repeat(g[..., None], 3, axis=2)
+        rgba = np.asarray(im.convert("RGBA" if info.kind in ("LA", "RGBA") else "RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgba[..., :3])
 
 
 def output_format(path: str | os.PathLike[str]) -> str:

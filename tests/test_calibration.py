@@ -121,6 +121,20 @@ def test_calibration_images_are_read_as_the_runtime_reads_them(tmp_path):
     assert all(np.array_equal(c.hr[..., 0], c.hr[..., 2]) for c in a16) and max(int(c.hr.max()) for c in a16) < 255
 
 
+def test_small_images_give_crops_at_the_scales_they_allow():
+    """T91 has 78-pixel images: at x16 their crops come at the largest grid scale that still gives 8-pixel LR."""
+    cal, held = calibration_sets([str(data_path("T91"))], 64, 8, 0, (1.1, 16.0), (16, 24))
+    assert all(min(c.lr.shape[:2]) >= 8 and 1.1 <= c.scale <= 16.0 for c in cal + held)
+    for c in cal + held:  # the HR crop is the LR's region at that scale (within the image)
+        assert all(abs(H - c.scale * h) <= 1 for H, h in zip(c.hr.shape[:2], c.lr.shape[:2], strict=True))
+    assert max(c.scale for c in cal) > 9.8  # the large scales are still drawn where the images allow them
+
+
+def test_a_folder_given_twice_counts_once():
+    cal, held = calibration_sets([str(data_path("T91"))] * 2, 12, 4, 0, (1.1, 4.0), (16, 24))
+    assert not {c.source for c in cal} & {c.source for c in held}
+
+
 def test_each_calibration_image_is_decoded_once(monkeypatch):
     decoded = []
     real = data_mod.load_rgb

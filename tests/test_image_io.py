@@ -9,11 +9,12 @@ import zlib
 import numpy as np
 import pytest
 from conftest import data_path
-from metasr.runtime.image_io import ImageError, check_output, probe_image, read_image, write_image
+from metasr.runtime.image_io import ImageError, check_output, probe_image, read_image, read_rgb8, write_image
 from metasr.runtime.png import PngWriter
 from PIL import Image, ImageFile
 
 from metasr.data import load_rgb
+from metasr.metrics import quantize
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,35 @@ def test_16_bit_grey_is_written_losslessly(tmp_path, suffix, mode):
     write_image(tmp_path / f"out{suffix}", img.rgb, img, None)  # identity "upscale"
     out = Image.open(tmp_path / f"out{suffix}")
     assert out.mode == mode and np.array_equal(np.asarray(out), g)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_probed_size_is_the_decoded_size_under_exif_orientation(tmp_path, suffix, orientation):
+    """Pillow's TIFF plugin reports the oriented size itself (the probe must not swap it again)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{suffix}"
+    Image.fromarray(load_rgb(data_path("Set5", "bird.png"))[:30, :50]).save(path, exif=exif.tobytes())
+    w, h = probe_image(path).size
+    img = read_image(path)
+    assert img.rgb.shape[:2] == (h, w) == ((50, 30) if orientation in (6, 8) else (30, 50))
+    assert img.info.size == (w, h) and read_rgb8(path).shape[:2] == (h, w)
+
+
+def test_read_rgb8_is_read_image_quantized(tmp_path):
+    rgb = load_rgb(data_path("Set5", "bird.png"))[:20, :24]
+    alpha = np.tile(np.arange(24, dtype=np.uint8) * 10, (20, 1))
+    images = {
+        "rgb.png": Image.fromarray(rgb),
+        "l.png": Image.fromarray(rgb[..., 1]),
+        "la.png": Image.fromarray(np.dstack([rgb[..., 1], alpha]), "LA"),
+        "rgba.png": Image.fromarray(np.dstack([rgb, alpha])),
+        "p.png": Image.fromarray(rgb).convert("P"),
+        "one.png": Image.fromarray(rgb[..., 0] > 100),
+        "g16.png": Image.fromarray(rgb[..., 2].astype(np.uint16) * 251 + 7),
+    }
+    for name, im in images.items():
+        im.save(tmp_path / name)
+        got = read_rgb8(tmp_path / name)
+        assert got.dtype == np.uint8 and np.array_equal(got, quantize(read_image(tmp_path / name).rgb)), name

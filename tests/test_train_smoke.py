@@ -160,3 +160,8 @@ def test_cli_train(tmp_path, monkeypatch, capsys):
     assert main(["train", "--train-dir", str(bad), "--preset", "tiny", "--out", str(tmp_path / "run2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "b.png is not a readable image" in err[0] and not (tmp_path / "run2").exists()
+    # the same among the validation images (first read at the first validation, hours in)
+    good = ["--train-dir", str(data_path("Set5")), "--preset", "tiny", "--out", str(tmp_path / "run3")]
+    assert main(["train", *good, "--val-dir", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b.png is not a readable image" in err[0] and not (tmp_path / "run3").exists()
