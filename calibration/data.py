@@ -11,9 +11,10 @@ Folders named like the standard evaluation sets (Set5, Set14, ...) are refused u
 
 Images are read as the runtime reads them (:func:`metasr.data.load_rgb`: EXIF orientation applied, 16-bit grey
 scaled to 0..255, alpha dropped; unsupported modes, decompression bombs, truncated files and images over
-:data:`MAX_PIXELS` refused as one-line errors naming the file). Every image's header is checked before anything
-is decoded; an image too small for the smallest LR crop at the largest scale is refused by name. Images are
-decoded one at a time, each once, so memory holds one image and the crops, however many images there are.
+100 Mpx refused as one-line errors naming the file). Every image's header is checked before anything is
+decoded (:func:`metasr.data.check_images`); an image too small for the smallest LR crop at the smallest scale is
+refused by name. Images are decoded one at a time, each once, so memory holds one image and the crops, however
+many images there are.
 """
 
 from __future__ import annotations
@@ -25,14 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, probe_image
 
-from metasr.data import list_images, load_rgb
+from metasr.data import check_images, list_images, load_rgb
 from metasr.imresize import imresize
 
 __all__ = [
     "EVALUATION_SETS",
-    "MAX_PIXELS",
     "MIN_LR",
     "CalibrationCrop",
     "CalibrationDataError",
@@ -45,7 +44,6 @@ __all__ = [
 # accuracy be measured on the calibration data
 EVALUATION_SETS = frozenset({"set5", "set14", "b100", "bsd100", "urban100", "manga109", "div2k_valid"})
 MIN_LR = 8  # the smallest LR crop side
-MAX_PIXELS = DEFAULT_MAX_PIXELS  # the largest calibration image, as for the runtime's inputs
 
 
 class CalibrationDataError(ValueError):
@@ -112,17 +110,14 @@ def _image_paths(image_dirs: Sequence[str | os.PathLike[str]], allow_evaluation_
 
 
 def _sizes(paths: Sequence[Path], min_side: int) -> list[tuple[int, int]]:
-    """Each image's (H, W) as displayed, from its header only; a file that is not a usable image, or one with
-    a side under ``min_side``, raises (:class:`~metasr.runtime.image_io.ImageError` /
-    :class:`CalibrationDataError`, naming the file)."""
-    sizes = []
-    for path in paths:
-        w, h = probe_image(path, MAX_PIXELS, hint="").size
+    """Each image's (H, W) as displayed, from its header only (:func:`~metasr.data.check_images`); one with a
+    side under ``min_side`` raises :class:`CalibrationDataError` naming the file."""
+    sizes = check_images(paths)
+    for path, (h, w) in zip(paths, sizes, strict=True):
         if min(h, w) < min_side:
             raise CalibrationDataError(
                 f"{path}: {w}x{h} is too small for calibration crops (each side needs at least {min_side} pixels)"
             )
-        sizes.append((h, w))
     return sizes
 
 
@@ -165,29 +160,27 @@ def _cut(
     lo, hi = scale_range
     rng = np.random.default_rng(seed)
     picks = rng.integers(len(paths), size=count)
-    plans = []  # per crop: (image index, scale, LR (h, w), HR rows, HR cols)
-    for k in picks.tolist():
+    plans: dict[int, list[tuple]] = {}  # per picked image, in order of first use: its crops' plans
+    for i, k in enumerate(picks.tolist()):
         dims = sizes[k]
         cap = math.floor(min(dims) / MIN_LR * 10 + 1e-9) / 10  # the largest grid scale the image allows
-        scale = max(lo, min(max(round(float(rng.uniform(lo, hi)), 1), lo), hi, cap))
+        scale = max(lo, min(round(float(rng.uniform(lo, hi)), 1), hi, cap))
         size = rng.integers(lr_sizes[0], lr_sizes[1] + 1, size=2)
         h, w = (max(MIN_LR, min(int(s), math.floor(dim / scale))) for s, dim in zip(size, dims, strict=True))
         hr_h, hr_w = min(round(scale * h), dims[0]), min(round(scale * w), dims[1])
         y, x = int(rng.integers(dims[0] - hr_h + 1)), int(rng.integers(dims[1] - hr_w + 1))
-        plans.append((k, scale, (h, w), slice(y, y + hr_h), slice(x, x + hr_w)))
+        plans.setdefault(k, []).append((i, scale, (h, w), slice(y, y + hr_h), slice(x, x + hr_w)))
     crops: list[CalibrationCrop | None] = [None] * count
-    for k in dict.fromkeys(picks.tolist()):  # each picked image once, in order of first use
-        img = load_rgb(paths[k], MAX_PIXELS)
+    for k, cuts in plans.items():  # each picked image decoded once
+        img = load_rgb(paths[k])
         if img.shape[:2] != sizes[k]:
             raise CalibrationDataError(f"{paths[k]}: decodes to {img.shape[1]}x{img.shape[0]}, not its header's size")
-        for i, (j, scale, lr_hw, rows, cols) in enumerate(plans):
-            if j == k:
-                hr = img[rows, cols].copy()  # a copy: the crops keep nothing of the decoded image alive
-                lr = imresize(hr, 1 / scale, out_shape=lr_hw)
-                crops[i] = CalibrationCrop(lr, hr, scale, f"{paths[k].parent.name}/{paths[k].name}")
-        del img
-    assert all(c is not None for c in crops)
-    return crops  # type: ignore[return-value]
+        for i, scale, lr_hw, rows, cols in cuts:
+            hr = img[rows, cols].copy()  # a copy: the crops keep nothing of the decoded image alive
+            lr = imresize(hr, 1 / scale, out_shape=lr_hw)
+            crops[i] = CalibrationCrop(lr, hr, scale, f"{paths[k].parent.name}/{paths[k].name}")
+        del img  # before the next image is decoded: one decoded image in memory at a time
+    return crops  # type: ignore[return-value]  # every crop is filled: each belongs to one picked image
 
 
 def calibration_sets(

@@ -53,12 +53,12 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_
     return read_rgb8(path, max_pixels)
 
 
-def check_images(paths: Sequence[Path], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-    """Read every image's header (nothing is decoded): a file that is not a supported image, a decompression
-    bomb or one over ``max_pixels`` pixels raises ``ImageError`` naming it, before a run that would meet it hours
-    in. (A file truncated in its pixel data is found when it is first decoded, by :func:`load_rgb`.)"""
-    for path in paths:
-        probe_image(path, max_pixels, hint="")
+def check_images(paths: Sequence[Path], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[tuple[int, int]]:
+    """Read every image's header (nothing is decoded) and return each (H, W) as displayed: a file that is not
+    a supported image, a decompression bomb or one over ``max_pixels`` pixels raises ``ImageError`` naming it,
+    before a run that would meet it hours in. (A file truncated in its pixel data is found when it is first
+    decoded, by :func:`load_rgb`.)"""
+    return [probe_image(path, max_pixels, hint="").size[::-1] for path in paths]
 
 
 def make_pair(hr: np.ndarray, scale: float, convention: Convention = "metasr") -> tuple[np.ndarray, np.ndarray]:
