@@ -57,15 +57,7 @@ def _calibrated(model: MetaSR, out: Path, t91: Path, quick: bool) -> Path:
 
 def _rules_only(art: Path) -> bytes:
     """The CPU form of ``art``'s feature graph with the calibration's rules only, from its ranges file."""
-    from metasr.calibration.quantize import (
-        ORT_CPU,
-        anchor_layout,
-        apply_weight_rule,
-        image_tensors,
-        keep_float,
-        quantize_graph,
-        quantized_tensors,
-    )
+    from metasr.calibration.quantize import ORT_CPU, anchor_layout, quantize_graph, ruled_graph
     from metasr.calibration.ranges import TensorRanges
     from metasr.runtime.manifest import Manifest
 
@@ -74,9 +66,7 @@ def _rules_only(art: Path) -> bytes:
         raise SystemExit(f"--ceiling needs {ranges_file} (made by metasr calibrate --precision int8)")
     model = onnx.load(str(art / Manifest.read(art).graph("feature").file))
     quantized = quantize_graph(model, TensorRanges.from_json(ranges_file.read_text()), ORT_CPU)
-    rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
-    graph, _ = apply_weight_rule(keep_float(quantized, rule, model), model, ORT_CPU)
-    return anchor_layout(graph, ORT_CPU)[0].SerializeToString()
+    return anchor_layout(ruled_graph(quantized, model, ORT_CPU)[0], ORT_CPU)[0].SerializeToString()
 
 
 def _bench(

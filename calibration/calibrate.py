@@ -36,14 +36,13 @@ from metasr.calibration.quantize import (
     WEIGHT_RULE,
     QuantForm,
     anchor_layout,
-    apply_weight_rule,
-    image_tensors,
+    image_rule_tensors,
     int8_kernels,
-    keep_float,
     quantize_graph,
     quantized_edges,
     quantized_tensors,
     quantized_weights,
+    ruled_graph,
 )
 from metasr.calibration.ranges import METHODS, collect_ranges
 from metasr.calibration.report import write_report
@@ -149,16 +148,12 @@ def _int8(work: Path, manifest: Manifest, config: CalibrationConfig, scorer: Sco
 
 def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config, scorer, progress):
     quantized = quantize_graph(model, ranges, form)
-    rule = [t for t in image_tensors(model) if t in quantized_tensors(quantized)]
-
-    def ruled(names: list[str]) -> tuple[onnx.ModelProto, list[str]]:
-        """The graph with ``names`` (and the image rule's tensors) in float, and the weights the rule kept."""
-        return apply_weight_rule(keep_float(quantized, rule + names, model), model, form)
+    rule = image_rule_tensors(quantized, model)
 
     def build(names: list[str]) -> onnx.ModelProto:
-        return ruled(names)[0]
+        return ruled_graph(quantized, model, form, names)[0]
 
-    base, rule_weights = ruled([])
+    base, rule_weights = ruled_graph(quantized, model, form)
     # a tensor with several consumers is a candidate per consumer (one can read it in float while the others
     # stay INT8: e.g. a global skip connection, without making the convolution that reads it run in float)
     edges = [e for e in quantized_edges(quantized) if e.split(EDGE)[0] not in rule]
@@ -172,7 +167,7 @@ def _int8_form(work, model, ranges, form: QuantForm, feature: GraphSpec, config,
         build, candidates, scorer, config.budget_db, config.min_psnr_db, config.max_kept, progress, costs
     )
     kept = [k.name for k in result.kept]
-    graph, weights = ruled(kept)
+    graph, weights = ruled_graph(quantized, model, form, kept)
     kernels = int8_kernels(graph, form)
     graph, anchors = anchor_layout(graph, form)  # exact: the scores above stand
     _save_checked(graph, work / form.file)

@@ -16,7 +16,7 @@ removes the Q/DQ pairs of named activations: those tensors reach every consumer 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "anchor_layout",
     "apply_weight_rule",
     "float_run_weights",
+    "image_rule_tensors",
     "image_tensors",
     "int8_kernels",
     "keep_float",
@@ -48,6 +49,7 @@ __all__ = [
     "quantized_edges",
     "quantized_tensors",
     "quantized_weights",
+    "ruled_graph",
 ]
 
 
@@ -356,6 +358,21 @@ def apply_weight_rule(
     """``quantized`` with :data:`WEIGHT_RULE` applied, and the weights it restored to float32."""
     weights = float_run_weights(quantized, float_model, form)
     return (keep_float_weights(quantized, float_model, weights) if weights else quantized), weights
+
+
+def image_rule_tensors(quantized: onnx.ModelProto, float_model: onnx.ModelProto) -> list[str]:
+    """The tensors :data:`IMAGE_RULE` keeps in float that ``quantized`` quantizes."""
+    return [t for t in image_tensors(float_model) if t in quantized_tensors(quantized)]
+
+
+def ruled_graph(
+    quantized: onnx.ModelProto, float_model: onnx.ModelProto, form: QuantForm, names: Sequence[str] = ()
+) -> tuple[onnx.ModelProto, list[str]]:
+    """``quantized`` with the image rule's tensors and ``names`` kept in float and :data:`WEIGHT_RULE` applied,
+    and the weights the rule restored. Without ``names``: the graph of the rules alone (before
+    :func:`anchor_layout`)."""
+    keep = image_rule_tensors(quantized, float_model) + list(names)
+    return apply_weight_rule(keep_float(quantized, keep, float_model), float_model, form)
 
 
 LAYOUT_ANCHOR = (
