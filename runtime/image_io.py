@@ -82,6 +82,7 @@ _REFUSED = {
     "La": "premultiplied-alpha (La) images are not supported",
 }
 DEFAULT_MAX_PIXELS = 100_000_000  # the largest image read by default (inputs, training and calibration images)
+_ALPHA_KINDS = frozenset({"LA", "RGBA"})
 _ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
 
@@ -232,19 +233,26 @@ def _decoded(path: Path, max_pixels: int | None, hint: str) -> Iterator[tuple[Im
         yield im, (info if im.size == info.size else dataclasses.replace(info, size=im.size))
 
 
+def _pixels(im: Image.Image, info: ImageInfo) -> np.ndarray:
+    """A decoded image's values: 16-bit grey as float32 (h, w) on 0..255 (value / 257), else uint8
+    (h, w, 3), or (h, w, 4) RGBA for kinds with alpha."""
+    if info.kind == "I;16":
+        return np.asarray(im).astype(np.float32) / np.float32(257.0)
+    return np.asarray(im.convert("RGBA" if info.kind in _ALPHA_KINDS else "RGB"), dtype=np.uint8)
+
+
 def read_image(
     path: str | os.PathLike[str], max_pixels: int | None = None, hint: str = " (raise --max-pixels)"
 ) -> LoadedImage:
     """Probe (see :func:`probe_image`), then decode fully (truncated or corrupt files raise
     :class:`ImageError`) and apply the EXIF orientation."""
     with _decoded(Path(path), max_pixels, hint) as (im, info):
-        if info.kind == "I;16":
-            g = (np.asarray(im).astype(np.float32) / np.float32(257.0)).astype(np.float32)
-            return LoadedImage(np.repeat(g[..., None], 3, axis=2), None, info)
-        has_alpha = info.kind in ("LA", "RGBA")
-        rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32)
-    alpha = rgba[..., 3].copy() if has_alpha else None
-    return LoadedImage(np.ascontiguousarray(rgba[..., :3]), alpha, info)
+        px = _pixels(im, info)
+    if info.kind == "I;16":
+        return LoadedImage(np.repeat(px[..., None], 3, axis=2), None, info)
+    px = px.astype(np.float32)
+    alpha = px[..., 3].copy() if info.kind in _ALPHA_KINDS else None
+    return LoadedImage(np.ascontiguousarray(px[..., :3]), alpha, info)
 
 
 def read_rgb8(path: str | os.PathLike[str], max_pixels: int | None = None, hint: str = "") -> np.ndarray:
@@ -252,11 +260,10 @@ def read_rgb8(path: str | os.PathLike[str], max_pixels: int | None = None, hint:
     grey rounded from value / 257), without a float copy of 8-bit images: ``read_image(...).rgb`` quantized,
     bit for bit."""
     with _decoded(Path(path), max_pixels, hint) as (im, info):
-        if info.kind == "I;16":
-            g = np.round(np.asarray(im).astype(np.float32) / np.float32(257.0)).astype(np.uint8)
-            return np.repeat(g[..., None], 3, axis=2)
-        rgba = np.asarray(im.convert("RGBA" if info.kind in ("LA", "RGBA") else "RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgba[..., :3])
+        px = _pixels(im, info)
+    if info.kind == "I;16":
+        return np.repeat(np.round(px).astype(np.uint8)[..., None], 3, axis=2)
+    return np.ascontiguousarray(px[..., :3])
 
 
 def output_format(path: str | os.PathLike[str]) -> str:
@@ -308,7 +315,7 @@ class ImageWriter:
 
     def write(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
         """``rgb`` float (n, W, 3) on 0..255, unclamped; ``alpha`` uint8 (n, W) when the kind has alpha."""
-        if (alpha is None) != (self.kind not in ("LA", "RGBA")):
+        if (alpha is None) != (self.kind not in _ALPHA_KINDS):
             raise ValueError(f"{self.kind} output needs {'an' if alpha is None else 'no'} alpha channel")
         rows = _to_kind(rgb, alpha, self.kind)
         if self._png is not None:
