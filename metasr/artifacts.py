@@ -8,7 +8,11 @@ from pathlib import Path
 from metasr.bundled import bundled_model_path
 from metasr.runtime.manifest import Manifest, ManifestError, sha256_file
 
-__all__ = ["cache_root", "default_artifacts"]
+__all__ = ["ModelExtraMissing", "cache_root", "default_artifacts"]
+
+
+class ModelExtraMissing(RuntimeError):
+    """The bundled model's graphs are not exported yet and this install cannot export them (no PyTorch)."""
 
 
 def cache_root() -> Path:
@@ -28,8 +32,14 @@ def default_artifacts(verbose: bool = True) -> Path:
         return directory
     except ManifestError:
         pass
-    from metasr.checkpoint import load_model
-    from metasr.export import export_onnx
+    try:
+        from metasr.checkpoint import load_model
+        from metasr.export import export_onnx
+    except ModuleNotFoundError as e:
+        raise ModelExtraMissing(
+            f"the bundled model is exported to ONNX on first use, which needs {e.name} "
+            "(pip install 'metasr[model]'); or pass --artifacts DIR exported elsewhere"
+        ) from None
 
     if verbose:
         print(f"exporting the bundled model to {directory} (once)")

@@ -81,7 +81,7 @@ def _ort_providers(providers: list[str]) -> str | None:
     try:
         import onnxruntime as ort
     except ImportError:
-        return "the ort backends need onnxruntime (pip install 'metasr[onnx]')"
+        return "the ort backends need ONNX Runtime (pip install 'metasr[ort]', or 'metasr[ort-gpu]' for CUDA)"
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
         return f"ONNX Runtime here lacks {missing} (available: {ort.get_available_providers()})"
