@@ -62,8 +62,10 @@ from metasr.limits import (
     check_threads,
 )
 
-__all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
+__all__ = ["DEFAULT_BUDGET_DB", "CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
 
+# the project's targets: INT8 within 0.10 dB, FP16 within 0.01 dB of FP32 on every Set5/Set14 cell
+DEFAULT_BUDGET_DB = {"int8": 0.1, "fp16": 0.01}
 MAX_LR_CROP = 1024  # an LR crop side: the crops are cut from training images of a few hundred pixels
 
 
@@ -79,7 +81,9 @@ class CalibrationConfig:
     precision: str  # "int8" | "fp16"
     method: str = "percentile"  # INT8 ranges: minmax | entropy | percentile
     percentile: float = 99.999
-    budget_db: float = 0.1  # worst scale bin's Y-PSNR loss against FP32, at the reference PSNR (sensitivity.py)
+    # worst scale bin's Y-PSNR loss against FP32, at the reference PSNR (sensitivity.py); None: the precision's
+    # target (DEFAULT_BUDGET_DB)
+    budget_db: float | None = None
     reference_psnr_db: float = DEFAULT_REFERENCE_PSNR_DB  # the sharpest reconstruction the budget protects
     min_psnr_db: float = 50.0  # and its output's PSNR against the FP32 output at least this
     crops: int = 128  # calibration crops (ranges)
@@ -98,6 +102,8 @@ class CalibrationConfig:
             raise CalibrationError(f"precision must be int8 or fp16, got {self.precision!r}")
         if self.method not in METHODS:
             raise CalibrationError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.budget_db is None:
+            object.__setattr__(self, "budget_db", DEFAULT_BUDGET_DB[self.precision])
         try:
             check_float(self.percentile, "percentile", 50.0, 100.0, low_open=True)
             check_float(self.budget_db, "budget_db", 0.0, MAX_BUDGET_DB)

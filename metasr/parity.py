@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 # INT8's limit on the Y-PSNR loss against ground truth (dB; `--threshold int8.max_gt_loss_db=...` changes it).
-# Not the calibration budget: that is measured on held-apart training crops, on which the same deviation from
-# FP32 costs several times fewer dB than on a sharp test image (README, "Why --budget-db 0.02").
+# Not the calibration budget: that is measured on held-apart training crops, for an image reconstructed at
+# `metasr calibrate --reference-psnr-db` (docs/calibration-gate.md); this limit is on the test images themselves.
 DEFAULT_INT8_LOSS_DB = 0.5
 
 

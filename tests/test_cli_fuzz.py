@@ -115,3 +115,18 @@ def test_numeric_options_exit_0_or_2_in_bounded_time(command, data, folder):
         assert len(lines) == 1 and lines[0].startswith("metasr: error: "), (argv, lines)
     assert elapsed < 10, (argv, elapsed)  # measured: < 0.1 s once the command's modules are imported
     assert not (folder / "run").exists() and not (folder / "x").exists() and not (folder / "demo").exists()
+
+
+def test_every_numeric_option_is_range_checked_and_fuzzed():
+    """No option parses with a bare int/float (unbounded), and every ranged option is in COMMANDS above."""
+    from metasr.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    ranged = set()
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            assert action.type not in (int, float), (name, action.option_strings)
+            if getattr(action.type, "__name__", "") in ("integer", "number", "size"):
+                ranged.add((name, max(action.option_strings, key=len)))
+    fuzzed = {(name, option) for name, (_, options) in COMMANDS.items() for option in options}
+    assert ranged | {("train", "--set"), ("parity", "--threshold")} == fuzzed  # key=value texts, checked in the library

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import data_path
+from conftest import data_path, one_line_error
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -37,14 +37,6 @@ from metasr.cli import main
 from metasr.config import PRESETS, ModelConfig
 from metasr.data import list_images
 from metasr.model import MetaSR
-
-
-def _one_line_error(capsys, code: int) -> str:
-    """Assert exit 2 and exactly one stderr line ``metasr: error: ...``; return it."""
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("metasr: error: "), err
-    return err[0]
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -87,7 +79,7 @@ NUMERIC_CASES = [
 @pytest.mark.parametrize("argv, fragment", NUMERIC_CASES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in NUMERIC_CASES])
 def test_absurd_numbers_are_one_line_errors_before_any_work(argv, fragment, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path).replace("10**15", str(10**15)).replace("10**9", str(10**9)) for a in argv]
-    message = _one_line_error(capsys, _exit_code(argv))
+    message = one_line_error(capsys, _exit_code(argv))
     assert fragment in message, message
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
@@ -175,7 +167,7 @@ def test_hostile_checkpoint_configs_are_refused_before_anything_is_built(tmp_pat
         path = _checkpoint(tmp_path / name, config=config)
         with _address_space_cap(2 << 30):  # before the fix: "Storage size calculation overflowed" / OOM
             code = main(["export-onnx", "--model", str(path), "--out", str(tmp_path / "out"), "--no-verify"])
-        assert fragment in _one_line_error(capsys, code), name
+        assert fragment in one_line_error(capsys, code), name
     assert not (tmp_path / "out").exists()
 
 
@@ -199,9 +191,9 @@ def test_checkpoint_metadata_is_parsed_with_bounded_depth_and_size(tmp_path, cap
     # 30,000 deep: 60 kB, under the size bound; json.loads raised RecursionError before
     deep = _checkpoint(tmp_path / "deep.safetensors", metadata={"config": "[" * 30_000 + "]" * 30_000})
     code = main(["export-onnx", "--model", str(deep), "--out", str(tmp_path / "out")])
-    assert "nested 30000 levels deep; at most 4 are read" in _one_line_error(capsys, code)
+    assert "nested 30000 levels deep; at most 4 are read" in one_line_error(capsys, code)
     big = _checkpoint(tmp_path / "big.safetensors", metadata={"config": json.dumps({"name": "x" * 200_000})})
-    assert "characters" in _one_line_error(capsys, main(["eval", "--model", str(big), "--data", str(tmp_path)]))
+    assert "characters" in one_line_error(capsys, main(["eval", "--model", str(big), "--data", str(tmp_path)]))
 
 
 def test_the_memory_a_checkpoint_needs_is_checked_before_loading(tmp_path, monkeypatch):
@@ -221,7 +213,7 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, capsys):
         bad[name].view(-1)[7] = value
         path = _checkpoint(tmp_path / "bad.safetensors", tensors=bad)
         code = main(["export-onnx", "--model", str(path), "--out", str(tmp_path / "out")])
-        assert f"non-finite weights (NaN or inf) in {name}" in _one_line_error(capsys, code)
+        assert f"non-finite weights (NaN or inf) in {name}" in one_line_error(capsys, code)
     official = {k: v.clone() for k, v in official_state_dict(load_model(bundled_model_path())).items()}
     official["P2W.meta_block.0.bias"][0] = math.nan
     torch.save(official, tmp_path / "official.pt")
@@ -234,7 +226,7 @@ def test_a_fifo_checkpoint_is_refused_without_blocking(tmp_path, capsys):
     fifo = tmp_path / "model.safetensors"
     os.mkfifo(fifo)
     code = main(["export-onnx", "--model", str(fifo), "--out", str(tmp_path / "out")])
-    assert "is not a regular file" in _one_line_error(capsys, code)
+    assert "is not a regular file" in one_line_error(capsys, code)
 
 
 # -- paths checked before the work starts ----------------------------------------------------------------------
@@ -275,7 +267,7 @@ def test_a_symlink_loop_in_an_image_folder_is_one_line(loop_folder, bundled_arti
     flags = {"calibrate": "--images", "eval": "--data", "train": "--train-dir"}
     for command, argv in commands.items():
         code = main([*argv, flags[command], str(loop_folder)])
-        message = _one_line_error(capsys, code)
+        message = one_line_error(capsys, code)
         assert f"{loop_folder / 'a.png'}: cannot be read (Too many levels of symbolic links)" in message, command
     assert not (tmp_path / "run").exists() and not (tmp_path / "eval").exists()
 

@@ -68,7 +68,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         kept = ", ".join(k["name"] for k in form["kept"]) or "none"
         final = form["final"]
         print(
-            f"{form['file']} ({target}): worst-bin loss {final['loss_db']:.3f} dB (budget {args.budget_db:g} dB "
+            f"{form['file']} ({target}): worst-bin loss {final['loss_db']:.3f} dB (budget {config.budget_db:g} dB "
             f"for an image reconstructed at {args.reference_psnr_db:g} dB), "
             f"{final['psnr_vs_fp32']:.1f} dB vs FP32 output; kept in float: {kept}"
             + (f"; {form['int8_kernels']} INT8 convolutions" if "int8_kernels" in form else "")
@@ -171,8 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--budget-db",
         type=float_range(0.0, MAX_BUDGET_DB),
-        default=0.1,
-        help="max Y-PSNR loss vs FP32 in the worst scale bin, for an image reconstructed at --reference-psnr-db",
+        help="max Y-PSNR loss vs FP32 in the worst scale bin, for an image reconstructed at --reference-psnr-db "
+        "(default: the targets, 0.1 for int8, 0.01 for fp16)",
     )
     p.add_argument(
         "--reference-psnr-db",
