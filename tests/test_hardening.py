@@ -50,7 +50,7 @@ def _exit_code(argv: list[str]) -> int:
 # -- numeric options: refused when the command line is parsed --------------------------------------------------
 NUMERIC_CASES = [
     (["eval", "--data", "{tmp}", "--scales", "0"], "--scales"),  # ZeroDivisionError before
-    (["demo", "--scales", "inf", "--out", "{tmp}/d"], "--scales"),
+    (["demo", "--out", "{tmp}/d", "--scales", "inf"], "--scales"),
     (["upscale", "{tmp}/in.png", "-o", "{tmp}/o.png", "--scale", "2", "--threads", "100000"], "--threads"),
     (["upscale", "{tmp}/in.png", "-o", "{tmp}/o.png", "--scale", "2", "--threads", "5000"], "--threads"),
     (["upscale", "{tmp}/in.png", "-o", "{tmp}/o.png", "--scale", "2", "--upscale-budget-mb", "inf"], "budget"),
