@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from metasr.calibration.data import FeatureFeeds, calibration_sets
+from metasr.calibration.data import MIN_LR, FeatureFeeds, calibration_sets
 from metasr.calibration.fp16 import convert_fp16, plan_only_nodes
 from metasr.calibration.quantize import (
     EDGE,
@@ -46,12 +46,27 @@ from metasr.calibration.quantize import (
 )
 from metasr.calibration.ranges import METHODS, collect_ranges
 from metasr.calibration.report import write_report
-from metasr.calibration.sensitivity import Scorer, choose_float_tensors
+from metasr.calibration.sensitivity import DEFAULT_REFERENCE_PSNR_DB, Scorer, choose_float_tensors
 from metasr.runtime.manifest import GraphSpec, Manifest, sha256_file
 
 from metasr.fileio import atomic_path, make_temp_dir, remove_stale_dirs, replace_dir
+from metasr.limits import (
+    MAX_BUDGET_DB,
+    MAX_CROPS,
+    MAX_HELD_APART,
+    MAX_KEPT,
+    MAX_SEED,
+    REFERENCE_PSNR_RANGE,
+    check_float,
+    check_int,
+    check_threads,
+)
 
-__all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
+__all__ = ["DEFAULT_BUDGET_DB", "CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
+
+# the project's targets: INT8 within 0.10 dB, FP16 within 0.01 dB of FP32 on every Set5/Set14 cell
+DEFAULT_BUDGET_DB = {"int8": 0.1, "fp16": 0.01}
+MAX_LR_CROP = 1024  # an LR crop side: the crops are cut from training images of a few hundred pixels
 
 
 class CalibrationError(ValueError):
@@ -66,7 +81,10 @@ class CalibrationConfig:
     precision: str  # "int8" | "fp16"
     method: str = "percentile"  # INT8 ranges: minmax | entropy | percentile
     percentile: float = 99.999
-    budget_db: float = 0.1  # worst scale bin's Y-PSNR loss against FP32 on the held-apart crops
+    # worst scale bin's Y-PSNR loss against FP32, at the reference PSNR (sensitivity.py); None: the precision's
+    # target (DEFAULT_BUDGET_DB)
+    budget_db: float | None = None
+    reference_psnr_db: float = DEFAULT_REFERENCE_PSNR_DB  # the sharpest reconstruction the budget protects
     min_psnr_db: float = 50.0  # and its output's PSNR against the FP32 output at least this
     crops: int = 128  # calibration crops (ranges)
     held_apart: int = 24  # crops from held-apart images (sensitivity pass, reported loss)
@@ -84,16 +102,24 @@ class CalibrationConfig:
             raise CalibrationError(f"precision must be int8 or fp16, got {self.precision!r}")
         if self.method not in METHODS:
             raise CalibrationError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not 50.0 < self.percentile <= 100.0:
-            raise CalibrationError(f"percentile must be in (50, 100], got {self.percentile}")
-        if not self.budget_db >= 0:
-            raise CalibrationError(f"budget must be >= 0 dB, got {self.budget_db}")
-        if self.crops < 1 or self.held_apart < 1:
-            raise CalibrationError(f"need at least 1 crop and 1 held-apart crop, got {self.crops}, {self.held_apart}")
-        if not 8 <= self.lr_sizes[0] <= self.lr_sizes[1]:
-            raise CalibrationError(f"LR crop sizes must satisfy 8 <= min <= max, got {self.lr_sizes}")
-        if self.max_kept < 0:
-            raise CalibrationError(f"max_kept must be >= 0, got {self.max_kept}")
+        if self.budget_db is None:
+            object.__setattr__(self, "budget_db", DEFAULT_BUDGET_DB[self.precision])
+        try:
+            check_float(self.percentile, "percentile", 50.0, 100.0, low_open=True)
+            check_float(self.budget_db, "budget_db", 0.0, MAX_BUDGET_DB)
+            check_float(self.reference_psnr_db, "reference_psnr_db", *REFERENCE_PSNR_RANGE)
+            check_float(self.min_psnr_db, "min_psnr_db", 0.0, 200.0)
+            check_int(self.crops, "crops", 1, MAX_CROPS)
+            check_int(self.held_apart, "held_apart", 1, MAX_HELD_APART)
+            check_int(self.seed, "seed", 0, MAX_SEED)
+            check_int(self.max_kept, "max_kept", 0, MAX_KEPT)
+            check_threads(self.threads)
+            for side in self.lr_sizes:
+                check_int(side, "LR crop side", MIN_LR, MAX_LR_CROP)
+        except ValueError as e:
+            raise CalibrationError(str(e)) from None
+        if len(self.lr_sizes) != 2 or self.lr_sizes[0] > self.lr_sizes[1]:
+            raise CalibrationError(f"LR crop sizes must be (min, max) with min <= max, got {self.lr_sizes}")
 
 
 @dataclass(frozen=True)
@@ -224,12 +250,21 @@ def calibrate(
         config.lr_sizes,
         config.allow_evaluation_images,
     )
+    resolved = [str(Path(d).resolve()) for d in config.image_dirs]  # the folders as given, and where they are
     remove_stale_dirs(directory)
     work = make_temp_dir(directory.parent, directory.name)
     try:
         shutil.copytree(directory, work, dirs_exist_ok=True, copy_function=shutil.copy2)
         fp32 = (work / manifest.graph("feature").file, work / manifest.graph("upscale").file)
-        scorer = Scorer(str(fp32[0]), str(fp32[1]), held, manifest.scale_max, manifest.merge_tol, config.threads)
+        scorer = Scorer(
+            str(fp32[0]),
+            str(fp32[1]),
+            held,
+            manifest.scale_max,
+            manifest.merge_tol,
+            config.threads,
+            config.reference_psnr_db,
+        )
         if config.precision == "int8":
             specs, forms, extra = _int8(work, manifest, config, scorer, cal, progress)
         else:
@@ -240,6 +275,7 @@ def calibrate(
             "met": met,
             **dataclasses.asdict(config),
             "images": list(config.image_dirs),
+            "images_resolved": resolved,
             "calibration_sources": sorted({c.source for c in cal}),
             "held_apart_sources": sorted({c.source for c in held}),
             **extra,
@@ -251,7 +287,8 @@ def calibrate(
             return CalibrationResult(False, report, md_path, json_path)
         json_path, md_path = write_report(report, work / stem)
         record = {
-            "images": list(config.image_dirs),
+            "images": list(config.image_dirs),  # as given (relative to the caller's folder, perhaps)
+            "images_resolved": resolved,
             "crops": config.crops,
             "held_apart": config.held_apart,
             "seed": config.seed,
@@ -260,6 +297,7 @@ def calibrate(
             "report": md_path.name,
             "report_json": json_path.name,
             "budget_db": config.budget_db,
+            "reference_psnr_db": config.reference_psnr_db,
             "kept": {
                 t: f.get("rule_kept", []) + [k["name"] for k in f["kept"]] + f.get("weight_rule_kept", [])
                 for t, f in forms.items()

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnxruntime as ort
-from tqdm import tqdm
+
+from metasr.progress import Progress
 
 __all__ = ["METHODS", "TensorRanges", "activation_tensors", "collect_ranges"]
 
@@ -131,7 +132,7 @@ def collect_ranges(
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     count = 0
-    for feed in tqdm(feeds, desc="ranges", unit="crop", disable=not progress, leave=False):
+    for feed in Progress(feeds, "ranges", unit="crop", enabled=progress):
         for n, a in zip(names, session.run(names, feed), strict=True):
             lo[n], hi[n] = min(lo[n], float(a.min())), max(hi[n], float(a.max()))
         count += 1
@@ -143,7 +144,7 @@ def collect_ranges(
     spans = {n: (lo[n], hi[n]) if method == "percentile" else (0.0, max(-lo[n], hi[n])) for n in names}
     edges = {n: np.linspace(a, max(b, a + 1e-12), BINS + 1) for n, (a, b) in spans.items()}
     hists = {n: np.zeros(BINS, dtype=np.int64) for n in names}
-    for feed in tqdm(feeds, desc="histograms", unit="crop", disable=not progress, leave=False):
+    for feed in Progress(feeds, "histograms", unit="crop", enabled=progress):
         for n, a in zip(names, session.run(names, feed), strict=True):
             values = a if method == "percentile" else np.abs(a)
             hists[n] += np.histogram(values, bins=edges[n])[0]

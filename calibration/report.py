@@ -17,13 +17,13 @@ def _db(x: float) -> str:
 
 def _bins_table(score: dict) -> list[str]:
     lines = [
-        "| scales | crops | FP32 vs HR dB | this vs HR dB | loss dB | this vs FP32 dB |",
-        "|---|---|---|---|---|---|",
+        "| scales | crops | FP32 vs HR dB | this vs HR dB | loss dB | at dB | this vs FP32 dB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b in score["bins"]:
         lines.append(
             f"| ({b['lo']:g}, {b['hi']:g}] | {b['crops']} | {_db(b['psnr_fp32'])} | {_db(b['psnr'])} | "
-            f"{_db(b['loss_db'])} | {_db(b['psnr_vs_fp32'])} |"
+            f"{_db(b['loss_db'])} | {_db(b.get('psnr_reference', math.nan))} | {_db(b['psnr_vs_fp32'])} |"
         )
     return lines
 
@@ -34,15 +34,18 @@ def format_markdown(report: dict) -> str:
     lines = [
         f"# Calibration: {report['precision']} ({verdict})",
         "",
-        f"Budget: worst scale bin loses at most {report['budget_db']:g} dB Y-PSNR against FP32 and stays >= "
-        f"{report['min_psnr_db']:g} dB against the FP32 output, measured on {report['held_apart']} held-apart "
-        f"crops (images not used for the ranges). Calibration: {report['crops']} crops from "
-        f"{', '.join(report['images'])}, seed {report['seed']}, method {report['method']}"
+        f"Budget: worst scale bin loses at most {report['budget_db']:g} dB Y-PSNR against FP32 on an image "
+        f"reconstructed at {report.get('reference_psnr_db', 0):g} dB and stays >= {report['min_psnr_db']:g} dB "
+        f"against the FP32 output, measured on {report['held_apart']} held-apart crops (images not used for the "
+        f"ranges). Calibration: {report['crops']} crops from {', '.join(report['images'])}"
+        f" ({', '.join(report.get('images_resolved', []))}), seed {report['seed']}, method {report['method']}"
         + (f" (ranges: `{report['ranges_file']}`)" if report.get("ranges_file") else "")
         + ".",
         "",
-        "Loss per bin: max(FP32 vs HR - this vs HR, 10 log10(1 + MSE vs FP32 / MSE of FP32 vs HR)), Y channel, "
-        "ceil(r) shaved, MSE pooled over the bin's crops.",
+        "Loss per bin: max(FP32 vs HR - this vs HR, 10 log10(1 + MSE vs FP32 / reference MSE)), Y channel, "
+        "ceil(r) shaved, MSE pooled over the bin's crops; the reference MSE is the smaller of the crops' FP32 MSE "
+        "and that of an image reconstructed at the reference PSNR in the smallest-scale bin (as much better than "
+        "the crops in the other bins): column 'at dB'.",
     ]
     for target, form in report["forms"].items():
         lines += ["", f"## {form['file']} (target {target}): {'met' if form['met'] else 'NOT MET'}", ""]

@@ -24,6 +24,7 @@ from metasr.runtime.projection import MERGE_TOL
 from metasr.data import make_pair
 from metasr.fileio import make_temp_dir, remove_stale_dirs, replace_dir
 from metasr.imresize import imresize
+from metasr.limits import MAX_OPSET, MAX_STATIC_LR, MIN_OPSET, float_problem, int_problem
 from metasr.model import MetaSR
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "ExportResult", "export_onnx", "verify_with_onnxruntime"]
@@ -141,13 +142,17 @@ def export_onnx(
     (H, W, 3)) both run on ONNX Runtime against PyTorch at ``verify_scales``; any failure raises
     :class:`ExportError` and leaves ``out_dir`` as it was.
     """
-    if opset < 13:
-        raise ExportError(f"opset must be >= 13, got {opset}")
+    problem = int_problem(opset, MIN_OPSET, MAX_OPSET)
+    if problem:
+        raise ExportError(f"opset {problem}")
+    if lr_size is not None and any(int_problem(v, 8, MAX_STATIC_LR) for v in lr_size):
+        raise ExportError(f"a static LR size needs two integers in 8..{MAX_STATIC_LR}, got {lr_size}")
     model = model.eval()
     cfg = model.config
     max_scale = cfg.max_scale if max_scale is None else max_scale
-    if not 1.0 < max_scale <= cfg.max_scale:
-        raise ExportError(f"--max-scale must be in (1, {cfg.max_scale:g}] for this model, got {max_scale:g}")
+    problem = float_problem(max_scale, 1.0, cfg.max_scale, low_open=True)
+    if problem:
+        raise ExportError(f"the largest scale (--max-scale) {problem} for this model")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)

@@ -27,6 +27,7 @@ from metasr.runtime.trt_env import TrtEnvironment, require_tensorrt
 
 from metasr.fileio import atomic_path
 from metasr.kernels.ptx import PTX_ISA
+from metasr.limits import MAX_SCALE, MAX_SIDE, check_float, check_int, int_problem
 
 __all__ = ["EngineBuildConfig", "EngineBuildError", "build_engines"]
 
@@ -53,12 +54,14 @@ class EngineBuildConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not self.lr_sizes or any(h < 8 or w < 8 for h, w in self.lr_sizes):
-            raise ValueError(f"LR sizes must be at least 8x8, got {list(self.lr_sizes)}")
-        if self.max_lr is not None and (self.max_lr[0] < 1 or self.max_lr[1] < 1):
-            raise ValueError(f"max LR size must be positive, got {self.max_lr}")
-        if self.workspace_mb < 16:
-            raise ValueError(f"workspace must be at least 16 MB, got {self.workspace_mb}")
+        if not self.lr_sizes or any(int_problem(v, 8, MAX_SIDE) for size in self.lr_sizes for v in size):
+            raise ValueError(f"LR sizes must be (h, w) in 8..{MAX_SIDE}, got {list(self.lr_sizes)}")
+        if self.max_lr is not None and any(int_problem(v, 1, MAX_SIDE) for v in self.max_lr):
+            raise ValueError(f"max LR size must be (h, w) in 1..{MAX_SIDE}, got {self.max_lr}")
+        check_int(self.workspace_mb, "workspace_mb", 16, 1 << 20)
+        check_float(self.opt_scale, "opt_scale", 1.0, MAX_SCALE, low_open=True)
+        if self.timing_cache is not None and self.timing_cache.exists() and not self.timing_cache.is_file():
+            raise ValueError(f"timing cache {self.timing_cache} exists and is not a regular file")
         if self.upscale_impl not in ("plugin", "body"):
             raise ValueError(f"upscale_impl must be 'plugin' or 'body', got {self.upscale_impl!r}")
 

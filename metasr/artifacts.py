@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from metasr.bundled import bundled_model_path
+from metasr.interrupts import reraise_interrupt
 from metasr.runtime.manifest import Manifest, ManifestError, sha256_file
 
 __all__ = ["ModelExtraMissing", "cache_root", "default_artifacts"]
@@ -36,6 +37,7 @@ def default_artifacts(verbose: bool = True) -> Path:
         from metasr.checkpoint import load_model
         from metasr.export import export_onnx
     except ModuleNotFoundError as e:
+        reraise_interrupt(e)
         raise ModelExtraMissing(
             f"the bundled model is exported to ONNX on first use, which needs {e.name} "
             "(pip install 'metasr[model]'); or pass --artifacts DIR exported elsewhere"

@@ -4,6 +4,9 @@ Per backend: feature stage, weight prediction, upscale stage and end-to-end time
 one LR size and scale; continuous zoom (one encode, then ten scales) against re-running the whole pipeline
 per scale and against one full single-scale run; peak resident memory of one end-to-end run at a given
 output size, each backend in a fresh process.
+
+Without a model (``model=None``: a torch-free install) only the runtime backend runs, on the given artifacts:
+the PyTorch columns are left out. PyTorch is imported only when a model is given.
 """
 
 from __future__ import annotations
@@ -13,15 +16,23 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from metasr.fileio import atomic_path
+from metasr.limits import MAX_IMAGE_PIXELS, check_int
 from metasr.measure import median_time, status_kib
-from metasr.model import MetaSR
-from metasr.upscale import meta_upscale
 
-__all__ = ["BACKEND_LABELS", "ZOOM_SCALES", "run_bench"]
+if TYPE_CHECKING:
+    from metasr.model import MetaSR
+
+__all__ = ["BACKEND_LABELS", "ZOOM_SCALES", "BenchError", "dump", "format_bench", "run_bench"]
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not run (e.g. the memory run's process failed or ran out of memory)."""
+
 
 ZOOM_SCALES = (1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3.1, 3.4, 3.7, 4.0)
 
@@ -33,10 +44,15 @@ def _peak_child(
     kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort"
 ) -> float:
     code = (
-        "import sys, numpy as np; from metasr.bench import _child_peak; "
+        "from metasr.bench import _child_peak; "
         f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}, {precision!r}, {backend!r}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        why = f"killed by signal {-out.returncode}" if out.returncode < 0 else f"exit {out.returncode}"
+        last = (out.stderr.strip().splitlines() or [""])[-1][:200]
+        hint = " (out of memory? try a smaller --memory-output)" if out.returncode == -9 or "Memory" in last else ""
+        raise BenchError(f"the {kind} memory run ({lr_w}x{lr_h} at x{scale:g}) failed, {why}{hint}: {last}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -51,6 +67,8 @@ def _child_peak(
         with Pipeline(target, backend, precision=precision) as p:
             p(img, scale)
     else:
+        import torch
+
         from metasr.checkpoint import load_model
 
         model = load_model(target)
@@ -59,8 +77,52 @@ def _child_peak(
     return status_kib("VmHWM") / 1024
 
 
+def _torch_times(model: MetaSR, img: np.ndarray, scale: float, repeats: int) -> dict:
+    """PyTorch eager: the stages' median times on ``img`` (h, w, 3) float32."""
+    import torch
+
+    from metasr.upscale import meta_upscale
+
+    h, w = img.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]  # (1, 3, h, w)
+    with torch.no_grad():
+        plan = model.plan(h, w, scale)
+        feats = model.encode(x)
+        table = model.P2W.table(plan, feats)
+        times = {
+            "feature_s": median_time(lambda: model.encode(x), repeats),
+            "weights_s": median_time(lambda: model.P2W.table(plan, feats), repeats),
+            "upscale_s": median_time(lambda: model.add_mean(meta_upscale(feats, table, plan)), repeats),
+            "e2e_s": median_time(lambda: model(x, scale), repeats),
+        }
+    times["weights_upscale_s"] = times["weights_s"] + times["upscale_s"]
+    return times
+
+
+def _runtime_times(art: Path, backend: str, precision: str, img: np.ndarray, scale: float, repeats: int) -> tuple:
+    """The runtime backend's stage times, and the continuous-zoom times, on ``img``."""
+    from metasr.runtime.pipeline import Pipeline
+
+    with Pipeline(art, backend, precision=precision) as p:
+        feats = p.encode(img)
+        times = {
+            "feature_s": median_time(lambda: p.encode(img), repeats),
+            "weights_upscale_s": median_time(lambda: p.upscale(feats, scale), repeats),
+            "e2e_s": median_time(lambda: p.upscale(p.encode(img), scale), repeats),
+        }
+
+        def zoom_once() -> None:  # one encode, then every zoom scale from the same features
+            features = p.encode(img)
+            for s in ZOOM_SCALES:
+                p.upscale(features, s)
+
+        zoom = median_time(zoom_once, max(1, repeats // 2))
+        rerun = median_time(lambda: [p.upscale(p.encode(img), s) for s in ZOOM_SCALES], max(1, repeats // 2))
+    return times, zoom, rerun
+
+
 def run_bench(
-    model: MetaSR,
+    model: MetaSR | None,
     lr_size: tuple[int, int],
     scale: float,
     repeats: int = 5,
@@ -73,45 +135,34 @@ def run_bench(
 
     The runtime ``backend`` ("ort", "ort-cuda", "trt": its results under the key "ort") runs ``artifacts``
     (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
+    ``model=None`` (no PyTorch): the runtime alone, on ``artifacts`` (required); no "torch" results.
     """
-    from metasr.checkpoint import save_model
-    from metasr.export import export_onnx
-    from metasr.runtime.pipeline import Pipeline
-
     h, w = lr_size
-    rng = np.random.default_rng(0)
-    img = (rng.random((h, w, 3)) * 255).astype(np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]  # (1, 3, h, w)
-    res: dict = {"model": model.config.name, "lr": f"{w}x{h}", "scale": scale, "threads": torch.get_num_threads()}
-    res["precision"], res["backend"] = precision, backend
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        art = Path(artifacts) if artifacts else export_onnx(model, Path(tmp) / "art").out_dir
-        ckpt = save_model(model, Path(tmp) / "model.safetensors")
-        plan = model.plan(h, w, scale)
-        feats_t = model.encode(x)
-        table = model.P2W.table(plan, feats_t)
-        res["torch"] = {
-            "feature_s": median_time(lambda: model.encode(x), repeats),
-            "weights_s": median_time(lambda: model.P2W.table(plan, feats_t), repeats),
-            "upscale_s": median_time(lambda: model.add_mean(meta_upscale(feats_t, table, plan)), repeats),
-            "e2e_s": median_time(lambda: model(x, scale), repeats),
-        }
-        res["torch"]["weights_upscale_s"] = res["torch"]["weights_s"] + res["torch"]["upscale_s"]
-        with Pipeline(art, backend, precision=precision) as p:
-            feats = p.encode(img)
-            res["ort"] = {
-                "feature_s": median_time(lambda: p.encode(img), repeats),
-                "weights_upscale_s": median_time(lambda: p.upscale(feats, scale), repeats),
-                "e2e_s": median_time(lambda: p.upscale(p.encode(img), scale), repeats),
-            }
+    check_int(repeats, "repeats", 1, 1000)
+    for name, (a, b) in (("lr_size", lr_size), ("memory_output", memory_output or (1, 1))):
+        if a < 1 or b < 1 or a * b > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{name} must be two positive sizes of at most {MAX_IMAGE_PIXELS:,} pixels, got {a}x{b}")
+    if model is None and artifacts is None:
+        raise ValueError("without a PyTorch model the benchmark needs artifacts to run")
+    img = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.float32)
+    res: dict = {"lr": f"{w}x{h}", "scale": scale, "precision": precision, "backend": backend}
+    with tempfile.TemporaryDirectory() as tmp:
+        if model is None:
+            from metasr.runtime.manifest import Manifest
 
-            def zoom_once() -> None:  # one encode, then every zoom scale from the same features
-                features = p.encode(img)
-                for s in ZOOM_SCALES:
-                    p.upscale(features, s)
+            art = Path(artifacts)  # type: ignore[arg-type]
+            res["model"] = Manifest.read(art).model.get("name", "")
+        else:
+            import torch
 
-            zoom = median_time(zoom_once, max(1, repeats // 2))
-            rerun = median_time(lambda: [p.upscale(p.encode(img), s) for s in ZOOM_SCALES], max(1, repeats // 2))
+            from metasr.checkpoint import save_model
+            from metasr.export import export_onnx
+
+            art = Path(artifacts) if artifacts else export_onnx(model, Path(tmp) / "art").out_dir
+            ckpt = save_model(model, Path(tmp) / "model.safetensors")
+            res["model"], res["threads"] = model.config.name, torch.get_num_threads()
+            res["torch"] = _torch_times(model, img, scale, repeats)
+        res["ort"], zoom, rerun = _runtime_times(art, backend, precision, img, scale, repeats)
         res["zoom"] = {
             "scales": list(ZOOM_SCALES),
             "encode_once_s": zoom,
@@ -121,9 +172,10 @@ def run_bench(
             "vs_rerun": zoom / rerun,
         }
         for b in ("torch", "ort"):
-            r = res[b]
-            r["weights_upscale_pct_of_feature"] = 100 * r["weights_upscale_s"] / r["feature_s"]
-        res["ort_vs_torch_e2e"] = res["ort"]["e2e_s"] / res["torch"]["e2e_s"]
+            if b in res:
+                res[b]["weights_upscale_pct_of_feature"] = 100 * res[b]["weights_upscale_s"] / res[b]["feature_s"]
+        if "torch" in res:
+            res["ort_vs_torch_e2e"] = res["ort"]["e2e_s"] / res["torch"]["e2e_s"]
         if memory_output:
             mw, mh = memory_output
             lh, lw = int(np.ceil(mh / scale)), int(np.ceil(mw / scale))
@@ -131,8 +183,9 @@ def run_bench(
                 "output": f"{int(scale * lw)}x{int(scale * lh)}",
                 "lr": f"{lw}x{lh}",
                 "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale, precision, backend),
-                "torch_peak_mib": _peak_child("torch", str(ckpt), lh, lw, scale),
             }
+            if model is not None:
+                res["memory"]["torch_peak_mib"] = _peak_child("torch", str(ckpt), lh, lw, scale)
     return res
 
 
@@ -155,6 +208,8 @@ def format_bench(res: dict) -> str:
     label = BACKEND_LABELS.get(res.get("backend", "ort"), "ONNX Runtime")
     ort_name = label + (f" {res['precision']}" if res.get("precision", "fp32") != "fp32" else "")
     for name, key in (("PyTorch eager", "torch"), (ort_name, "ort")):
+        if key not in res:  # no PyTorch here: the runtime's columns only
+            continue
         r = res[key]
         rows.append(
             [
@@ -168,16 +223,19 @@ def format_bench(res: dict) -> str:
             ]
         )
     z = res["zoom"]
+    threads = f"{res['threads']} PyTorch threads" if "threads" in res else "without PyTorch"
     lines = [
-        f"**{res['model']}**, LR {res['lr']} at x{res['scale']:g}, {res['threads']} threads (median times; ONNX "
+        f"**{res['model']}**, LR {res['lr']} at x{res['scale']:g}, {threads} (median times; ONNX "
         "Runtime runs weight prediction inside the upscale graph)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        f"{label} end to end / PyTorch eager: **{res['ort_vs_torch_e2e']:.2f}x**",
-        "",
+    ]
+    if "ort_vs_torch_e2e" in res:
+        lines += [f"{label} end to end / PyTorch eager: **{res['ort_vs_torch_e2e']:.2f}x**", ""]
+    lines += [
         f"Continuous zoom on {label}, scales {', '.join(f'{s:g}' for s in z['scales'])}: one encode + 10 "
         f"upscales {_ms(z['encode_once_s'])} = **{z['vs_one_run']:.2f}x one full x{res['scale']:g} run** "
         f"({_ms(z['one_full_run_s'])}); re-running the whole pipeline per scale takes {_ms(z['rerun_per_scale_s'])} "
@@ -188,10 +246,13 @@ def format_bench(res: dict) -> str:
         lines += [
             "",
             f"Peak resident memory of a whole process, {m['lr']} -> {m['output']} at x{res['scale']:g}: "
-            f"{label} **{m['ort_peak_mib']:.0f} MiB**, PyTorch eager {m['torch_peak_mib']:.0f} MiB.",
+            f"{label} **{m['ort_peak_mib']:.0f} MiB**"
+            + (f", PyTorch eager {m['torch_peak_mib']:.0f} MiB." if "torch_peak_mib" in m else "."),
         ]
     return "\n".join(lines)
 
 
 def dump(res: dict, path: Path) -> None:
-    path.write_text(json.dumps(res, indent=2))
+    """Write ``res`` as JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(res, indent=2) + "\n")

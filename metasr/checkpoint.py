@@ -4,10 +4,15 @@ A ``.safetensors`` checkpoint stores the :class:`ModelConfig` as JSON in its met
 side configuration. A ``.pt``/``.pth`` file is read as a plain state dict in the official Meta-RDN key
 layout (no prefix) with ``torch.load(weights_only=True)`` (never executing pickled code) and loaded strictly.
 
-The tensor names and shapes are checked against the config *before* any model is built: the expected ones
-come from the model built on PyTorch's ``meta`` device (no memory), and for safetensors the actual ones from
-the file's header (no tensor read). A tiny file whose config describes a huge model is refused without
-allocating it.
+The config is untrusted input: it is parsed with bounded size and nesting (:meth:`ModelConfig.from_json`), its
+ranges and the model's parameter count are checked from the numbers alone (:func:`metasr.model.parameter_count`),
+and the memory loading needs (the file's tensors and the model's, float32) against what the machine has
+available, all before any module is built. Then the tensor names and shapes are checked against the config:
+the expected ones come from the model built on PyTorch's ``meta`` device (no memory), and for safetensors the
+actual ones from the file's header (no tensor read). A tiny file whose config describes a huge model is refused
+without allocating it. Weights that are not finite (NaN, inf) are refused once read: such a model exports and
+evaluates without an error, and every image it makes is garbage. Only regular files are read (a FIFO would
+block the reader forever).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from metasr.config import ModelConfig, preset
 from metasr.fileio import atomic_path
-from metasr.model import MetaSR
+from metasr.model import MetaSR, parameter_count
 
 __all__ = ["CheckpointError", "load_model", "official_state_dict", "read_metadata", "save_model"]
 
@@ -48,13 +53,45 @@ def official_state_dict(model: MetaSR) -> dict[str, torch.Tensor]:
     return {_to_official(k): v for k, v in model.state_dict().items()}
 
 
+def _available_bytes() -> int | None:
+    """Memory the kernel says can be allocated without swapping (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _meta_model(config: ModelConfig, source: str) -> MetaSR:
-    """The model of ``config`` on the meta device: names and shapes, no storage."""
+    """The model of ``config`` on the meta device (names and shapes, no storage), after its size was checked:
+    ranges and parameter count from the config alone, then twice its float32 weights (the file's tensors and
+    the model's) against the memory available."""
+    try:
+        count = parameter_count(config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: its config does not describe a buildable model ({e})") from None
+    needed, available = 2 * 4 * count, _available_bytes()
+    if available is not None and needed > available:
+        raise CheckpointError(
+            f"{source}: its model has {count:,} parameters; loading needs ~{needed / 2**30:.1f} GiB, "
+            f"{available / 2**30:.1f} GiB available"
+        )
     try:
         with torch.device("meta"):
             return MetaSR(config)
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{source}: its config does not describe a buildable model ({e})") from None
+
+
+def _check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the tensors that hold NaN or inf values."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
+        raise CheckpointError(f"{source} has non-finite weights (NaN or inf) in {', '.join(bad[:_SHOW])}{more}")
 
 
 def _check_strict(model: MetaSR, shapes: dict[str, tuple[int, ...]], source: str) -> None:
@@ -80,6 +117,7 @@ def _check_strict(model: MetaSR, shapes: dict[str, tuple[int, ...]], source: str
 
 def _load_state(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> MetaSR:
     _check_strict(_meta_model(config, source), {k: tuple(v.shape) for k, v in state.items()}, source)
+    _check_finite(state, source)
     model = MetaSR(config)
     model.load_state_dict({_from_official(k): v for k, v in state.items()}, strict=True)
     return model.eval()
@@ -124,8 +162,10 @@ def load_model(path: str | os.PathLike[str], config: ModelConfig | str | None = 
     the official Meta-RDN (``"rdn"``).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
+    if not path.is_file():  # a FIFO or a device would block the reader or never end
+        raise CheckpointError(f"{path} is not a regular file")
     if isinstance(config, str):
         config = preset(config)
     if path.suffix == ".safetensors":

@@ -7,9 +7,16 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metasr.jsonio import loads_bounded
+from metasr.limits import check_int
 from metasr.runtime.projection import DEFAULT_MAX_SCALE
 
 __all__ = ["PRESETS", "ModelConfig", "preset"]
+
+MAX_CONFIG_CHARS = 64 * 1024  # a config is ~300 characters
+MAX_CONFIG_DEPTH = 4  # {backbone_params: {...}, rgb_mean: [...]} is 2 deep
+MAX_FEATURES = 1024  # C: the paper's largest backbone (Meta-EDSR) has 256
+MAX_HIDDEN = 4096  # the weight predictor's hidden width (256 in the paper)
 
 # DIV2K RGB mean used by EDSR/RDN/Meta-SR to initialise the mean-shift convolutions.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -35,8 +42,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if self.features < 1 or self.hidden < 1:
-            raise ValueError(f"features and hidden must be positive, got {self.features}, {self.hidden}")
+        check_int(self.features, "model config features", 1, MAX_FEATURES)
+        check_int(self.hidden, "model config hidden", 1, MAX_HIDDEN)
         if self.kernel_size != 3:
             raise ValueError(f"only 3x3 Meta-Upscale kernels are supported, got {self.kernel_size}")
         if not 1.0 < self.max_scale <= 16.0:
@@ -49,7 +56,9 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        data = json.loads(text)
+        """The config written by :meth:`to_json`; text over 64 KiB or nested deeper than 4 levels is refused
+        before it is parsed (a checkpoint's metadata is untrusted input)."""
+        data = loads_bounded(text, "the model config", max_chars=MAX_CONFIG_CHARS, max_depth=MAX_CONFIG_DEPTH)
         if not isinstance(data, dict):
             raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - set(cls.__dataclass_fields__)

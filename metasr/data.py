@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 
 from metasr.fileio import atomic_path
 from metasr.imresize import imresize, metasr_crop, modcrop, official_scale_value
-from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, probe_image, read_rgb8
+from metasr.runtime.image_io import DEFAULT_MAX_PIXELS, ImageError, probe_image, read_rgb8
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -37,11 +38,21 @@ Convention = Literal["metasr", "benchmark"]
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
+    """Image files directly in ``folder`` (by suffix), sorted by name, each checked to be a regular file once
+    links are followed: a link loop, a dangling link or a FIFO named like an image raises ``ImageError``
+    naming it, before any work starts (a FIFO would block its reader forever)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no image folder at {folder}")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in paths:
+        try:
+            mode = path.stat().st_mode  # follows links
+        except OSError as e:  # ELOOP: a link loop; ENOENT: a dangling link
+            raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{path} is not a regular file")
+    return paths
 
 
 def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

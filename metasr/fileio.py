@@ -28,6 +28,7 @@ except ImportError:  # not on Windows: swaps there are not serialised across pro
 __all__ = [
     "STALE_AFTER_S",
     "atomic_path",
+    "check_output_file",
     "make_temp_dir",
     "pid_alive",
     "remove_stale",
@@ -180,3 +181,23 @@ def remove_stale_dirs(out_dir: Path) -> None:
     """Temporary and swapped-out folders of ``out_dir`` (``make_temp_dir`` tags ``tmp`` / ``old``) left by
     killed writers (their pid is gone)."""
     remove_stale(out_dir.parent, re.escape(f".{out_dir.name}.") + r"(?:tmp|old)-(\d+)-[0-9a-f]{8}")
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if :func:`atomic_path` can write it, checked before a long run rather than after it: not an
+    existing folder or special file (``/dev/null`` would be replaced by a regular file), in an existing folder
+    where a file can be created (probed by creating and removing a temporary). Else ``ValueError``, one line."""
+    path = Path(path)
+    if not path.name:
+        raise ValueError(f"{what} needs a file name, got {str(path)!r}")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path} exists and is not a regular file")
+    if not path.parent.is_dir():
+        raise ValueError(f"{what} {path}: there is no folder {path.parent}")
+    probe = path.parent / f".{path.name}.{_token()}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be written ({e.strerror or e})") from None
+    return path

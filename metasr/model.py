@@ -10,13 +10,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metasr.backbones import build_backbone
+from metasr.backbones import backbone_parameters, build_backbone
 from metasr.config import ModelConfig
 from metasr.runtime.projection import ProjectionPlan, project
 from metasr.upscale import DEFAULT_TILE, meta_upscale
 from metasr.weight_predictor import WeightPredictor
 
-__all__ = ["MeanShift", "MetaSR"]
+__all__ = ["MAX_PARAMETERS", "MeanShift", "MetaSR", "parameter_count"]
+
+# 1 GiB of float32 weights: 12x the paper's Meta-EDSR (43 M), 48x Meta-RDN (22.4 M)
+MAX_PARAMETERS = 2**28
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Parameters of ``MetaSR(config)``, computed from the config alone (nothing is built or allocated).
+
+    ``ValueError`` for an unknown backbone, its params out of range, or more than :data:`MAX_PARAMETERS`.
+    """
+    backbone = backbone_parameters(config.backbone, config.backbone_params)
+    c, k, hidden = config.features, config.kernel_size, config.hidden
+    mean_shifts = 2 * (3 * 3 + 3)  # two 1x1 convolutions 3 -> 3 with bias
+    predictor = 3 * hidden + hidden + hidden * c * k * k * 3 + c * k * k * 3  # Linear(3, hidden), Linear(hidden, ...)
+    total = mean_shifts + backbone + predictor
+    if total > MAX_PARAMETERS:
+        raise ValueError(f"the model config describes {total:,} parameters; at most {MAX_PARAMETERS:,} are built")
+    return total
 
 
 def _use_kernel(impl: str, features: torch.Tensor, table: torch.Tensor) -> bool:
@@ -48,6 +66,7 @@ class MetaSR(nn.Module):
     (``sub_mean``, ``add_mean``, ``P2W.meta_block``) with the backbone's own under ``backbone.``."""
 
     def __init__(self, config: ModelConfig) -> None:
+        parameter_count(config)  # ranges and size, before any module or tensor exists
         super().__init__()
         self.config = config
         self.sub_mean = MeanShift(config.rgb_range, config.rgb_mean, -1)

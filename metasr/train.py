@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metasr.checkpoint import load_model, save_model
 from metasr.config import preset
 from metasr.data import TRAIN_SCALES, PairCache, TrainSampler, check_images, list_images
+from metasr.limits import MAX_SCALE, MAX_SEED, check_float, check_int, check_threads
 from metasr.model import MetaSR
+from metasr.progress import Progress
 
 __all__ = ["TrainConfig", "apply_overrides", "train"]
 
@@ -49,10 +50,33 @@ class TrainConfig:
     notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.patch < 8 or self.iterations < 1:
-            raise ValueError("batch, patch (>= 8) and iterations must be positive")
-        if not self.scales or any(not 1 < s <= 16 for s in self.scales):
-            raise ValueError(f"training scales must lie in (1, 16], got {self.scales}")
+        for name, low, high in _INT_RANGES:
+            check_int(getattr(self, name), name, low, high)
+        check_float(self.lr, "lr", 0.0, 1.0, low_open=True)
+        check_float(self.lr_gamma, "lr_gamma", 0.0, 1.0, low_open=True)
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
+        for beta in self.betas:
+            check_float(beta, "betas", 0.0, 0.999999)
+        check_threads(self.threads)
+        for name in ("scales", "val_scales"):
+            values = getattr(self, name)
+            if not 1 <= len(values) <= 1000:
+                raise ValueError(f"{name} needs 1..1000 scales, got {len(values)}")
+            for v in values:
+                check_float(v, f"{name} entries", 1.0, MAX_SCALE, low_open=True)
+
+
+# (field, low, high): a batch of 1024 50x50 patches or a 1024-pixel patch is far beyond one machine's memory
+_INT_RANGES = (
+    ("batch", 1, 1024),
+    ("patch", 8, 1024),
+    ("lr_step", 1, 10**9),
+    ("iterations", 1, 10**9),
+    ("val_every", 1, 10**9),
+    ("save_every", 1, 10**9),
+    ("seed", 0, MAX_SEED),
+)
 
 
 def _parse(value: str, annotation: str) -> object:
@@ -68,7 +92,7 @@ def _parse(value: str, annotation: str) -> object:
         return tuple(float(v) for v in value.split(",") if v)
     if annotation.startswith("tuple[str"):
         return tuple(v for v in value.split(",") if v)
-    raise ValueError(f"cannot set a field of type {annotation} from the command line")
+    raise TypeError(f"cannot set a field of type {annotation} from the command line")
 
 
 def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
@@ -79,8 +103,20 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"bad override {item!r}: expected key=value with key in {sorted(fields)}")
-        changes[key] = _parse(value, str(fields[key].type))
+        try:
+            changes[key] = _parse(value, str(fields[key].type))
+        except ValueError:
+            raise ValueError(f"--set {key}: {value!r} is not a {fields[key].type}") from None
+        except TypeError as e:
+            raise ValueError(f"--set {key}: {e}") from None
     return dataclasses.replace(config, **changes)
+
+
+def _record_line(record: dict, iterations: int) -> str:
+    """One log record as a plain line: ``iteration 200/1000  loss 4.512  lr 1e-04  31.0 s  val 30.12 dB``."""
+    line = f"iteration {record['iteration']}/{iterations}  loss {record['loss']:.3f}  lr {record['lr']:.0e}  "
+    line += f"{record['seconds']:.1f} s"
+    return line + (f"  val {record['val_mean']:.2f} dB" if "val_mean" in record else "")
 
 
 def _validate(model: MetaSR, val_paths: list[Path], scales: Sequence[float], cache_dir: Path) -> dict[str, float]:
@@ -124,7 +160,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     log = (out / "log.jsonl").open("a")
     batches = iter(sampler)
-    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, dynamic_ncols=True)
+    bar = Progress(range(start, config.iterations), "train", unit="it", total=config.iterations, initial=start)
     running, t0, pixels = 0.0, time.perf_counter(), 0
     model.train()
     for it in bar:
@@ -171,6 +207,8 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
             )
             log.write(json.dumps(record) + "\n")
             log.flush()
+            if not bar.active:  # a pipe or a CI log: a plain line per record instead of a redrawn bar
+                bar.write(_record_line(record, config.iterations))
             if on_log is not None:
                 on_log(record)
     log.close()

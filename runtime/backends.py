@@ -16,6 +16,9 @@ from typing import Protocol
 import numpy as np
 from metasr.runtime.manifest import GraphSpec
 
+from metasr.interrupts import reraise_interrupt
+from metasr.limits import check_threads
+
 __all__ = [
     "ALL_BACKENDS",
     "BACKENDS",
@@ -80,7 +83,8 @@ def _ort_providers(providers: list[str]) -> str | None:
     """Why these providers cannot run here, or None when they can."""
     try:
         import onnxruntime as ort
-    except ImportError:
+    except ImportError as e:
+        reraise_interrupt(e)  # an import cut short by Ctrl-C / SIGTERM is not a missing package
         return "the ort backends need ONNX Runtime (pip install 'metasr[ort]', or 'metasr[ort-gpu]' for CUDA)"
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
@@ -92,6 +96,7 @@ class OrtBackend:
     """One ONNX graph in an ONNX Runtime session, created from the graph's verified bytes."""
 
     def __init__(self, model: bytes, spec: GraphSpec, providers: list[str], threads: int = 0) -> None:
+        check_threads(threads)
         reason = _ort_providers(providers)
         if reason:
             raise BackendError(reason)
@@ -154,7 +159,9 @@ def backend_available(name: str) -> str | None:
 
 def open_backend(name: str, spec: GraphSpec, model: bytes, threads: int = 0) -> Backend:
     """Open ``spec``'s graph on the named backend from ``model``, the file's bytes as
-    :meth:`Manifest.read_verified` returned them."""
+    :meth:`Manifest.read_verified` returned them. ``threads``: 0 (the engine's default) ..
+    :data:`metasr.limits.MAX_THREADS`, else ``ValueError``."""
+    check_threads(threads)
     reason = backend_available(name)
     if reason:
         raise BackendError(reason)

@@ -11,6 +11,8 @@ import functools
 import importlib
 from dataclasses import dataclass
 
+from metasr.interrupts import reraise_interrupt
+
 __all__ = ["TensorRTUnavailable", "TrtEnvironment", "cudart", "probe", "require_tensorrt"]
 
 
@@ -49,7 +51,8 @@ def cudart():
 def _gpu(device: int) -> tuple[int, str | None, tuple[int, int] | None, str | None]:
     try:
         rt = cudart()
-    except ImportError:
+    except ImportError as e:
+        reraise_interrupt(e)  # an import cut short by an interrupt is not a missing package
         return 0, None, None, "cuda-bindings is not installed (pip install 'metasr[tensorrt]')"
     err, count = rt.cudaGetDeviceCount()
     if int(err) != 0 or count < 1:
@@ -67,6 +70,7 @@ def _tensorrt() -> tuple[str | None, str | None]:
     try:
         trt = importlib.import_module("tensorrt")
     except (ImportError, OSError) as e:  # OSError: bindings present, libnvinfer missing
+        reraise_interrupt(e)
         return None, f"TensorRT is not installed or cannot load ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
     return str(trt.__version__), None
 

@@ -21,6 +21,14 @@ def data_path(*parts: str) -> Path:
     return path
 
 
+def one_line_error(capsys, code: int) -> str:
+    """Assert exit 2 and exactly one stderr line of the form ``metasr: error: ...``; return it."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("metasr: error: "), err
+    return err[0]
+
+
 @pytest.fixture(scope="session")
 def bundled_artifacts(tmp_path_factory) -> Path:
     """The bundled model exported once per test session (read-only: copy it before changing anything)."""

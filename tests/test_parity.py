@@ -86,7 +86,8 @@ def test_thresholds_can_be_overridden(capsys, bundled_artifacts):
         (["--threshold", "fp32.atol"], "--threshold must look like"),
         (["--threshold", "fp64.atol=1"], "unknown precision"),
         (["--threshold", "fp32.rtol=1"], "unknown limit"),
-        (["--threshold", "fp32.atol=-1"], "must be a number >= 0"),
+        (["--threshold", "fp32.atol=-1"], "must be a finite number in [0, 255]"),
+        (["--threshold", "fp32.atol=inf"], "must be a finite number in [0, 255]"),  # a check that cannot fail
         (["--backends", "tpu"], "unknown backend"),
         (["--precisions", "fp64"], "unknown precisions"),
         (["--backends", "trt"], "no backend x precision could run here"),

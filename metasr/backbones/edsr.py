@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from metasr.backbones.limits import check_kernel, check_size
+from metasr.limits import check_float
+
 
 class _ResBlock(nn.Module):
     """conv-ReLU-conv with a scaled residual: (N, C, h, w) -> (N, C, h, w)."""
@@ -43,6 +46,15 @@ class EDSR(nn.Module):
             nn.Conv2d(channels, channels, kernel_size, padding=pad),
         )
         self.receptive_radius = 1 + 2 * n_blocks + 1
+
+    @staticmethod
+    def parameter_count(channels: int = 64, n_blocks: int = 16, res_scale: float = 1.0, kernel_size: int = 3) -> int:
+        """Parameters of ``EDSR(...)``, computed without building it; ``ValueError`` for out-of-range values."""
+        check_size(channels=channels, n_blocks=n_blocks)
+        check_kernel(kernel_size)
+        check_float(res_scale, "res_scale", 0.0, 10.0)
+        conv = channels * channels * kernel_size**2 + channels  # a C -> C convolution with bias
+        return 3 * channels * kernel_size**2 + channels + 2 * n_blocks * conv + conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)

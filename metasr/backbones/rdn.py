@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from metasr.backbones.limits import check_kernel, check_size
+
 
 class _DenseConv(nn.Module):
     """conv3x3 + ReLU whose output is concatenated to its input: (N, Cin, h, w) -> (N, Cin + G, h, w)."""
@@ -54,6 +56,20 @@ class RDN(nn.Module):
             nn.Conv2d(n_blocks * channels, channels, 1), nn.Conv2d(channels, channels, kernel_size, padding=pad)
         )
         self.receptive_radius = 1 + 1 + n_blocks * n_layers + 1  # 3x3 convs on the longest path
+
+    @staticmethod
+    def parameter_count(
+        channels: int = 64, n_blocks: int = 16, n_layers: int = 8, growth: int = 64, kernel_size: int = 3
+    ) -> int:
+        """Parameters of ``RDN(...)``, computed without building it; ``ValueError`` for out-of-range values."""
+        check_size(channels=channels, n_blocks=n_blocks, n_layers=n_layers, growth=growth)
+        check_kernel(kernel_size)
+        k2 = kernel_size**2
+        dense = sum((channels + c * growth) * growth * k2 + growth for c in range(n_layers))
+        block = dense + (channels + n_layers * growth) * channels + channels  # + the 1x1 local fusion
+        sfe = 3 * channels * k2 + channels + channels * channels * k2 + channels
+        gff = n_blocks * channels * channels + channels + channels * channels * k2 + channels
+        return sfe + n_blocks * block + gff
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shallow = self.SFENet1(x)

@@ -11,22 +11,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
 from metasr.cli import engine, model, quality, upscale
 from metasr.cli.common import CLIError, missing_dependency
+from metasr.interrupts import Terminated, handle_signals
 
 __all__ = ["CLIError", "build_parser", "main"]
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every ``finally`` (temporary files, directories) runs."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +56,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         OSError,
     )
     for module, name in (
+        ("metasr.bench", "BenchError"),
         ("metasr.checkpoint", "CheckpointError"),
         ("metasr.export", "ExportError"),
         ("metasr.export.trt_build", "EngineBuildError"),
@@ -84,32 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: cleanup ran on the way out
-        terminated = isinstance(e, Terminated)
-        print(f"metasr: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 143 if terminated else 130
-    except ModuleNotFoundError as e:  # an optional dependency: name the extra that brings it
-        message = missing_dependency(e, args.command)
+def _interrupted(terminated: bool) -> int:
+    print(f"metasr: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+    return 143 if terminated else 130
+
+
+def _report(e: BaseException, command: str, received: Sequence[int]) -> int | None:
+    """Print the one-line report of ``e`` and return the exit code; None for an unexpected error (traceback)."""
+    if received or isinstance(e, KeyboardInterrupt):  # an interrupt, whatever error it became on its way
+        return _interrupted(received[-1] == signal.SIGTERM if received else isinstance(e, Terminated))
+    if isinstance(e, ModuleNotFoundError):  # an optional dependency: name the extra that brings it
+        message = missing_dependency(e, command)
         if message is None:
-            raise
-        print(f"metasr: error: {message}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("metasr: error: out of memory (lower --upscale-budget-mb or --feature-tile)", file=sys.stderr)
-        return 2
-    except _expected_errors() as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"metasr: error: {msg}", file=sys.stderr)
-        return 2
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            return None
+    elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        # (PyTorch's CPU allocator raises a RuntimeError)
+        message = "out of memory" + (" (lower --upscale-budget-mb or --feature-tile)" if command == "upscale" else "")
+    elif isinstance(e, _expected_errors()):
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    else:
+        return None
+    print(f"metasr: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``metasr ARGV``; returns the exit code (a usage error too: one line on stderr, 2)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: a usage error (printed as one line) or --help
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    with handle_signals() as received:
+        try:
+            code = int(args.func(args))
+        except BaseException as e:  # cleanup ran on the way out (an interrupt is a KeyboardInterrupt)
+            reported = _report(e, args.command, received)
+            if reported is None:
+                raise
+            return reported
+        if received:  # a signal whose exception something swallowed on the way (a probe for a package)
+            return _interrupted(received[-1] == signal.SIGTERM)
+        return code
 
 
 if __name__ == "__main__":

@@ -1,24 +1,28 @@
 """What every ``metasr`` command shares: the user-error type, range-checked option types, model lookup.
 
-Option types (:func:`int_range`, :func:`float_range`) check values when the command line is parsed, so an
-absurd value (``--threads 100000``, ``--scale nan``) is refused in one line before anything starts.
+Option types (:func:`int_range`, :func:`float_range`, :func:`pair`, :data:`SCALE`, :data:`THREADS`) check values
+with :mod:`metasr.limits` when the command line is parsed, so an absurd value (``--threads 100000``, ``--scale
+nan``, ``--size 0x0``) is refused in one line before anything starts; the library refuses the same values.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
 from collections.abc import Callable
 from pathlib import Path
+
+from metasr.limits import MAX_IMAGE_PIXELS, MAX_SCALE, MAX_SIDE, MAX_THREADS, float_problem, int_problem
 
 __all__ = [
     "EXTRAS",
     "MAX_THREADS",
+    "SCALE",
+    "THREADS",
     "CLIError",
     "float_range",
     "int_range",
     "missing_dependency",
+    "pair",
     "parse_pair",
     "resolve_model",
 ]
@@ -26,11 +30,6 @@ __all__ = [
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
-
-
-# ONNX Runtime / PyTorch thread pools: more threads than a small multiple of the cores only adds contention
-# (a red team's --threads 100000 started ~32,000 threads and exhausted the machine's thread limit)
-MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 
 # the extra that brings each optional top-level module (pyproject.toml's optional-dependencies)
@@ -57,48 +56,75 @@ def missing_dependency(e: ModuleNotFoundError, command: str) -> str | None:
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer in [low, high]."""
+    """An argparse type: an integer in [low, high] (:func:`metasr.limits.int_problem`)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        problem = int_problem(value, low, high)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     parse.__name__ = "integer"
     return parse
 
 
-def float_range(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number in [low, high] (``(low, high]`` with ``low_open``)."""
+def float_range(low: float, high: float, *, low_open: bool = False, name: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (``(low, high]`` with ``low_open``); ``name`` starts
+    its messages (``scale must be ...``)."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        below = value <= low if low_open else value < low
-        if not math.isfinite(value) or below or value > high:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text}")
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}".lstrip()) from None
+        problem = float_problem(value, low, high, low_open=low_open)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{name} {problem}".lstrip())
         return value
 
     parse.__name__ = "number"
     return parse
 
 
-def parse_pair(text: str, flag: str, example: str) -> tuple[int, int]:
-    """Two positive integers written ``AxB`` (``--size WxH``, ``--lr-size HxW``), in the order written."""
+# a scale option: (1, 16], then checked against the model's (or the artifacts') own maximum
+SCALE = float_range(1.0, MAX_SCALE, low_open=True, name="scale")
+# --threads: 0 (the library's default) .. MAX_THREADS (4 per CPU core)
+THREADS = int_range(0, MAX_THREADS)
+
+
+def parse_pair(
+    text: str, flag: str, example: str, low: int = 1, high: int = MAX_SIDE, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[int, int]:
+    """Two integers written ``AxB`` (``--size WxH``, ``--lr-size HxW``) in the order written, each in
+    [low, high] and with at most ``max_pixels`` pixels together; else :class:`CLIError`."""
     try:
         a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise CLIError(f"{flag} must look like {example}, got {text!r}") from None
-    if a < 1 or b < 1:
-        raise CLIError(f"{flag} must be two positive integers like {example}, got {text!r}")
+    if not (low <= a <= high and low <= b <= high):
+        raise CLIError(f"{flag} must be two integers in {low}..{high} like {example}, got {text!r}")
+    if a * b > max_pixels:
+        raise CLIError(f"{flag} {text} has {a * b:,} pixels; at most {max_pixels:,}")
     return a, b
+
+
+def pair(
+    flag: str, example: str, low: int = 1, high: int = MAX_SIDE, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Callable[[str], tuple[int, int]]:
+    """An argparse type: :func:`parse_pair` when the command line is parsed."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            return parse_pair(text, flag, example, low, high, max_pixels)
+        except CLIError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{flag} ")) from None
+
+    parse.__name__ = "size"
+    return parse
 
 
 def resolve_model(spec: str | None, allow_preset: bool = False):

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from metasr.cli.common import CLIError, parse_pair, resolve_model
+from metasr.cli.common import SCALE, CLIError, int_range, pair, resolve_model
+from metasr.limits import MAX_OPSET, MAX_STATIC_LR, MIN_OPSET
 
 __all__ = ["register"]
 
@@ -29,9 +30,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metasr.data import TRAIN_SCALES, list_images
     from metasr.evaluate import evaluate_model
     from metasr.report import write_reports
+    from metasr.runtime.projection import check_scale
 
     model = resolve_model(args.model)
     scales = args.scales or (list(TRAIN_SCALES) if args.layout == "table1" else [2.0, 3.0, 4.0])
+    scales = [check_scale(s, model.config.max_scale) for s in scales]  # before any work
     convention = args.convention or ("metasr" if args.layout == "table1" else "benchmark")
     scores = []
     for folder in args.data:
@@ -65,12 +68,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         source = bundled_model_path()
     else:
         source = Path(args.model) if Path(args.model).exists() else None
-    lr_size = None
-    if args.lr_size:
-        h, w = parse_pair(args.lr_size, "--lr-size", "270x480 (HxW)")
-        if h < 8 or w < 8:
-            raise CLIError(f"--lr-size must be at least 8x8, got {args.lr_size}")
-        lr_size = (h, w)
+    lr_size = args.lr_size
     if source is None:
         print(f"note: {args.model!r} is a preset: exporting random weights")
     image = None if args.no_verify else sample_image()[0]
@@ -175,7 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint (.safetensors or official .pt); default: the bundled model")
     p.add_argument("--data", action="append", required=True, help="HR image folder (repeatable)")
     p.add_argument("--layout", choices=["table1", "table3"], default="table3")
-    p.add_argument("--scales", type=float, nargs="+")
+    p.add_argument("--scales", type=SCALE, nargs="+")
     p.add_argument(
         "--convention",
         choices=["metasr", "benchmark", "auto"],
@@ -189,17 +187,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-onnx", help="write feature.onnx, upscale.onnx and manifest.json, verified")
     p.add_argument("--model", help="checkpoint or preset name; default: the bundled model")
     p.add_argument("--out", required=True, help="artifact directory (replaced whole, atomically)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int_range(MIN_OPSET, MAX_OPSET), default=17)
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--lr-size", metavar="HxW", help="static feature graph for this LR size")
+    size.add_argument(
+        "--lr-size",
+        type=pair("--lr-size", "270x480 (HxW)", low=8, high=MAX_STATIC_LR),
+        metavar="HxW",
+        help="static feature graph size",
+    )
     size.add_argument("--dynamic", action="store_true", help="dynamic h/w feature graph (default)")
-    p.add_argument("--max-scale", type=float, help="largest scale the artifact accepts (default: the model's)")
+    p.add_argument("--max-scale", type=SCALE, help="largest scale the artifact accepts (default: the model's)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("demo", help="the bundled model through ONNX Runtime on a sample image, checked against PyTorch")
     p.add_argument("--model")
     p.add_argument("--image")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.5, 2.0, 2.7, 3.3, 4.0])
+    p.add_argument("--scales", type=SCALE, nargs="+", default=[1.5, 2.0, 2.7, 3.3, 4.0])
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=cmd_demo)

@@ -7,30 +7,22 @@ import sys
 import time
 from pathlib import Path
 
-from metasr.cli.common import CLIError, parse_pair
+from metasr.cli.common import SCALE, THREADS, float_range, int_range, pair
+from metasr.limits import MAX_IMAGE_PIXELS, MAX_SIDE
 
 __all__ = ["register"]
 
-
-def _check_upscale_options(args: argparse.Namespace) -> None:
-    for name, flag, low in (("max_pixels", "--max-pixels", 1), ("threads", "--threads", 0)):
-        if getattr(args, name) < low:
-            raise CLIError(f"{flag} must be >= {low}, got {getattr(args, name)}")
-    if not 0 <= args.png_compress <= 9:
-        raise CLIError(f"--png-compress must be in 0..9, got {args.png_compress}")
-    if not args.upscale_budget_mb > 0:
-        raise CLIError(f"--upscale-budget-mb must be positive, got {args.upscale_budget_mb}")
+# the upscale stage's working-memory budget: 1 MiB (tiles shrink to their minimum) .. 1 TiB
+BUDGET_MB = float_range(1.0, 2.0**20)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from metasr.progress import Progress
     from metasr.runtime.batch import Timings, check_jobs, plan_jobs, run_job
     from metasr.runtime.image_io import read_image
     from metasr.runtime.pipeline import Pipeline
 
-    _check_upscale_options(args)
-    size = parse_pair(args.size, "--size", "1920x1080 (WxH)") if args.size else None
+    size = args.size
     jobs = plan_jobs(args.inputs, args.output, force=args.force)
     if args.artifacts:
         artifacts = Path(args.artifacts)
@@ -50,17 +42,17 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         checked = check_jobs(jobs, pipeline.max_scale, args.scale, size, args.max_pixels, decode=len(jobs) > 1)
         for note in (n for c in checked for n in c.info.notes):
             print(f"metasr: note: {note}", file=sys.stderr)
-        bar = tqdm(checked, disable=len(jobs) < 2, unit="image")
+        bar = Progress(checked, "upscale", unit="image", enabled=len(jobs) > 1)  # on a terminal only
         for c in bar:
             timings = Timings()
             t0 = time.perf_counter()
             img = read_image(c.job.source, args.max_pixels)
             timings.add("decode", time.perf_counter() - t0)
             w, h = run_job(pipeline, c.job, img, c.scale, size, args.png_compress, timings)
-            (bar.write if len(jobs) > 1 else print)(f"{c.job.target} ({w}x{h})")
+            bar.write(f"{c.job.target} ({w}x{h})")
             if args.timings:  # encode runs beside upscale, so the stages add up to more than the wall time
                 wall = time.perf_counter() - t0
-                (bar.write if len(jobs) > 1 else print)(f"  timings: {timings}; wall {wall:.2f} s")
+                bar.write(f"  timings: {timings}; wall {wall:.2f} s")
     return 0
 
 
@@ -69,21 +61,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--scale", type=float, help="scale factor r: output int(r*h) x int(r*w)")
+    target.add_argument("--scale", type=SCALE, help="scale factor r: output int(r*h) x int(r*w)")
     target.add_argument(
         "--size",
+        type=pair("--size", "1920x1080 (WxH)"),
         metavar="WxH",
         help="exact output size: the smallest scale covering it, centre-cropped (no crop when the aspect ratios agree)",
     )
     p.add_argument("--artifacts", help="artifact directory (default: the bundled model, exported once)")
     p.add_argument("--backend", default="ort", help="ort (CPU), ort-cuda or trt (engines from metasr build-engine)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=THREADS, default=0, help="ONNX Runtime threads per graph (0: its default)")
     p.add_argument(
-        "--max-pixels", type=int, default=100_000_000, help="refuse larger inputs or outputs (checked from the header)"
+        "--max-pixels",
+        type=int_range(1, MAX_IMAGE_PIXELS),
+        default=100_000_000,
+        help="refuse larger inputs or outputs (checked from the header)",
     )
-    p.add_argument("--upscale-budget-mb", type=float, default=512, help="upscale stage working-memory budget")
-    p.add_argument("--feature-tile", type=int, default=512, help="feature stage tile side (LR pixels)")
-    p.add_argument("--png-compress", type=int, default=1, metavar="0-9", help="PNG zlib level (default 1: fast)")
+    p.add_argument("--upscale-budget-mb", type=BUDGET_MB, default=512, help="upscale stage working-memory budget")
+    p.add_argument(
+        "--feature-tile", type=int_range(1, MAX_SIDE), default=512, help="feature stage tile side (LR pixels)"
+    )
+    p.add_argument(
+        "--png-compress", type=int_range(0, 9), default=1, metavar="0-9", help="PNG zlib level (default 1: fast)"
+    )
     p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs to run")

@@ -8,7 +8,12 @@ hidden trailing pointer parameters, and :func:`compile_ptx` refuses a build that
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from metasr.kernels.spec import DTYPES, INPUT_PARAMS, OUTPUT_PARAMS, SCALAR_PARAMS, KernelConfig, default_config
@@ -75,6 +80,11 @@ def compile_ptx(cc: int, dtype: str = "fp32", config: KernelConfig | None = None
     """Compile the kernel for compute capability ``cc`` (e.g. 86 for 8.6) and ``dtype`` ("fp32" | "fp16")
     to PTX ISA 8.0 for the generic ``sm_<cc>`` target, without needing a GPU.
 
+    In a process whose Triton was imported under ``TRITON_INTERPRET=1`` (Triton's own ``@jit`` library
+    functions, which the kernel calls, are then interpreter objects the compiler cannot read: "Unsupported
+    function referenced"), the compilation runs in a fresh Python process without that variable; the result
+    is the same PTX.
+
     Raises ``ValueError`` for an unsupported ``cc``/``dtype`` and ``RuntimeError`` if the compiled kernel
     would need Triton scratch memory, several CTAs or arch-specific instructions.
     """
@@ -82,13 +92,47 @@ def compile_ptx(cc: int, dtype: str = "fp32", config: KernelConfig | None = None
         raise ValueError(f"compute capability must be one of {SUPPORTED_CC}, got {cc!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    cfg = config or default_config(dtype)
+    if _triton_interpreted():
+        return _compile_in_subprocess(cc, dtype, cfg)
+    return _compile(cc, dtype, cfg)
+
+
+def _triton_interpreted() -> bool:
+    """Whether Triton's language library was loaded for the interpreter (``TRITON_INTERPRET=1`` at import)."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.standard._sum_combine, InterpretedFunction)
+
+
+def _compile_in_subprocess(cc: int, dtype: str, cfg: KernelConfig) -> PtxKernel:
+    """:func:`_compile` in a fresh interpreter without ``TRITON_INTERPRET``; the kernel's fields as JSON."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = (
+        "import dataclasses, json, sys; from metasr.kernels.ptx import _compile; from metasr.kernels.spec import "
+        "KernelConfig; k = _compile(int(sys.argv[1]), sys.argv[2], KernelConfig(**json.loads(sys.argv[3]))); "
+        "print(json.dumps(dataclasses.asdict(k)))"
+    )
+    args = [sys.executable, "-c", code, str(cc), dtype, json.dumps(dataclasses.asdict(cfg))]
+    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    if out.returncode:
+        last = (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+        raise RuntimeError(f"compiling the kernel's PTX in a separate process failed: {last}")
+    fields = json.loads(out.stdout.strip().splitlines()[-1])
+    fields["config"] = KernelConfig(**fields["config"])
+    fields["params"] = tuple(fields["params"])
+    return PtxKernel(**fields)
+
+
+def _compile(cc: int, dtype: str, cfg: KernelConfig) -> PtxKernel:
+    """Compile in this process (Triton not interpreted); see :func:`compile_ptx`."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     from metasr.kernels import source
 
-    cfg = config or default_config(dtype)
     src = ASTSource(
         fn=source.jit(),
         signature=_signature(dtype),
