@@ -26,7 +26,7 @@ __all__ = ["BACKEND_LABELS", "ZOOM_SCALES", "run_bench"]
 ZOOM_SCALES = (1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3.1, 3.4, 3.7, 4.0)
 
 
-BACKEND_LABELS = {"ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "trt": "TensorRT"}
+BACKEND_LABELS = {"ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "trt": "TensorRT", "openvino": "OpenVINO"}
 
 
 def _peak_child(
@@ -71,8 +71,8 @@ def run_bench(
 ) -> dict:
     """Measure everything listed in the module docstring; returns a JSON-able dict.
 
-    The runtime ``backend`` ("ort", "ort-cuda", "trt": its results under the key "ort") runs ``artifacts``
-    (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
+    The runtime ``backend`` ("ort", "ort-cuda", "trt", "openvino": its results under the key "ort") runs
+    ``artifacts`` (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
     """
     from metasr.checkpoint import save_model
     from metasr.export import export_onnx

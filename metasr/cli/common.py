@@ -45,6 +45,7 @@ EXTRAS = {
     "cuda": "tensorrt",
     "triton": "triton",
     "matplotlib": "plot",
+    "openvino": "openvino",
 }
 
 

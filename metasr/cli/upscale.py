@@ -76,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exact output size: the smallest scale covering it, centre-cropped (no crop when the aspect ratios agree)",
     )
     p.add_argument("--artifacts", help="artifact directory (default: the bundled model, exported once)")
-    p.add_argument("--backend", default="ort", help="ort (CPU), ort-cuda or trt (engines from metasr build-engine)")
+    p.add_argument(
+        "--backend", default="ort", help="ort (CPU), ort-cuda, trt (engines from metasr build-engine) or openvino (CPU)"
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument(
         "--max-pixels", type=int, default=100_000_000, help="refuse larger inputs or outputs (checked from the header)"
