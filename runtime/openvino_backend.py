@@ -49,8 +49,8 @@ __all__ = [
 
 INFERENCE_PRECISION = "f32"  # for every graph, FP16 and INT8 included (see the module docstring)
 # one request at a time, all cores on it; threads not pinned to cores (OpenVINO's Linux default pins them: two
-# processes, or two pipelines, then share the same cores; on this shared 2-core machine pinning made the FP32
-# feature graph 1.3x and the upscale graph 1.5x slower, benchmarks/openvino_int8.py --pinning)
+# processes, or two pipelines, then share the same cores; on this shared 2-core machine unpinned was faster in 14
+# of 18 interleaved measurements, median time 0.92x pinned: benchmarks/openvino_int8.py --pinning, docs/openvino.md)
 DEFAULT_PROPERTIES: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
 _DEVICE = "CPU"
 
@@ -64,7 +64,7 @@ def inline_functions(model: bytes) -> bytes:
 
     try:
         proto = onnx.load_from_string(model)
-    except (DecodeError, ValueError, RuntimeWarning) as e:
+    except (DecodeError, ValueError) as e:
         raise BackendError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})") from None
     if not proto.functions:
         return model
@@ -135,7 +135,8 @@ class OpenVinoBackend:
         with self._lock:
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         try:
-            result = request.infer(inputs, share_inputs=True, share_outputs=False)  # outputs copied out
+            # inputs read in place (validated, contiguous); outputs copied out: the request's buffers are reused
+            result = request.infer(inputs, share_inputs=True, share_outputs=False)
         except (RuntimeError, MemoryError) as e:
             raise BackendError(f"{self.spec.file}: OpenVINO failed: {openvino_message(e)}") from None
         finally:
