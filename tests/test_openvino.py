@@ -251,6 +251,21 @@ def test_corrupt_graph_with_a_matching_hash_is_one_line(tmp_path, capsys, bundle
 
 
 @needs_openvino
+def test_a_graph_whose_inputs_the_manifest_does_not_list_is_refused(tmp_path, bundled_artifacts):
+    import onnx
+
+    proto = onnx.load(str(bundled_artifacts / "feature.onnx"))
+    proto.graph.input[0].name = "image"  # the manifest says "lr"
+    for node in proto.graph.node:
+        node.input[:] = ["image" if i == "lr" else i for i in node.input]
+    spec = Manifest.read(bundled_artifacts).graph("feature")
+    from metasr.runtime.openvino_backend import OpenVinoBackend
+
+    with pytest.raises(BackendError, match="has an input 'image' the manifest lacks"):
+        OpenVinoBackend(proto.SerializeToString(), spec)
+
+
+@needs_openvino
 @pytest.mark.parametrize(
     "extra, says",
     [
