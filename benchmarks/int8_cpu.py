@@ -41,6 +41,7 @@ from metasr.bundled import bundled_model_path, find_shared_data
 from metasr.checkpoint import load_model
 from metasr.config import preset
 from metasr.limits import MAX_BUDGET_DB, REFERENCE_PSNR_RANGE
+from metasr.measure import cpu_summary
 from metasr.model import MetaSR
 
 
@@ -164,13 +165,6 @@ def _hw(text: str, flag: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", help="the bundled model's calibrated artifacts (default: calibrate here)")
@@ -195,11 +189,9 @@ def main() -> None:
     data = find_shared_data()
     if data is None and not (args.artifacts and (args.rdn_artifacts or args.no_rdn)):
         raise SystemExit("needs the shared data (T91) for calibration crops: set METASR_DATA")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "unknown CPU")
-    vnni = any("vnni" in ln for ln in _cpuinfo() if ln.startswith("flags"))
     ort_threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}" if args.threads else "default threads"
     print(
-        f"{cpu}, {os.cpu_count()} cores, {'with' if vnni else 'without'} VNNI; load average before: "
+        f"{cpu_summary()}; load average before: "
         f"{os.getloadavg()}; ONNX Runtime {ort_threads}; torch threads {torch.get_num_threads()}"
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,9 @@
 """Score an artifact directory's precisions on test images: Y-PSNR against ground truth and against FP32.
 
-Every variant (a precision and the form made for one target) runs on ONNX Runtime CPU through the runtime's
-own backend and projection code, on LR images made with the project's conventions (:func:`metasr.data.make_pair`:
-``"benchmark"`` = the ``Set5_LR`` rule for integer scales, ``"metasr"`` = the official Meta-SR rule otherwise),
+Every variant (a precision and the form made for one target, on a backend: ONNX Runtime CPU unless it names
+another, e.g. ``"openvino"``) runs through the runtime's own backend and projection code, on LR images made
+with the project's conventions (:func:`metasr.data.make_pair`: ``"benchmark"`` = the ``Set5_LR`` rule for
+integer scales, ``"metasr"`` = the official Meta-SR rule otherwise),
 scored with :func:`metasr.metrics.psnr_y` (clamped, rounded, ``ceil(r)`` shaved). A cell is one test set at one
 scale: mean PSNR over its images, and the lowest PSNR of any image's output against the FP32 output.
 """
@@ -28,11 +29,13 @@ __all__ = ["Cell", "Variant", "evaluate_precisions", "format_cells"]
 
 @dataclass(frozen=True)
 class Variant:
-    """A precision run in the form made for ``target`` (e.g. int8 / "tensorrt": the TensorRT form on ORT CPU)."""
+    """A precision run in the form made for ``target`` on ``backend`` (e.g. int8 / "tensorrt" / "ort": the
+    TensorRT form on ONNX Runtime CPU)."""
 
     name: str
     precision: str
     target: str = "any"
+    backend: str = "ort"
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class _Runner:
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant) -> None:
         self.manifest = manifest
         specs = [manifest.graph(k, "onnx", variant.precision, variant.target) for k in ("feature", "upscale")]
-        self.feature, self.upscale = (open_backend("ort", s, manifest.read_verified(directory, s)) for s in specs)
+        opened = (open_backend(variant.backend, s, manifest.read_verified(directory, s)) for s in specs)
+        self.feature, self.upscale = opened
 
     def __call__(self, lr: np.ndarray, scale: float) -> np.ndarray:
         x = np.ascontiguousarray(lr.transpose(2, 0, 1), dtype=np.float32)[None]  # (1, 3, h, w)
@@ -75,7 +79,7 @@ def _pooled(psnrs: list[float]) -> float:
 def evaluate_precisions(
     artifacts: str | Path, test_dirs: Sequence[str | Path], scales: Sequence[float], variants: Sequence[Variant]
 ) -> list[Cell]:
-    """Cells for every test folder x scale x variant (FP32 is always run, as the reference)."""
+    """Cells for every test folder x scale x variant (FP32 on ONNX Runtime is always run, as the reference)."""
     directory = Path(artifacts)
     manifest = Manifest.read(directory)
     ref = _Runner(directory, manifest, Variant("fp32", "fp32"))

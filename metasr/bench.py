@@ -37,7 +37,7 @@ class BenchError(RuntimeError):
 ZOOM_SCALES = (1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3.1, 3.4, 3.7, 4.0)
 
 
-BACKEND_LABELS = {"ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "trt": "TensorRT"}
+BACKEND_LABELS = {"ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "trt": "TensorRT", "openvino": "OpenVINO"}
 
 
 def _peak_child(
@@ -133,8 +133,8 @@ def run_bench(
 ) -> dict:
     """Measure everything listed in the module docstring; returns a JSON-able dict.
 
-    The runtime ``backend`` ("ort", "ort-cuda", "trt": its results under the key "ort") runs ``artifacts``
-    (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
+    The runtime ``backend`` ("ort", "ort-cuda", "trt", "openvino": its results under the key "ort") runs
+    ``artifacts`` (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
     ``model=None`` (no PyTorch): the runtime alone, on ``artifacts`` (required); no "torch" results.
     """
     h, w = lr_size

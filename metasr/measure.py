@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["median_time", "reset_peak_rss", "status_kib"]
+__all__ = ["cpu_summary", "median_time", "reset_peak_rss", "status_kib"]
+
+
+def cpu_summary() -> str:
+    """The CPU model, core count and its INT8 / bf16 instructions, e.g. ``"AMD EPYC, 2 cores, with AVX-512
+    VNNI, with AVX512_BF16"`` (from /proc/cpuinfo; "unknown CPU" elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    vnni = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags else None
+    parts = [model, f"{os.cpu_count()} cores", f"with {vnni}" if vnni else "without VNNI"]
+    parts.append("with AVX512_BF16" if "avx512_bf16" in flags or "amx_bf16" in flags else "without bf16")
+    return ", ".join(parts)
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

@@ -1,7 +1,9 @@
 """Inference backends behind one small interface: a context manager with ``infer(feeds) -> outputs``.
 
 ``ort``: ONNX Runtime, CPU provider; ``ort-cuda``: ONNX Runtime with the CUDA provider first (needs
-onnxruntime-gpu and a GPU); ``trt``: TensorRT engines (:mod:`metasr.runtime.trt_backend`; a GPU and TensorRT).
+onnxruntime-gpu and a GPU); ``trt``: TensorRT engines (:mod:`metasr.runtime.trt_backend`; a GPU and TensorRT);
+``openvino``: OpenVINO on the CPU (:mod:`metasr.runtime.openvino_backend`; ``pip install 'metasr[openvino]'``),
+which runs INT8 as the TensorRT form (its symmetric Q/DQ compiles into INT8 convolutions there).
 A backend is created from the bytes :meth:`Manifest.read_verified` returned (never by opening the path
 again), so it runs exactly the file that was hashed. Feeds are checked against the manifest (names, dtypes,
 ranks, static dims) before they reach the session; the engine's own errors (a graph it cannot load, an
@@ -29,6 +31,7 @@ __all__ = [
     "OrtBackend",
     "backend_available",
     "open_backend",
+    "out_of_memory",
 ]
 
 
@@ -58,15 +61,25 @@ def check_feeds(spec: GraphSpec, feeds: dict[str, np.ndarray]) -> None:
                 raise BackendError(f"{spec.file}: input {name} must have shape {t.shape}, got {a.shape}")
 
 
+def out_of_memory(text: str, e: BaseException) -> str | None:
+    """The one-line out-of-memory message when ``e`` (its text ``text``) is an allocation failure: a
+    ``MemoryError``, ONNX Runtime's "Failed to allocate memory for requested buffer of size N" or OpenVINO's
+    "Failed to allocate N bytes of memory"; else None."""
+    alloc = re.search(r"Failed to allocate (?:memory for requested buffer of size )?(\d+)", text)
+    if not (alloc or isinstance(e, MemoryError)):
+        return None
+    size = f" ({int(alloc.group(1)) / 2**20:.0f} MiB)" if alloc else ""
+    return f"out of memory{size}; lower --upscale-budget-mb or --feature-tile"
+
+
 def _first_line(e: BaseException) -> str:
     """One readable line from an engine error (ONNX Runtime's carry a code prefix and C++ source paths)."""
     text = str(e).strip()
     if not text:
         return type(e).__name__
-    alloc = re.search(r"Failed to allocate memory for requested buffer of size (\d+)", text)
-    if alloc or isinstance(e, MemoryError):
-        size = f" ({int(alloc.group(1)) / 2**20:.0f} MiB)" if alloc else ""
-        return f"out of memory{size}; lower --upscale-budget-mb or --feature-tile"
+    oom = out_of_memory(text, e)
+    if oom:
+        return oom
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text.splitlines()[0])
     return text[:300]
 
@@ -139,10 +152,22 @@ BACKENDS = {
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 # every backend the runtime knows, available here or not, and the manifest file format each one runs
-ALL_BACKENDS = ("ort", "ort-cuda", "trt")
-BACKEND_FORMATS = {"ort": "onnx", "ort-cuda": "onnx", "trt": "tensorrt"}
-# the graph form each backend runs (manifest GraphSpec.target); a backend without an entry takes "any"
-BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt"}
+ALL_BACKENDS = ("ort", "ort-cuda", "trt", "openvino")
+BACKEND_FORMATS = {"ort": "onnx", "ort-cuda": "onnx", "trt": "tensorrt", "openvino": "onnx"}
+# the graph form each backend runs (manifest GraphSpec.target); a backend without an entry takes "any".
+# OpenVINO: the TensorRT form (measured in benchmarks/openvino_int8.py: its symmetric Q/DQ becomes INT8
+# convolutions with the requantization fused, faster there than the CPU form, within the same accuracy)
+BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt", "openvino": "tensorrt"}
+
+
+def _openvino_missing() -> str | None:
+    """Why the openvino backend cannot run here (cheap: looks the modules up, imports nothing)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in ("openvino", "onnx") if find_spec(m) is None]
+    if missing:
+        return f"the openvino backend needs {' and '.join(missing)} (pip install 'metasr[openvino]')"
+    return None
 
 
 def backend_available(name: str) -> str | None:
@@ -152,8 +177,10 @@ def backend_available(name: str) -> str | None:
 
         problem = probe().problem
         return f"the trt backend needs a CUDA GPU and TensorRT >= 10.9: {problem}" if problem else None
+    if name == "openvino":
+        return _openvino_missing()
     if name not in BACKENDS:
-        return f"unknown backend {name!r}; known: {sorted([*BACKENDS, 'trt'])}"
+        return f"unknown backend {name!r}; known: {list(ALL_BACKENDS)}"
     return _ort_providers(BACKENDS[name])
 
 
@@ -169,4 +196,8 @@ def open_backend(name: str, spec: GraphSpec, model: bytes, threads: int = 0) -> 
         from metasr.runtime.trt_backend import TrtBackend
 
         return TrtBackend(model, spec)
+    if name == "openvino":
+        from metasr.runtime.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(model, spec, threads)
     return OrtBackend(model, spec, BACKENDS[name], threads)

@@ -43,3 +43,23 @@ def bundled_artifacts(tmp_path_factory) -> Path:
     path = bundled_model_path()
     export_onnx(load_model(path), out, checkpoint_sha256=sha256_file(path))
     return out
+
+
+@pytest.fixture(scope="session")
+def calibrated_artifacts(bundled_artifacts, tmp_path_factory) -> Path:
+    """A copy of :func:`bundled_artifacts` with INT8 (both forms) and FP16 graphs added by a tiny calibration
+    (6 crops, no sensitivity pass: the calibration's rules only; read-only)."""
+    pytest.importorskip("onnxconverter_common")
+    import shutil
+
+    from metasr.calibration.calibrate import CalibrationConfig, calibrate
+
+    out = tmp_path_factory.mktemp("calibrated") / "art"
+    shutil.copytree(bundled_artifacts, out)
+    dirs = (str(data_path("T91")), str(data_path("BSD200")))
+    for precision in ("int8", "fp16"):
+        config = CalibrationConfig(
+            dirs, precision, crops=6, held_apart=3, lr_sizes=(16, 32), budget_db=10.0, min_psnr_db=0.0
+        )
+        assert calibrate(out, config).met
+    return out

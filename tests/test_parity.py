@@ -18,10 +18,14 @@ from onnx import numpy_helper
 pytest.importorskip("onnxruntime")
 pytest.importorskip("polygraphy")
 
+from metasr.runtime.backends import backend_available
 from metasr.runtime.manifest import GraphSpec, Manifest, sha256_file
 
 from metasr.cli import main
 from metasr.parity import DEFAULT_THRESHOLDS, ParityError, candidate_pairs, parse_threshold
+
+# the CPU backends parity runs by default where they are installed (openvino: the metasr[openvino] extra)
+CPU_BACKENDS = [b for b in ("ort", "openvino") if backend_available(b) is None]
 
 
 def _parity(capsys, *args):
@@ -36,11 +40,12 @@ def test_parity_passes_on_the_bundled_model(capsys, tmp_path, bundled_artifacts)
         capsys, "--artifacts", bundled_artifacts, "--images", data_path("Set5"), "--scales", 2, 3.3, "--report", report
     )
     assert code == 0, out + err
-    assert "| ort | fp32 | Set5 | x2 | 5 |" in out and "| ort | fp32 | Set5 | x3.3 | 5 |" in out
-    assert "all 10 cases pass" in out
+    for backend in CPU_BACKENDS:
+        assert f"| {backend} | fp32 | Set5 | x2 | 5 |" in out and f"| {backend} | fp32 | Set5 | x3.3 | 5 |" in out
+    assert f"all {10 * len(CPU_BACKENDS)} cases pass" in out
     assert "skipped trt/*" in out and "skipped ort-cuda/*" in out  # unavailable backends, with a reason
     doc = json.loads(report.read_text())
-    assert doc["passed"] and len(doc["cases"]) == 10
+    assert doc["passed"] and len(doc["cases"]) == 10 * len(CPU_BACKENDS)
     for case in doc["cases"]:
         assert case["max_abs"] <= 1e-2 and case["uint8_equal"] >= 0.999
         assert abs(case["psnr_y"] - case["ref_psnr_y"]) < 0.01  # Y-PSNR against ground truth, both sides
@@ -66,8 +71,10 @@ def test_a_perturbed_graph_fails_parity(capsys, tmp_path, bundled_artifacts):
     art = _perturbed(tmp_path, bundled_artifacts, 0.05)
     code, out, _ = _parity(capsys, "--artifacts", art, "--images", data_path("Set5"), "--scales", 2)
     assert code == 1
-    assert "**FAIL**" in out and "5 of 5 cases fail" in out
-    assert "- FAIL ort/fp32 Set5/baby x2: max|d| 0.05" in out
+    n = 5 * len(CPU_BACKENDS)
+    assert "**FAIL**" in out and f"{n} of {n} cases fail" in out
+    for backend in CPU_BACKENDS:
+        assert f"- FAIL {backend}/fp32 Set5/baby x2: max|d| 0.05" in out
 
 
 def test_thresholds_can_be_overridden(capsys, bundled_artifacts):
@@ -128,10 +135,10 @@ def test_backend_x_precision_pairs_follow_the_manifest(bundled_artifacts):
     fp16 = [GraphSpec(**{**g.__dict__, "file": f"{g.kind}_fp16.onnx", "precision": "fp16"}) for g in m.graphs]
     m16 = Manifest(**{**m.__dict__, "graphs": (*m.graphs, *fp16)})
     run, skipped = candidate_pairs(m16)
-    assert run == [("ort", "fp32"), ("ort", "fp16")]  # FP16 joins as soon as the artifacts hold it
-    assert {b for b, _, _ in skipped} == {"ort-cuda", "trt"}
+    assert run == [(b, p) for b in CPU_BACKENDS for p in ("fp32", "fp16")]  # FP16 joins as soon as it exists
+    assert {b for b, _, _ in skipped} == {"ort-cuda", "trt", "ort", "openvino"} - set(CPU_BACKENDS)
     run, _ = candidate_pairs(m16, precisions=["fp16"])
-    assert run == [("ort", "fp16")]
+    assert run == [(b, "fp16") for b in CPU_BACKENDS]
 
 
 def test_threshold_parsing():

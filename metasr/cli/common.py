@@ -44,6 +44,7 @@ EXTRAS = {
     "cuda": "tensorrt",
     "triton": "triton",
     "matplotlib": "plot",
+    "openvino": "openvino",
 }
 
 

@@ -211,5 +211,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="also write the raw numbers here")
     p.add_argument("--artifacts", help="run ONNX Runtime on this artifact directory instead of a fresh export")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs / engines to run")
-    p.add_argument("--backend", default="ort", help="runtime backend beside PyTorch: ort, ort-cuda or trt")
+    p.add_argument("--backend", default="ort", help="runtime backend beside PyTorch: ort, ort-cuda, trt or openvino")
     p.set_defaults(func=cmd_bench)

@@ -69,8 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exact output size: the smallest scale covering it, centre-cropped (no crop when the aspect ratios agree)",
     )
     p.add_argument("--artifacts", help="artifact directory (default: the bundled model, exported once)")
-    p.add_argument("--backend", default="ort", help="ort (CPU), ort-cuda or trt (engines from metasr build-engine)")
-    p.add_argument("--threads", type=THREADS, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    p.add_argument(
+        "--backend", default="ort", help="ort (CPU), ort-cuda, trt (engines from metasr build-engine) or openvino (CPU)"
+    )
+    p.add_argument("--threads", type=THREADS, default=0, help="runtime threads per graph (0: the runtime's default)")
     p.add_argument(
         "--max-pixels",
         type=int_range(1, MAX_IMAGE_PIXELS),
