@@ -6,10 +6,10 @@ at engine build time. The ONNX parser maps the exported ``MetaUpscale`` node (``
 
 * ``register``: the output (N, 3, H, W) follows from the *shapes* of ``features`` (N), ``row_src`` (H) and
   ``col_src`` (W); its dtype is the features'. The plugin declares no attributes.
-* ``autotune``: features, weights and output FP32 together or FP16 together; the nine index inputs INT64.
+* ``autotune``: features, weights and output FP32 together or FP16 together; the ten index inputs INT64.
 * ``aot_impl`` (what ``aot=1`` selects): the Triton kernel compiled to PTX for the building GPU's compute
   capability (:func:`metasr.kernels.compile_ptx`); the engine stores it and runs with no Python
-  (``trtexec --loadEngine``). Kernel arguments as TensorRT passes them: the 11 input pointers, six
+  (``trtexec --loadEngine``). Kernel arguments as TensorRT passes them: the 12 input pointers, seven
   ``SymInt32`` scalars (C, h, w, H, W, P_r, P_c from the input shapes), the output pointer.
 * ``impl``: a JIT fallback (Python and Triton at run time) for a node with ``aot=0``.
 
@@ -39,10 +39,11 @@ def meta_upscale_desc(
     row_idx: trtp.TensorDesc,
     col_src: trtp.TensorDesc,
     col_idx: trtp.TensorDesc,
-    row_group_src: trtp.TensorDesc,
+    row_groups: trtp.TensorDesc,
+    row_slots: trtp.TensorDesc,
     row_pick: trtp.TensorDesc,
     col_groups: trtp.TensorDesc,
-    col_group_offsets: trtp.TensorDesc,
+    col_slots: trtp.TensorDesc,
     col_pick: trtp.TensorDesc,
 ) -> trtp.TensorDesc:
     """out (N, 3, H, W): N from features, H from row_src, W from col_src."""
@@ -58,10 +59,11 @@ def meta_upscale_autotune(
     row_idx: trtp.TensorDesc,
     col_src: trtp.TensorDesc,
     col_idx: trtp.TensorDesc,
-    row_group_src: trtp.TensorDesc,
+    row_groups: trtp.TensorDesc,
+    row_slots: trtp.TensorDesc,
     row_pick: trtp.TensorDesc,
     col_groups: trtp.TensorDesc,
-    col_group_offsets: trtp.TensorDesc,
+    col_slots: trtp.TensorDesc,
     col_pick: trtp.TensorDesc,
     outputs: tuple[trtp.TensorDesc],
 ) -> list[trtp.AutoTuneCombination]:
@@ -89,10 +91,11 @@ def meta_upscale_aot_impl(
     row_idx: trtp.TensorDesc,
     col_src: trtp.TensorDesc,
     col_idx: trtp.TensorDesc,
-    row_group_src: trtp.TensorDesc,
+    row_groups: trtp.TensorDesc,
+    row_slots: trtp.TensorDesc,
     row_pick: trtp.TensorDesc,
     col_groups: trtp.TensorDesc,
-    col_group_offsets: trtp.TensorDesc,
+    col_slots: trtp.TensorDesc,
     col_pick: trtp.TensorDesc,
     outputs: tuple[trtp.TensorDesc],
     tactic: int,
@@ -107,7 +110,7 @@ def meta_upscale_aot_impl(
     launch.grid_x, launch.grid_y, launch.grid_z = grid
     launch.block_x = k.threads  # exactly num_warps * 32: the PTX carries .reqntid
     launch.shared_mem = k.shared_bytes
-    # the int32 scalars after the 11 input pointers (C, h, w, H, W, P_r, P_c), then TensorRT passes the output
+    # the int32 scalars after the 12 input pointers (C, h, w, H, W, P_r, P_c), then TensorRT passes the output
     return k.name, k.ptx, launch, trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in scalars])
 
 
@@ -119,10 +122,11 @@ def meta_upscale_impl(
     row_idx: trtp.Tensor,
     col_src: trtp.Tensor,
     col_idx: trtp.Tensor,
-    row_group_src: trtp.Tensor,
+    row_groups: trtp.Tensor,
+    row_slots: trtp.Tensor,
     row_pick: trtp.Tensor,
     col_groups: trtp.Tensor,
-    col_group_offsets: trtp.Tensor,
+    col_slots: trtp.Tensor,
     col_pick: trtp.Tensor,
     outputs: tuple[trtp.Tensor],
     stream: int,

@@ -19,17 +19,70 @@ result is exactly the same region of the untiled result (the groups are formed i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metasr.runtime.feeds import axis_groups, padded_groups
 from metasr.runtime.projection import ProjectionPlan
 
 __all__ = ["DEFAULT_TILE", "meta_upscale"]
 
 DEFAULT_TILE = 512  # output tile side (memory: the output tile and the index arrays scale with it)
 _CHUNK_ELEMENTS = 1 << 20  # patches gathered per matrix product (4 MiB float32): keeps them cache-resident
+
+
+@dataclass(frozen=True)
+class AxisGroup:
+    """Input positions of one axis sharing a signature: ``inputs`` (m,), ``outputs`` (m, K), ``offsets`` (K,)."""
+
+    inputs: np.ndarray
+    outputs: np.ndarray
+    offsets: np.ndarray
+
+
+def axis_groups(src: np.ndarray, offset_index: np.ndarray) -> list[AxisGroup]:
+    """Group the input positions hosting ``src`` (sorted, (n,)) by the offset indices they host.
+
+    Output positions are local: 0..n-1 in the order of ``src``.
+    """
+    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+    counts = np.diff(np.r_[starts, src.size])
+    by_signature: dict[tuple[int, ...], list[int]] = {}
+    for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
+        by_signature.setdefault(tuple(offset_index[s : s + c].tolist()), []).append(s)
+    groups = []
+    for signature, run_starts in by_signature.items():
+        first = np.asarray(run_starts, dtype=np.int64)
+        groups.append(
+            AxisGroup(
+                inputs=src[first],
+                outputs=first[:, None] + np.arange(len(signature)),  # (m, K)
+                offsets=np.asarray(signature, dtype=np.int64),
+            )
+        )
+    return groups
+
+
+def padded_groups(groups: list[AxisGroup], dummy: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack groups into rectangular arrays, padding with input 0 whose outputs go to ``dummy``.
+
+    Returns ``inputs`` (G, X), ``outputs`` (G, X, K) and ``offsets`` (G, K) as int64.
+    """
+    n_groups = len(groups)
+    x_max = max(g.inputs.size for g in groups)
+    k_max = max(g.offsets.size for g in groups)
+    inputs = np.zeros((n_groups, x_max), dtype=np.int64)
+    outputs = np.full((n_groups, x_max, k_max), dummy, dtype=np.int64)
+    offsets = np.zeros((n_groups, k_max), dtype=np.int64)
+    for t, g in enumerate(groups):
+        m, k = g.outputs.shape
+        inputs[t, :m] = g.inputs
+        outputs[t, :m, :k] = g.outputs
+        offsets[t, :k] = g.offsets
+    return inputs, outputs, offsets
+
 
 
 def _row_windows(fp: torch.Tensor) -> torch.Tensor:

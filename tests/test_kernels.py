@@ -177,8 +177,8 @@ def test_ptx_targets_isa_and_parameter_order(ptx_kernels):
         lines = k.ptx.splitlines()
         assert ".version 8.0" in lines, (cc, dtype)
         assert f".target sm_{cc}" in lines, (cc, dtype)  # generic: never sm_90a
-        assert k.params == PARAMS and len(PARAMS) == 19
-        # 11 input pointers, 7 int32 scalars, the output pointer, then Triton's two hidden scratch pointers
+        assert k.params == PARAMS and len(PARAMS) == 20
+        # 12 input pointers, 7 int32 scalars, the output pointer, then Triton's two hidden scratch pointers
         assert ptx_entry_params(k.ptx, k.name) == [".u64"] * n_in + [".u32"] * n_sc + [".u64"] + [".u64"] * 2
         read = ptx_read_params(k.ptx, k.name)
         assert read == set(range(6)) | set(range(n_in, n_in + n_sc + 1)), (cc, dtype, sorted(read))

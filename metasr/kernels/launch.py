@@ -118,7 +118,7 @@ def _launch(
     grid, scalars = launch_geometry(cfg, (n, c, h, w), big_h, big_w, pairs, triton_cdiv)
     _kernel(interpret)[grid](
         features, weights, row_src.contiguous(), row_idx.contiguous(), col_src.contiguous(), col_idx.contiguous(),
-        unused, unused, unused, unused, unused,
+        unused, unused, unused, unused, unused, unused,
         *scalars,
         out,
         BLOCK_H=cfg.block_h, BLOCK_W=cfg.block_w, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps, enable_fp_fusion=True,

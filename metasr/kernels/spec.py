@@ -10,14 +10,15 @@ scalars, then the output):
  3  row_idx            int64 (H,)  row-offset index of each output row, in [0, P_r)
  4  col_src            int64 (W,)  source column of each output column, in [0, w)
  5  col_idx            int64 (W,)  column-offset index of each output column, in [0, P_c)
- 6  row_group_src      int64, the op's grouping hints 6-10: declared so the parameter list matches the op,
- 7  row_pick           never read by the kernel
- 8  col_groups
- 9  col_group_offsets
-10  col_pick
-11  C, h, w, H, W,     int32 scalars (from the inputs' shapes)
+ 6  row_groups         int64, the op's grouping hints 6-11 (``metasr.runtime.feeds``): the per-pixel kernel
+ 7  row_slots          never reads them (declared so the parameter list matches the op); the filter-stationary
+ 8  row_pick           kernel reads 6, 7, 9 and 10
+ 9  col_groups
+10  col_slots
+11  col_pick
+12  C, h, w, H, W,     int32 scalars (from the inputs' shapes)
     P_r, P_c
-18  out                same dtype as features (N, 3, H, W), contiguous
+19  out                same dtype as features (N, 3, H, W), contiguous
 ==  ==================  =====================================================================================
 
 Grid: ``(cdiv(W, block_w), cdiv(H, block_h), N)``; threads per block ``num_warps * 32``; no dynamic shared
@@ -48,10 +49,11 @@ INPUT_PARAMS = (
     "row_idx",
     "col_src",
     "col_idx",
-    "row_group_src",
+    "row_groups",
+    "row_slots",
     "row_pick",
     "col_groups",
-    "col_group_offsets",
+    "col_slots",
     "col_pick",
 )
 SCALAR_PARAMS = ("C", "h", "w", "H", "W", "P_r", "P_c")
