@@ -1,5 +1,8 @@
 """The Meta-Upscale contraction, computed by groups of input pixels that share their filters.
 
+Plans with one group per axis (integer scales, r = p/2) run as one convolution instead
+(:mod:`metasr.upscale_conv`); this module's grouped path serves every other scale (and ``conv=False``).
+
 Every output pixel (i, j) is the contraction of its source pixel's zero-padded 3x3 neighbourhood in the
 feature map F (N, C, h, w) with the (9*C x 3) filter of its offset pair (row offset of i, column offset of
 j). An input row hosts the output rows that project onto it; the tuple of those rows' offset indices is
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from metasr.runtime.projection import ProjectionPlan
+from metasr.upscale_conv import conv_layout, conv_upscale
 
 __all__ = ["DEFAULT_TILE", "meta_upscale"]
 
@@ -82,7 +86,6 @@ def padded_groups(groups: list[AxisGroup], dummy: int) -> tuple[np.ndarray, np.n
         outputs[t, :m, :k] = g.outputs
         offsets[t, :k] = g.offsets
     return inputs, outputs, offsets
-
 
 
 def _row_windows(fp: torch.Tensor) -> torch.Tensor:
@@ -143,12 +146,18 @@ def _contract_tile(
 
 
 def meta_upscale(
-    features: torch.Tensor, table: torch.Tensor, plan: ProjectionPlan, tile: int | None = DEFAULT_TILE
+    features: torch.Tensor,
+    table: torch.Tensor,
+    plan: ProjectionPlan,
+    tile: int | None = DEFAULT_TILE,
+    conv: bool = True,
 ) -> torch.Tensor:
     """Contract ``features`` (N, C, h, w) with the filter ``table`` (P_r, P_c, 9C, 3) along ``plan``.
 
     Returns (N, 3, out_h, out_w) in the features' dtype and device (no mean added, no clamping).
-    ``tile`` is the output tile side (None: one tile); any tile size gives the same result.
+    ``tile`` is the output tile side (None: one tile); any tile size gives the same result. ``conv``: plans with
+    one group per axis (integer scales; r = p/2) run as one convolution (:mod:`metasr.upscale_conv`: 3-12x
+    faster on the CPU, measured; in one piece, ``tile`` does not apply), the others by groups.
     """
     n, c, h, w = features.shape
     if (h, w) != (plan.in_h, plan.in_w):
@@ -158,6 +167,9 @@ def meta_upscale(
             f"filter table has shape {tuple(table.shape)}, plan and features need "
             f"{(plan.rows.offsets.size, plan.cols.offsets.size, 9 * c, 3)}"
         )
+    layouts = conv_layout(plan) if conv else None
+    if layouts is not None:
+        return conv_upscale(features, table, layouts)
     fp = F.pad(features, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()  # (N, h+2, w+2, C)
     out_h, out_w = plan.out_size
     step_h = out_h if tile is None else max(1, tile)

@@ -121,7 +121,7 @@ def _signature_groups(block: np.ndarray, key: np.ndarray) -> list[tuple[list[int
     return kept
 
 
-CHUNK_COST = 4  # a chunk costs as much as this many padded members (its own batch entry and filter copy)
+CHUNK_COST = 32  # a chunk costs about as much as this many padded members (its batch entries and filter copies)
 
 
 def chunk_length(sizes: list[int]) -> int:
