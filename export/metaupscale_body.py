@@ -53,7 +53,8 @@ def _const(name: str, values: list[int], scalar: bool = False) -> onnx.NodeProto
 
 
 def _float_out(name: str) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+    """A branch output without a declared type: float32 or float16, as the graph's (FP16 graphs keep the body)."""
+    return onnx.ValueInfoProto(name=name)
 
 
 def _dim(shape: str, index: int, name: str) -> onnx.NodeProto:
@@ -102,7 +103,7 @@ def _axis(axis: str) -> list[onnx.NodeProto]:
         mk("Add", [v("d3"), "k3"], [v("tap_row")]),  # (G, K, 3)
         mk("Unsqueeze", [v("tap_row"), "cm1"], [v("tap_row4")]),
         mk("Equal", [v("tap_row4"), v("t")], [v("E_b")]),  # (G, K, 3, T)
-        mk("Cast", [v("E_b")], [v("E")], to=TensorProto.FLOAT),
+        mk("CastLike", [v("E_b"), "weights"], [v("E")]),  # the weights' float type (FP16 graphs too)
     ]
 
 

@@ -67,7 +67,8 @@ def make_node(inputs: list[str], output: str, name: str = "meta_upscale") -> onn
 
 
 def function_proto(opset: int) -> onnx.FunctionProto:
-    """The standard-op body of ``MetaUpscale`` (ONNX opset ``opset`` >= 13) as a model-local function."""
+    """The standard-op body of ``MetaUpscale`` (ONNX opset ``opset`` >= 15: ``CastLike``) as a model-local
+    function."""
     return helper.make_function(
         DOMAIN,
         OP_TYPE,

@@ -141,8 +141,8 @@ def export_onnx(
     (H, W, 3)) both run on ONNX Runtime against PyTorch at ``verify_scales``; any failure raises
     :class:`ExportError` and leaves ``out_dir`` as it was.
     """
-    if opset < 13:
-        raise ExportError(f"opset must be >= 13, got {opset}")
+    if opset < 15:  # the MetaUpscale body uses CastLike (opset 15)
+        raise ExportError(f"opset must be >= 15, got {opset}")
     model = model.eval()
     cfg = model.config
     max_scale = cfg.max_scale if max_scale is None else max_scale
