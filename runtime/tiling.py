@@ -25,6 +25,7 @@ from metasr.runtime.engine_profile import ProfileError, UpscaleProfile
 from metasr.runtime.feeds import conv_path, part_feeds
 
 __all__ = [
+    "MAX_TILE_PIXELS",
     "MIN_TILE_COLS",
     "MIN_TILE_ROWS",
     "UpscaleTile",
@@ -174,8 +175,9 @@ def plan_upscale_tiles(
 ) -> list[UpscaleTile]:
     """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible.
 
-    Full-width row bands of equal height (the tallest that fits, checked on every real band); columns are
-    split into equal parts only when a band of :data:`MIN_TILE_ROWS` rows would not fit. Tiles never get
+    Full-width row bands of equal height (the tallest that fits, checked on every real band, and at most
+    :data:`MAX_TILE_PIXELS` output pixels); columns are split into equal parts only when a band of
+    :data:`MIN_TILE_ROWS` rows would not fit. Tiles never get
     smaller than ``MIN_TILE_ROWS`` x ``MIN_TILE_COLS`` output pixels: a budget too small even for that (or
     for the filters alone) is exceeded rather than refused.
     """
@@ -189,13 +191,16 @@ def plan_upscale_tiles(
         if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
             break
         n_cols *= 2
-    rows = max(rows, min(out_h, MIN_TILE_ROWS))
+    rows = max(min(rows, MAX_TILE_PIXELS // max(out_w // n_cols, 1)), min(out_h, MIN_TILE_ROWS))
     row_slices = _axis_slices(feeds, "row", math.ceil(out_h / rows))
     return [_tile(feeds, r, c, in_h, in_w) for r in row_slices for c in col_slices]
 
 
 MIN_TILE_ROWS = 8
 MIN_TILE_COLS = 64
+# output pixels per call at most: the convolution path's bands would otherwise fill the budget with few, tall
+# bands whose buffers ONNX Runtime's arena keeps; 1 Mpx bands cost no measurable speed (a call costs ~1 ms more)
+MAX_TILE_PIXELS = 1 << 20
 
 
 def _axis_slices(feeds: dict[str, np.ndarray], axis: str, parts: int) -> list[slice]:
