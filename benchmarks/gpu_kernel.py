@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from metasr.runtime.projection import project
 
-from metasr.kernels import KernelConfig, default_config, meta_upscale_triton
+from metasr.kernels import KernelConfig, default_config, meta_upscale_triton, meta_upscale_triton_filter
 from metasr.upscale import meta_upscale
 
 OUT_H, OUT_W = 1080, 1920
@@ -82,6 +82,15 @@ def problem(scale: float, channels: int, dtype: torch.dtype):
     return plan, feats, weights, index
 
 
+def hints(plan, device: str = "cuda") -> tuple[torch.Tensor, ...]:
+    """The grouping hints (inputs 6-11) of the cropped plan, for the filter-stationary kernel."""
+    from metasr.runtime.feeds import axis_hints
+
+    rows = axis_hints(plan.rows.src[:OUT_H], plan.rows.offset_index[:OUT_H])
+    cols = axis_hints(plan.cols.src[:OUT_W], plan.cols.offset_index[:OUT_W])
+    return tuple(torch.from_numpy(a).to(device) for a in (*rows, *cols))
+
+
 def traffic_bytes(feats: torch.Tensor, weights: torch.Tensor) -> int:
     return feats.numel() * feats.element_size() + weights.numel() * weights.element_size() + \
         3 * OUT_H * OUT_W * feats.element_size() + 8 * 2 * (OUT_H + OUT_W)  # fmt: skip
@@ -106,6 +115,12 @@ def run_scale(scale: float, channels: int, floors: dict[str, float], repeats: in
         err = ((out.float() - ref).abs().max() / ref.abs().max()).item()
         rows.append(_row(scale, f"Triton kernel ({name})", ms, mpx, flop, traffic_bytes(feats, weights), floors,
                          name, plan, err))  # fmt: skip
+        hint = hints(plan)  # the filter-stationary kernel (behind a flag until this table shows it faster)
+        ms = cuda_time_ms(lambda: meta_upscale_triton_filter(feats, weights, *index, *hint), repeats)  # noqa: B023
+        out = meta_upscale_triton_filter(feats, weights, *index, *hint)
+        err = ((out.float() - ref).abs().max() / ref.abs().max()).item()
+        rows.append(_row(scale, f"filter-stationary kernel ({name})", ms, mpx, flop, traffic_bytes(feats, weights),
+                         floors, name, plan, err))  # fmt: skip
     return rows
 
 

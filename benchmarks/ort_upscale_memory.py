@@ -4,8 +4,9 @@ One output tile (default 256x256) fed the way the Pipeline feeds it (only its fe
 into it: ``metasr.runtime.tiling.window_feeds``) from C features (EDSR-baseline-sized upscale graph, random
 weights), CPU provider. Peak = Linux VmHWM minus VmRSS just before the call, in a fresh process per case
 (session created and warmed on a tiny input first, so the number is the call's working memory, arena growth
-included). Beside it: ``tile_bytes``, the estimate the Pipeline sizes its tiles with, and their ratio (the
-estimate must not be below the measurement), and the per-pixel weight tensor the official code would build.
+included). Beside it: which path the ``MetaUpscale`` body takes, ``tile_bytes`` (the estimate the Pipeline sizes its
+tiles with) and their ratio (the estimate must not be below the measurement), and the per-pixel weight tensor the
+official code would build. ``tests/test_runtime.py`` runs the child mode and checks the bounds.
 
     python benchmarks/ort_upscale_memory.py [--tile 256] [--scales 1.1 2 3.3 4] [--preset edsr-baseline]
 """
@@ -24,7 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from metasr.export.upscale_graph import build_upscale_graph
-from metasr.runtime.feeds import plan_feeds
+from metasr.runtime.feeds import conv_path, plan_feeds
 from metasr.runtime.projection import project
 from metasr.runtime.tiling import UpscaleTile, source_window, tile_bytes, window_feeds
 
@@ -46,11 +47,13 @@ def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
     rng = np.random.default_rng(0)
     warm = project(8, 8, scale)
     sess.run(None, {"features": rng.standard_normal((1, c, 8, 8), dtype=np.float32), **plan_feeds(warm)})
-    h = math.ceil(tile / scale) + 4  # a tile from inside a larger image: context rows/columns exist
+    h = math.ceil(tile / scale) + 6  # a tile from inside a larger image: context rows/columns exist
     plan = project(h, h, scale)
     feeds = plan_feeds(plan)
-    rows = slice(int(scale) + 1, int(scale) + 1 + tile)
-    t = UpscaleTile(rows, rows, source_window(plan.rows.src[rows], h), source_window(plan.cols.src[rows], h))
+    s = feeds["row_groups"].shape[2]  # a tile starting at the first output of a row on the plan's block grid
+    first = int(np.flatnonzero(plan.rows.src == 2 * s)[0])
+    rows = slice(first, first + tile)
+    t = UpscaleTile(rows, rows, source_window(plan.rows.src[rows], h, s), source_window(plan.cols.src[rows], h, s))
     tf = window_feeds(feeds, t)
     window = rng.standard_normal((1, c, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start))
     window = window.astype(np.float32)
@@ -59,7 +62,8 @@ def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
     out = sess.run(None, {"features": window, **tf})[0]
     peak = (status_kib("VmHWM") - base) / 1024
     per_pixel = out.shape[2] * out.shape[3] * c * 27 * 4 / 2**20
-    return {"scale": scale, "c": c, "peak_mib": peak, "estimate_mib": estimate, "per_pixel_mib": per_pixel}
+    path = "conv" if conv_path(tf) else "grouped"
+    return dict(scale=scale, c=c, path=path, peak_mib=peak, estimate_mib=estimate, per_pixel_mib=per_pixel)
 
 
 def main() -> None:
@@ -73,8 +77,10 @@ def main() -> None:
         print(json.dumps(measure(args.tile, args.scales[0], args.preset)))
         return
     print(f"ORT {ort.__version__} CPU, upscale graph of preset {args.preset}, one {args.tile}x{args.tile} output tile")
-    print("| scale | C | measured peak MiB | estimate (tile_bytes) MiB | estimate / measured | per-pixel weights MiB |")
-    print("|---|---|---|---|---|---|")
+    head = "scale | C | body path | measured peak MiB | estimate (tile_bytes) MiB | estimate / measured"
+    head += " | per-pixel weights MiB"
+    print(f"| {head} |")
+    print("|---|---|---|---|---|---|---|")
     for s in args.scales:
         cmd = [
             sys.executable,
@@ -89,7 +95,7 @@ def main() -> None:
         ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(
-            f"| x{s:g} | {r['c']} | {r['peak_mib']:.1f} | {r['estimate_mib']:.1f} | "
+            f"| x{s:g} | {r['c']} | {r['path']} | {r['peak_mib']:.1f} | {r['estimate_mib']:.1f} | "
             f"{r['estimate_mib'] / max(r['peak_mib'], 1e-3):.2f} | {r['per_pixel_mib']:.0f} |"
         )
 

@@ -1,4 +1,4 @@
-"""The upscale graph: weight predictor on the distinct offset pairs, ``MetaUpscale``, ``add_mean``.
+"""The upscale graph: weight predictor on the distinct offset pairs, ``MetaUpscale``, ``add_mean`` (folded).
 
 Built directly with ``onnx.helper`` from the model's tensors, so the custom node, its attributes and its
 function body are exactly the contract in :mod:`metasr.export.metaupscale_op`.
@@ -31,18 +31,30 @@ def _filter_order(c: int) -> np.ndarray:
     return np.arange(c * 27).reshape(c, 3, 3, 3).transpose(1, 2, 0, 3).reshape(-1)
 
 
+def _fold_mean(rows: np.ndarray, mean_w: np.ndarray) -> np.ndarray:
+    """Predictor output rows (..., 27C) ordered (ky, kx, c, o) with add_mean's 3x3 channel mixing applied to the
+    out channel: ``add_mean(contract(F, w)) = contract(F, w @ M^T) + bias`` (both linear), in float64."""
+    m = mean_w[:, :, 0, 0].astype(np.float64)  # (o', o)
+    return (rows.astype(np.float64).reshape(*rows.shape[:-1], -1, 3) @ m.T).reshape(rows.shape)
+
+
 def build_upscale_graph(model: MetaSR, opset: int = 17) -> onnx.ModelProto:
-    """The upscale graph of ``model`` (weights copied from the model, float32)."""
+    """The upscale graph of ``model`` (weights copied from the model, float32).
+
+    add_mean's 3x3 channel mixing is folded into the predictor's last layer (exact algebra, float64 then
+    float32), so the graph ends with ``MetaUpscale`` and one bias ``Add``: a 3-channel 1x1 convolution over the
+    whole output cost ONNX Runtime as much as 60% of the upscale convolution itself (its NCHWc layout pass).
+    """
     c = model.config.features
     p2w = model.P2W.meta_block
+    mean_w = model.add_mean.weight.detach().cpu().numpy()  # (3, 3, 1, 1)
     t = {
         "w1": p2w[0].weight.detach().cpu().numpy().T,  # (3, hidden)
         "b1": p2w[0].bias.detach().cpu().numpy(),
         # output rows reordered from the official (c, ky, kx, o) to the op's (ky, kx, c, o) filter layout
-        "w2": p2w[2].weight.detach().cpu().numpy()[_filter_order(c)].T,  # (hidden, C*27)
-        "b2": p2w[2].bias.detach().cpu().numpy()[_filter_order(c)],
-        "mean_w": model.add_mean.weight.detach().cpu().numpy(),  # (3, 3, 1, 1)
-        "mean_b": model.add_mean.bias.detach().cpu().numpy(),
+        "w2": _fold_mean(p2w[2].weight.detach().cpu().numpy()[_filter_order(c)].T, mean_w),  # (hidden, C*27)
+        "b2": _fold_mean(p2w[2].bias.detach().cpu().numpy()[_filter_order(c)], mean_w),
+        "mean_b": model.add_mean.bias.detach().cpu().numpy().reshape(1, 3, 1, 1),
         "shape_pos": np.array([1, 1, 1], dtype=np.int64),
         "shape_row": np.array([-1, 1, 1], dtype=np.int64),
         "shape_col": np.array([1, -1, 1], dtype=np.int64),
@@ -66,9 +78,9 @@ def build_upscale_graph(model: MetaSR, opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Add", ["h_pre", "b1"], ["h_bias"]),
         helper.make_node("Relu", ["h_bias"], ["hidden"]),
         helper.make_node("MatMul", ["hidden", "w2"], ["w_pre"]),
-        helper.make_node("Add", ["w_pre", "b2"], ["weights"]),  # (P_r, P_c, 27C) as (ky, kx, c, o)
+        helper.make_node("Add", ["w_pre", "b2"], ["weights"]),  # (P_r, P_c, 27C) as (ky, kx, c, o), mixing folded
         op.make_node(["features", "weights", *op.INPUTS[2:]], "upscaled"),
-        helper.make_node("Conv", ["upscaled", "mean_w", "mean_b"], ["sr"], name="add_mean"),
+        helper.make_node("Add", ["upscaled", "mean_b"], ["sr"], name="add_mean"),
     ]
     op.name_nodes(nodes)  # unique node names: graph rewriters (FP16 conversion) derive new names from them
 

@@ -43,9 +43,9 @@ MAX_SIDE = 65_535
 MAX_STATIC_LR = 4096
 # pixels of one image an option may ask for (an output size, a memory run): 4 GiB of uint8 RGB
 MAX_IMAGE_PIXELS = 2**32 // 3
-# ONNX opsets the exporter writes: 13 (per-channel QuantizeLinear, the MetaUpscale body's ops) .. 20 (the
-# maximum of PyTorch's TorchScript exporter, which writes the feature graph)
-MIN_OPSET, MAX_OPSET = 13, 20
+# ONNX opsets the exporter writes: 15 (the MetaUpscale body uses CastLike; per-channel QuantizeLinear needs 13) .. 20
+# (the maximum of PyTorch's TorchScript exporter, which writes the feature graph)
+MIN_OPSET, MAX_OPSET = 15, 20
 # metasr calibrate: the accuracy budget (dB), crops, seeds, tensors kept in float
 MAX_BUDGET_DB = 10.0
 MAX_CROPS = 100_000  # calibration crops (each one feature-graph run per range pass)

@@ -1,5 +1,8 @@
 """The Meta-Upscale contraction, computed by groups of input pixels that share their filters.
 
+Plans with one group per axis (integer scales, r = p/2) run as one convolution instead
+(:mod:`metasr.upscale_conv`); this module's grouped path serves every other scale (and ``conv=False``).
+
 Every output pixel (i, j) is the contraction of its source pixel's zero-padded 3x3 neighbourhood in the
 feature map F (N, C, h, w) with the (9*C x 3) filter of its offset pair (row offset of i, column offset of
 j). An input row hosts the output rows that project onto it; the tuple of those rows' offset indices is
@@ -19,17 +22,70 @@ result is exactly the same region of the untiled result (the groups are formed i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metasr.runtime.feeds import axis_groups, padded_groups
 from metasr.runtime.projection import ProjectionPlan
+from metasr.upscale_conv import conv_layout, conv_upscale
 
 __all__ = ["DEFAULT_TILE", "meta_upscale"]
 
 DEFAULT_TILE = 512  # output tile side (memory: the output tile and the index arrays scale with it)
 _CHUNK_ELEMENTS = 1 << 20  # patches gathered per matrix product (4 MiB float32): keeps them cache-resident
+
+
+@dataclass(frozen=True)
+class AxisGroup:
+    """Input positions of one axis sharing a signature: ``inputs`` (m,), ``outputs`` (m, K), ``offsets`` (K,)."""
+
+    inputs: np.ndarray
+    outputs: np.ndarray
+    offsets: np.ndarray
+
+
+def axis_groups(src: np.ndarray, offset_index: np.ndarray) -> list[AxisGroup]:
+    """Group the input positions hosting ``src`` (sorted, (n,)) by the offset indices they host.
+
+    Output positions are local: 0..n-1 in the order of ``src``.
+    """
+    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+    counts = np.diff(np.r_[starts, src.size])
+    by_signature: dict[tuple[int, ...], list[int]] = {}
+    for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
+        by_signature.setdefault(tuple(offset_index[s : s + c].tolist()), []).append(s)
+    groups = []
+    for signature, run_starts in by_signature.items():
+        first = np.asarray(run_starts, dtype=np.int64)
+        groups.append(
+            AxisGroup(
+                inputs=src[first],
+                outputs=first[:, None] + np.arange(len(signature)),  # (m, K)
+                offsets=np.asarray(signature, dtype=np.int64),
+            )
+        )
+    return groups
+
+
+def padded_groups(groups: list[AxisGroup], dummy: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack groups into rectangular arrays, padding with input 0 whose outputs go to ``dummy``.
+
+    Returns ``inputs`` (G, X), ``outputs`` (G, X, K) and ``offsets`` (G, K) as int64.
+    """
+    n_groups = len(groups)
+    x_max = max(g.inputs.size for g in groups)
+    k_max = max(g.offsets.size for g in groups)
+    inputs = np.zeros((n_groups, x_max), dtype=np.int64)
+    outputs = np.full((n_groups, x_max, k_max), dummy, dtype=np.int64)
+    offsets = np.zeros((n_groups, k_max), dtype=np.int64)
+    for t, g in enumerate(groups):
+        m, k = g.outputs.shape
+        inputs[t, :m] = g.inputs
+        outputs[t, :m, :k] = g.outputs
+        offsets[t, :k] = g.offsets
+    return inputs, outputs, offsets
 
 
 def _row_windows(fp: torch.Tensor) -> torch.Tensor:
@@ -90,12 +146,18 @@ def _contract_tile(
 
 
 def meta_upscale(
-    features: torch.Tensor, table: torch.Tensor, plan: ProjectionPlan, tile: int | None = DEFAULT_TILE
+    features: torch.Tensor,
+    table: torch.Tensor,
+    plan: ProjectionPlan,
+    tile: int | None = DEFAULT_TILE,
+    conv: bool = True,
 ) -> torch.Tensor:
     """Contract ``features`` (N, C, h, w) with the filter ``table`` (P_r, P_c, 9C, 3) along ``plan``.
 
     Returns (N, 3, out_h, out_w) in the features' dtype and device (no mean added, no clamping).
-    ``tile`` is the output tile side (None: one tile); any tile size gives the same result.
+    ``tile`` is the output tile side (None: one tile); any tile size gives the same result. ``conv``: plans with
+    one group per axis (integer scales; r = p/2) run as one convolution (:mod:`metasr.upscale_conv`: 3-12x
+    faster on the CPU, measured; in one piece, ``tile`` does not apply), the others by groups.
     """
     n, c, h, w = features.shape
     if (h, w) != (plan.in_h, plan.in_w):
@@ -105,6 +167,9 @@ def meta_upscale(
             f"filter table has shape {tuple(table.shape)}, plan and features need "
             f"{(plan.rows.offsets.size, plan.cols.offsets.size, 9 * c, 3)}"
         )
+    layouts = conv_layout(plan) if conv else None
+    if layouts is not None:
+        return conv_upscale(features, table, layouts)
     fp = F.pad(features, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()  # (N, h+2, w+2, C)
     out_h, out_w = plan.out_size
     step_h = out_h if tile is None else max(1, tile)

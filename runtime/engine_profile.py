@@ -10,9 +10,11 @@ H, W (output rows/cols) 1 .. int(S*Hm), 1 .. int(S*Wm)
 P_r, P_c (offsets)      1 .. min(H_max, max_offsets): the runtime feeds each tile only the offsets it uses, so a
                         scale with more distinct offsets than ``max_offsets`` (default 64) is cut into smaller
                         tiles. The weight tensor (P_r, P_c, 27C) lives in the engine at its max shape.
-M (rows per offset)     1 .. H_max
-G_c, X (column groups)  1 .. Wm: groups of input columns, and the columns in one
-K_c (outputs per input) 1 .. min(ceil(S) + 1, W_max)
+G_r, L_r (row groups)   1 .. Hm: groups of member blocks of input rows, and the members of one
+K_r (slots per group)   1 .. min(2 * ceil(S) + 2, H_max): the outputs a member hosts (ceil(r) + 1 for one-row
+                        blocks, float32 exception rows included; 2r for the 2-row blocks of r = p/2)
+S_r (rows per block)    1 .. 2
+G_c, L_c, K_c, S_c      likewise for columns (Wm, W_max)
 =====================  =====================================================================================
 
 The property tests check that every plan in range fits. A region outside the profile is refused with the
@@ -102,10 +104,14 @@ def _bounds(max_lr: tuple[int, int], scale_max: float, max_offsets: int) -> dict
         "W": (1, big_w),
         "P_r": (1, min(big_h, max_offsets)),
         "P_c": (1, min(big_w, max_offsets)),
-        "M": (1, big_h),
+        "G_r": (1, hm),
+        "L_r": (1, hm),
+        "K_r": (1, min(2 * math.ceil(scale_max) + 2, big_h)),
         "G_c": (1, wm),
-        "X": (1, wm),
-        "K_c": (1, min(math.ceil(scale_max) + 1, big_w)),
+        "L_c": (1, wm),
+        "K_c": (1, min(2 * math.ceil(scale_max) + 2, big_w)),
+        "S_r": (1, 2),
+        "S_c": (1, 2),
     }
 
 

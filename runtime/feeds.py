@@ -1,34 +1,74 @@
 """Host-side inputs of the upscale graph, computed from a projection plan (numpy only).
 
 The upscale graph's output size follows from the *lengths* of ``row_src`` / ``col_src`` (no data-dependent
-shapes). A tile of the output is the same graph fed with slices of the per-row / per-column arrays (and the
-row and column groups recomputed for the tile).
+shapes). A tile of the output is the same graph fed with slices of the per-row / per-column arrays and the
+grouping hints recomputed for the tile.
 
-Input positions of an axis are grouped by their *signature*, the tuple of offset indices of the outputs they
-host: all input columns with one signature need the same filters. The PyTorch fast path and the ONNX body
-of ``MetaUpscale`` both contract group by group, so neither computes a column offset where it is not used.
-The ONNX body also groups output rows by row offset, so one filter set serves all rows of an offset.
+Grouping hints (inputs 6-11 of ``MetaUpscale``; rows shown, columns alike). An input row *hosts* the output
+rows whose source it is (sources never decrease along the output). The hosting rows are cut into *blocks* of s
+consecutive rows (s = 1, or 2 where that makes all blocks alike), blocks are put into *groups*, and each group
+has *slots*: (row within the block, row offset) pairs covering every output row its blocks host. All pixels of a
+(row group, column group) pair then need the filters of the same slot pairs, and one matrix product (or, with
+one group per axis, one convolution) serves them:
+
+``row_groups``  int64 (G_r, L_r)  per group, per member block: an output row hosted by the block's first row
+                (so the block starts at input row ``row_src[row_groups[a, l]]``); a group shorter than L_r
+                repeats its first entry.
+``row_slots``   int64 (G_r, K_r)  per group, per slot: an output row with that slot's offset and row within its
+                block (so the slot's offset index is ``row_idx[row_slots[a, k]]`` and its row within the block
+                ``d[a, k] = row_src[row_slots[a, k]] - row_src[row_groups[a', l']]``, (a', l') being the member
+                that ``row_pick`` assigns that output row to); a group with fewer slots repeats its first entry.
+``row_pick``    int64 (H,)        output row i's entry ``(a * L_r + l) * K_r + k`` in the (G_r, L_r, K_r) grid.
+
+The block size is ``s = 1 + max d`` (1 when every slot lies in its block's first row).
+
+*Valid hints* (all the op needs; :func:`check_hints`): every value lies in [0, H), and for every output row i
+with ``a, l, k`` decoded from ``row_pick[i]``: ``row_src[i] == row_src[row_groups[a, l]] + d[a, k]`` and
+``row_idx[i] == row_idx[row_slots[a, k]]``. Any valid grouping gives the same output; the hints refer to output
+positions, so a group's rows and slot offsets cannot contradict inputs 2-5 (and the op reads all of them).
+
+The grouping this module computes (:func:`axis_hints`, exactly):
+
+1. Blocks of s rows start at the first hosting row; s = 1 unless step 2 then keeps more than one group and
+   s = 2 keeps exactly one (r = p/2: x1.5, x2.5, x3.5). A block's *signature* is the tuple of its output rows'
+   (row within the block, offset index) keys, in output order; blocks with equal signatures form a signature
+   group (ordered by first appearance).
+2. K = the longest signature. Signature groups are visited by decreasing number of blocks (ties: first
+   appearance). A group joins a kept group that has at least twice its blocks, shares at least one key with
+   it, and whose slot list extended by the group's other keys (appended in signature order) stays within K:
+   of those, the one sharing the most keys (ties: the first kept). Otherwise it is kept, its signature being
+   its slot list. (The float32 "exception" rows of x2.3, x2.7, x3.7, ... form small groups that differ from
+   their phase's group by one offset; this puts them into that group instead of padding a group of their own.)
+3. Each kept group's blocks, in increasing order, are cut into chunks of L blocks (the last may be shorter), L
+   from :func:`chunk_length`; every chunk is a group of the hints, with its kept group's slots. Members are
+   represented by the first output row of the block, slots by the first output row (of all) with that key;
+   K = the longest slot list; shorter lists repeat their first entry.
+
+For r = p/q (q > 2) there are about q groups of h/q rows each, K = ceil(r) or ceil(r) + 1; an integer scale
+gives one group of all rows with its r offsets, r = p/2 one group of 2-row blocks with p slots.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from metasr.runtime.projection import ProjectionPlan
 
 __all__ = [
+    "HINT_NAMES",
     "UPSCALE_PLAN_INPUTS",
-    "AxisGroup",
-    "axis_groups",
-    "column_group_feeds",
-    "padded_groups",
+    "axis_feeds",
+    "axis_hints",
+    "block_rows",
+    "check_hints",
+    "chunk_length",
+    "conv_path",
+    "part_feeds",
     "plan_feeds",
-    "row_group_feeds",
+    "slot_rows",
     "tile_feeds",
 ]
 
-# name -> (dtype, shape); symbolic dims: H, W output size, P_r / P_c distinct offsets
+# name -> (dtype, shape); symbolic dims: H, W output size, P_r / P_c distinct offsets, G / L / K the grouping
 UPSCALE_PLAN_INPUTS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "inv_scale": ("float32", (1,)),
     "row_offsets": ("float32", ("P_r",)),
@@ -37,123 +77,229 @@ UPSCALE_PLAN_INPUTS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "row_idx": ("int64", ("H",)),
     "col_src": ("int64", ("W",)),
     "col_idx": ("int64", ("W",)),
-    "row_group_src": ("int64", ("P_r", "M")),
+    "row_groups": ("int64", ("G_r", "L_r", "S_r")),
+    "row_slots": ("int64", ("G_r", "K_r")),
     "row_pick": ("int64", ("H",)),
-    "col_groups": ("int64", ("G_c", "X")),
-    "col_group_offsets": ("int64", ("G_c", "K_c")),
+    "col_groups": ("int64", ("G_c", "L_c", "S_c")),
+    "col_slots": ("int64", ("G_c", "K_c")),
     "col_pick": ("int64", ("W",)),
 }
+HINT_NAMES = ("row_groups", "row_slots", "row_pick", "col_groups", "col_slots", "col_pick")
 
 
-@dataclass(frozen=True)
-class AxisGroup:
-    """Input positions of one axis sharing a signature: ``inputs`` (m,), ``outputs`` (m, K), ``offsets`` (K,)."""
-
-    inputs: np.ndarray
-    outputs: np.ndarray
-    offsets: np.ndarray
-
-
-def axis_groups(src: np.ndarray, offset_index: np.ndarray) -> list[AxisGroup]:
-    """Group the input positions hosting ``src`` (sorted, (n,)) by the offset indices they host.
-
-    Output positions are local: 0..n-1 in the order of ``src``.
-    """
-    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
-    counts = np.diff(np.r_[starts, src.size])
+def _signature_groups(block: np.ndarray, key: np.ndarray) -> list[tuple[list[int], list[int]]]:
+    """Steps 1-2 of the module docstring: ``[(slot keys, first output position of each member block), ...]``."""
+    starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+    ends = np.r_[starts[1:], block.size]
     by_signature: dict[tuple[int, ...], list[int]] = {}
-    for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
-        by_signature.setdefault(tuple(offset_index[s : s + c].tolist()), []).append(s)
-    groups = []
-    for signature, run_starts in by_signature.items():
-        first = np.asarray(run_starts, dtype=np.int64)
-        groups.append(
-            AxisGroup(
-                inputs=src[first],
-                outputs=first[:, None] + np.arange(len(signature)),  # (m, K)
-                offsets=np.asarray(signature, dtype=np.int64),
-            )
-        )
-    return groups
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        by_signature.setdefault(tuple(key[s:e].tolist()), []).append(s)
+    k_max = max(len(sig) for sig in by_signature)
+    kept: list[tuple[list[int], list[int]]] = []
+    holders: dict[int, list[int]] = {}  # slot key -> the kept groups whose slots hold it
+    for sig, runs in sorted(by_signature.items(), key=lambda item: -len(item[1])):  # stable: ties in order
+        shared: dict[int, int] = {}
+        for o in sig:
+            for g in holders.get(o, ()):
+                shared[g] = shared.get(g, 0) + 1
+        fits = [
+            (-n, g) for g, n in shared.items()
+            if n == len(sig) or (len(kept[g][1]) >= 2 * len(runs) and len(kept[g][0]) + len(sig) - n <= k_max)
+        ]  # fmt: skip
+        if fits:
+            g = min(fits)[1]  # the most shared slots, then the first kept
+            slots = kept[g][0]
+            for o in sig:
+                if o not in slots:
+                    slots.append(o)
+                    holders.setdefault(o, []).append(g)
+            kept[g][1].extend(runs)
+        else:
+            for o in sig:
+                holders.setdefault(o, []).append(len(kept))
+            kept.append((list(sig), list(runs)))
+    return kept
 
 
-def padded_groups(groups: list[AxisGroup], dummy: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack groups into rectangular arrays, padding with input 0 whose outputs go to ``dummy``.
+CHUNK_COST = 32  # a chunk costs about as much as this many padded members (its batch entries and filter copies)
 
-    Returns ``inputs`` (G, X), ``outputs`` (G, X, K) and ``offsets`` (G, K) as int64.
+
+def chunk_length(sizes: list[int]) -> int:
+    """Step 3's L for groups of these sizes: the L in 1..max(sizes) minimising ``sum(ceil(m / L)) * (L +
+    CHUNK_COST)`` (ties: the largest).
+
+    >>> chunk_length([26, 26, 25]), chunk_length([300, 200, 100, 100]), chunk_length([256])
+    (26, 100, 256)
     """
-    n_groups = len(groups)
-    x_max = max(g.inputs.size for g in groups)
-    k_max = max(g.offsets.size for g in groups)
-    inputs = np.zeros((n_groups, x_max), dtype=np.int64)
-    outputs = np.full((n_groups, x_max, k_max), dummy, dtype=np.int64)
-    offsets = np.zeros((n_groups, k_max), dtype=np.int64)
-    for t, g in enumerate(groups):
-        m, k = g.outputs.shape
-        inputs[t, :m] = g.inputs
-        outputs[t, :m, :k] = g.outputs
-        offsets[t, :k] = g.offsets
-    return inputs, outputs, offsets
+    m = np.asarray(sizes, dtype=np.int64)
+    lengths = np.arange(1, int(m.max()) + 1)
+    cost = (-(-m[None, :] // lengths[:, None])).sum(axis=1) * (lengths + CHUNK_COST)
+    return int(lengths[len(cost) - 1 - np.argmin(cost[::-1])])
 
 
-def column_group_feeds(col_src: np.ndarray, col_idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Input columns grouped by the column offsets they host, for the ``MetaUpscale`` body.
-
-    ``col_groups`` (G, X): the input columns of each group (padded with column 0); ``col_group_offsets`` (G, K):
-    the offsets each group's columns host, in order; ``col_pick`` (W,): each output column's position in the
-    flattened (G, X, K) result. With r = p/q there are about q groups, and K is at most ceil(r) + 1.
-    """
-    width = col_src.size
-    inputs, outputs, offsets = padded_groups(axis_groups(col_src, col_idx), dummy=width)
-    pick = np.empty(width, dtype=np.int64)
-    flat = outputs.reshape(-1)
-    real = flat < width
-    pick[flat[real]] = np.flatnonzero(real)
-    return {"col_groups": inputs, "col_group_offsets": offsets, "col_pick": pick}
+def _grouping(src: np.ndarray, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Blocks of ``size`` rows from the first source row, each output's slot key ``row in block * P + offset``,
+    and the kept groups of :func:`_signature_groups`."""
+    rel = src - src[0]
+    key = (rel % size) * (int(idx.max()) + 1) + idx
+    block = rel // size
+    return block, key, _signature_groups(block, key)
 
 
-def row_group_feeds(row_src: np.ndarray, row_idx: np.ndarray, n_offsets: int) -> dict[str, np.ndarray]:
-    """Output rows grouped by their row offset, for the ``MetaUpscale`` body.
+def block_rows(src: np.ndarray, idx: np.ndarray) -> int:
+    """Step 1's block size for output positions with sources ``src`` and offset indices ``idx``: 2 where blocks of
+    one row keep several groups and blocks of two keep one (r = p/2), else 1."""
+    src, idx = np.asarray(src, dtype=np.int64), np.asarray(idx, dtype=np.int64)
+    if src.size == 0 or len(_grouping(src, idx, 1)[2]) == 1:
+        return 1
+    return 2 if len(_grouping(src, idx, 2)[2]) == 1 else 1
 
-    ``row_group_src`` (P_r, M): the source rows of each offset's output rows (padded with a valid row);
-    ``row_pick`` (H,): each output row's position in the flattened (P_r, M) grouping.
-    """
-    order = np.argsort(row_idx, kind="stable")
-    counts = np.bincount(row_idx, minlength=n_offsets)
-    m = max(1, int(counts.max(initial=0)))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.empty(row_idx.size, dtype=np.int64)
-    slot[order] = np.arange(row_idx.size) - np.repeat(starts, counts)
-    pick = row_idx.astype(np.int64) * m + slot
-    group_src = np.full(n_offsets * m, row_src[0] if row_src.size else 0, dtype=np.int64)
-    group_src[pick] = row_src
-    return {"row_group_src": group_src.reshape(n_offsets, m), "row_pick": pick}
+
+def axis_hints(
+    src: np.ndarray, idx: np.ndarray, block: int | None = None, min_groups: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grouping hints of one axis: ``groups`` (G, L, s), ``slots`` (G, K), ``pick`` (n,) as int64 (see the
+    module docstring) for output positions with sources ``src`` (non-decreasing) and offset indices ``idx``.
+
+    ``block``: the block size s (default: :func:`block_rows`). ``min_groups``: at least this many groups (1 or
+    2; a second group repeating the first one's first member is added where needed), which keeps a tile of a
+    plan that the body computes by matrix products on that path."""
+    src, idx = np.asarray(src, dtype=np.int64), np.asarray(idx, dtype=np.int64)
+    size = block or block_rows(src, idx)
+    if src.size == 0:
+        return np.zeros((min_groups, 1, size), np.int64), np.zeros((min_groups, 1), np.int64), np.zeros(0, np.int64)
+    block_of, key, kept = _grouping(src, idx, size)
+    length = chunk_length([len(members) for _, members in kept])
+    chunks = [(slots, members[j : j + length]) for slots, runs in kept for members in [sorted(runs)]
+              for j in range(0, len(members), length)]  # fmt: skip
+    duplicate = len(chunks) < min_groups
+    if duplicate:
+        chunks.append(chunks[0])  # never picked: keeps the hints on the grouped path
+    k = max(len(slots) for slots, _ in chunks)
+    n_keys = int(key.max()) + 1
+    first_with = np.full(n_keys, -1, dtype=np.int64)
+    first_with[key[::-1]] = np.arange(key.size - 1, -1, -1)  # the first output position of every slot key
+    new_block = np.r_[True, block_of[1:] != block_of[:-1]]
+    run_of = np.cumsum(new_block) - 1  # (n,) the member block of each output position
+    run_start = np.flatnonzero(new_block)
+    # per block, per row of the block: its first output position (the block's first entry where it hosts none)
+    row_first = np.full((run_start.size, size), -1, dtype=np.int64)
+    sub = (src - src[0]) % size
+    row_first[run_of[::-1], sub[::-1]] = np.arange(src.size - 1, -1, -1)
+    row_first = np.where(row_first < 0, run_start[:, None], row_first)
+    groups = np.empty((len(chunks), length, size), dtype=np.int64)
+    slots_out = np.empty((len(chunks), k), dtype=np.int64)
+    chunk_of_run = np.empty(run_start.size, dtype=np.int64)
+    member_of_run = np.empty_like(chunk_of_run)
+    keys, positions = [], []
+    for a, (slots, members) in enumerate(chunks):
+        runs = run_of[members]
+        groups[a, : len(members)] = row_first[runs]
+        groups[a, len(members) :] = row_first[runs[0]]
+        slots_out[a, : len(slots)] = first_with[slots]
+        slots_out[a, len(slots) :] = first_with[slots[0]]
+        if not (duplicate and a == len(chunks) - 1):
+            chunk_of_run[runs] = a
+            member_of_run[runs] = np.arange(len(members))
+        keys.append(a * n_keys + np.asarray(slots, dtype=np.int64))
+        positions.append(np.arange(len(slots)))
+    flat_key, pos = np.concatenate(keys), np.concatenate(positions)
+    order = np.argsort(flat_key, kind="stable")
+    chunk = chunk_of_run[run_of]
+    slot = pos[order][np.searchsorted(flat_key[order], chunk * n_keys + key)]
+    pick = (chunk * length + member_of_run[run_of]) * k + slot
+    return groups, slots_out, pick
+
+
+def slot_rows(src: np.ndarray, groups: np.ndarray, slots: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """``d`` (G, K): each slot's row within its block (module docstring), from the hints of one axis."""
+    length, k = groups.shape[1], slots.shape[1]
+    rep = pick[slots]
+    return src[slots] - src[groups[rep // (length * k), (rep // k) % length, 0]]
+
+
+def conv_path(feeds: dict[str, np.ndarray]) -> bool:
+    """Whether the ``MetaUpscale`` body takes its convolution path for these feeds (the same test as the body's:
+    one group per axis, equal block sizes of 1 or 2, every member block starting on the block grid of its window
+    (a multiple of s), and the output columns one run of the (block column, K_c) layout)."""
+    runs = []
+    for axis in ("row", "col"):
+        groups, slots, pick = (feeds[f"{axis}_{n}"] for n in ("groups", "slots", "pick"))
+        size = groups.shape[2]
+        first = feeds[f"{axis}_src"][groups[0, :, 0]]
+        if groups.shape[0] != 1 or not pick.size or np.any(first % size):
+            return False
+        k = slots.shape[1]
+        runs.append(first[(pick // k) % groups.shape[1]] // size * k + pick % k)
+    same = feeds["row_groups"].shape[2] == feeds["col_groups"].shape[2] <= 2
+    return same and bool(np.all(runs[1] - runs[1][0] == np.arange(runs[1].size)))
+
+
+def check_hints(feeds: dict[str, np.ndarray]) -> None:
+    """Raise ``ValueError`` unless the grouping hints in ``feeds`` are valid for its ``*_src`` / ``*_idx``
+    (the module docstring's definition)."""
+    for axis in ("row", "col"):
+        src, idx = feeds[f"{axis}_src"], feeds[f"{axis}_idx"]
+        groups, slots, pick = feeds[f"{axis}_groups"], feeds[f"{axis}_slots"], feeds[f"{axis}_pick"]
+        n = src.size
+        if groups.ndim != 3 or slots.ndim != 2 or groups.shape[0] != slots.shape[0] or pick.shape != (n,):
+            raise ValueError(f"{axis} hints have inconsistent shapes {groups.shape}, {slots.shape}, {pick.shape}")
+        if not n:
+            continue
+        for name, a in ((f"{axis}_groups", groups), (f"{axis}_slots", slots)):
+            if a.min() < 0 or a.max() >= n:
+                raise ValueError(f"{name} must lie in [0, {n})")
+        length, k = groups.shape[1], slots.shape[1]
+        if pick.min() < 0 or pick.max() >= groups.shape[0] * length * k:
+            raise ValueError(f"{axis}_pick must lie in [0, {groups.shape[0] * length * k})")
+        d = slot_rows(src, groups, slots, pick)
+        a, m, s = pick // (length * k), (pick // k) % length, pick % k
+        if d.min() < 0 or d.max() >= groups.shape[2] or not np.array_equal(src[groups[a, m, 0]] + d[a, s], src):
+            raise ValueError(f"{axis}_pick sends an output {axis} to a member or slot of another source")
+        if not np.array_equal(idx[slots[a, s]], idx):
+            raise ValueError(f"{axis}_pick sends an output {axis} to a slot of another offset")
+
+
+def axis_feeds(
+    axis: str, src: np.ndarray, idx: np.ndarray, block: int | None = None, min_groups: int = 1
+) -> dict[str, np.ndarray]:
+    """``{axis}_src``, ``{axis}_idx`` and their grouping hints (``axis`` is "row" or "col") as upscale feeds
+    (``block``, ``min_groups``: see :func:`axis_hints`)."""
+    groups, slots, pick = axis_hints(src, idx, block, min_groups)
+    src, idx = np.asarray(src, dtype=np.int64), np.asarray(idx, dtype=np.int64)
+    arrays = {"src": src, "idx": idx, "groups": groups, "slots": slots, "pick": pick}
+    return {f"{axis}_{name}": a for name, a in arrays.items()}
 
 
 def plan_feeds(plan: ProjectionPlan) -> dict[str, np.ndarray]:
     """The plan's arrays under the upscale graph's input names (see :data:`UPSCALE_PLAN_INPUTS`)."""
+    rows, cols = plan.rows, plan.cols
     return {
         "inv_scale": np.array([plan.inv_scale], dtype=np.float32),
-        "row_offsets": plan.rows.offsets.astype(np.float32),
-        "col_offsets": plan.cols.offsets.astype(np.float32),
-        "row_src": plan.rows.src.astype(np.int64),
-        "row_idx": plan.rows.offset_index.astype(np.int64),
-        "col_src": plan.cols.src.astype(np.int64),
-        "col_idx": plan.cols.offset_index.astype(np.int64),
-        **row_group_feeds(plan.rows.src, plan.rows.offset_index, plan.rows.offsets.size),
-        **column_group_feeds(plan.cols.src, plan.cols.offset_index),
+        "row_offsets": rows.offsets.astype(np.float32),
+        "col_offsets": cols.offsets.astype(np.float32),
+        **axis_feeds("row", rows.src, rows.offset_index),
+        **axis_feeds("col", cols.src, cols.offset_index),
     }
 
 
+def part_feeds(
+    feeds: dict[str, np.ndarray], axis: str, part: slice, shift: int = 0, idx: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """One axis' feeds for the output positions ``part`` of a plan's ``feeds``, sources moved by ``-shift`` (into
+    a feature window) and offset indices ``idx`` (default: the plan's). The hints keep the plan's block size and,
+    unless the plan takes the convolution path (:func:`conv_path`), at least two groups: every part of a plan is
+    computed by the same path with the same sums, so tiles equal the untiled result bit for bit."""
+    min_groups = 1 if conv_path(feeds) else 2
+    idx = feeds[f"{axis}_idx"][part] if idx is None else idx
+    return axis_feeds(axis, feeds[f"{axis}_src"][part] - shift, idx, feeds[f"{axis}_groups"].shape[2], min_groups)
+
+
 def tile_feeds(feeds: dict[str, np.ndarray], rows: slice, cols: slice) -> dict[str, np.ndarray]:
-    """Feeds for the output tile ``[rows, cols]``: the per-row / per-column arrays sliced, the rest shared."""
+    """Feeds for the output tile ``[rows, cols]`` of a plan's ``feeds`` (sources in image coordinates): the
+    per-row / per-column arrays sliced, their hints recomputed (:func:`part_feeds`), the rest shared."""
     out = dict(feeds)
-    for name in ("row_src", "row_idx"):
-        out[name] = feeds[name][rows]
-    if rows != slice(None):  # the row groups are recomputed for the tile's rows
-        out.update(row_group_feeds(out["row_src"], out["row_idx"], feeds["row_offsets"].size))
-    for name in ("col_src", "col_idx"):
-        out[name] = feeds[name][cols]
-    if cols != slice(None):  # the column groups are recomputed for the tile's columns
-        out.update(column_group_feeds(out["col_src"], out["col_idx"]))
+    for axis, part in (("row", rows), ("col", cols)):
+        if part != slice(None):
+            out.update(part_feeds(feeds, axis, part))
     return out

@@ -13,8 +13,11 @@ Three things differ from ONNX Runtime, and this module handles each:
   CPU does, which also keeps the weight predictor the FP16 graph holds in float32 there; INT8 graphs run their
   Q/DQ convolutions as INT8 kernels (OpenVINO's low-precision transformations do not depend on the hint) and
   the rest in f32. The compiled model's hint is read back and checked, so a silent change is an error.
-- **Unused inputs.** OpenVINO drops graph inputs nothing reads (today ``row_src``, ``row_idx``, ``col_src``,
-  ``col_idx`` of the upscale graph: the ``MetaUpscale`` body never reads them). Feeds are checked against the
+- **Computed convolution filters.** OpenVINO compiles a ``Conv`` only with a static output-channel count; the
+  ``MetaUpscale`` body's convolution path (integer and half-integer scales) computes its filters from the plan,
+  so the backend runs the body's general grouped path there (exact for every plan; slower at those scales).
+- **Unused inputs.** OpenVINO drops graph inputs nothing reads (none in the graphs exported today; before
+  ``MetaUpscale`` contract v2: ``row_src``, ``row_idx``, ``col_src``, ``col_idx``). Feeds are checked against the
   manifest in full and then only the inputs the compiled model has are passed, looked up by name: any ONNX graph
   of the manifest runs, whatever its inputs are called.
 
@@ -32,11 +35,14 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from metasr.runtime.backends import BackendError, check_feeds, out_of_memory
 from metasr.runtime.manifest import GraphSpec
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -68,7 +74,34 @@ def inline_functions(model: bytes) -> bytes:
         raise BackendError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})") from None
     if not proto.functions:
         return model
-    return inliner.inline_local_functions(proto).SerializeToString()
+    proto = inliner.inline_local_functions(proto)
+    _take_grouped_path(proto.graph)
+    return proto.SerializeToString()
+
+
+def _take_grouped_path(graph: onnx.GraphProto) -> None:
+    """Replace the ``MetaUpscale`` body's ``If`` between its convolution path and its grouped path by the
+    grouped path, in place. OpenVINO's CPU plugin compiles a ``Conv`` only when its weights' output-channel
+    count is static ("Unsupported operation of type: Convolution"), and the convolution path's filters are
+    computed (3 * K_r * K_c channels, from the plan). The grouped path is exact for every valid plan (the
+    body's contract), so the result is the same; only the speed at integer scales differs."""
+    from onnx import helper
+
+    nodes = []
+    for node in graph.node:
+        branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+        if (
+            node.op_type == "If"
+            and branches.get("then_branch") is not None
+            and (branches["then_branch"].name == "MetaUpscale_conv")
+        ):
+            grouped = branches["else_branch"]
+            nodes.extend(grouped.node)
+            nodes.append(helper.make_node("Identity", [grouped.output[0].name], [node.output[0]], name=node.name))
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 # OpenVINO's messages: a chain of "Exception from <source>:" lines, "Check '...' failed at <source>:" and

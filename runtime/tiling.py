@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from metasr.runtime.engine_profile import ProfileError, UpscaleProfile
-from metasr.runtime.feeds import column_group_feeds, row_group_feeds
+from metasr.runtime.feeds import conv_path, part_feeds
 
 __all__ = [
+    "MAX_TILE_PIXELS",
     "MIN_TILE_COLS",
     "MIN_TILE_ROWS",
     "UpscaleTile",
@@ -83,46 +84,37 @@ class UpscaleTile:
     in_cols: slice
 
 
-def source_window(src: np.ndarray, n: int) -> slice:
+def source_window(src: np.ndarray, n: int, block: int = 1) -> slice:
     """The input range an output range with sources ``src`` (int64, non-empty) needs: its sources plus one
-    context position on each side where the input (of ``n`` positions) has one."""
-    return slice(max(int(src.min()) - 1, 0), min(int(src.max()) + 2, n))
+    context position on each side where the input (of ``n`` positions) has one. With 2-position blocks (see
+    ``metasr.runtime.feeds``) the range starts an even number of positions before the first source (two where it
+    can), so the member blocks lie on the block grid of the window."""
+    first = int(src.min())
+    start = first - 1 if block == 1 or first < 2 else first - 2
+    return slice(max(start, 0), min(int(src.max()) + 2, n))
 
 
 def window_feeds(
     feeds: dict[str, np.ndarray], tile: UpscaleTile, compact_offsets: bool = False
 ) -> dict[str, np.ndarray]:
     """The plan feeds (no ``features``) for ``tile``: its rows' and columns' arrays sliced, their sources
-    shifted into the feature window, and the row / column groups recomputed for them.
+    shifted into the feature window, and the grouping hints recomputed for them.
 
     ``compact_offsets``: keep only the row and column offsets the tile uses (indices renumbered), so the
     weight predictor runs on the tile's pairs alone and their count is bounded by the tile's size (what a
     TensorRT engine's fixed profile needs). The filters are the same per pair; the sums may differ in the last
     bit from an uncompacted call (a different number of rows through the predictor's matrix products)."""
-    if compact_offsets:
-        return _compact(feeds, tile)
     out = dict(feeds)
-    n_offsets = feeds["row_offsets"].size
-    row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
-    row_idx = feeds["row_idx"][tile.rows]
-    out.update(row_src=row_src, row_idx=row_idx, **row_group_feeds(row_src, row_idx, n_offsets))
-    if tile.cols != slice(0, feeds["col_src"].size) or tile.in_cols.start != 0:
-        col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
-        col_idx = feeds["col_idx"][tile.cols]
-        out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
-    return out
-
-
-def _compact(feeds: dict[str, np.ndarray], tile: UpscaleTile) -> dict[str, np.ndarray]:
-    out = dict(feeds)
-    used_r, row_idx = np.unique(feeds["row_idx"][tile.rows], return_inverse=True)
-    used_c, col_idx = np.unique(feeds["col_idx"][tile.cols], return_inverse=True)
-    row_src = feeds["row_src"][tile.rows] - tile.in_rows.start
-    col_src = feeds["col_src"][tile.cols] - tile.in_cols.start
-    row_idx, col_idx = row_idx.astype(np.int64).reshape(-1), col_idx.astype(np.int64).reshape(-1)
-    out.update(row_offsets=feeds["row_offsets"][used_r], col_offsets=feeds["col_offsets"][used_c])
-    out.update(row_src=row_src, row_idx=row_idx, **row_group_feeds(row_src, row_idx, used_r.size))
-    out.update(col_src=col_src, col_idx=col_idx, **column_group_feeds(col_src, col_idx))
+    full_cols = tile.cols == slice(0, feeds["col_src"].size) and tile.in_cols.start == 0
+    for axis, part, window in (("row", tile.rows, tile.in_rows), ("col", tile.cols, tile.in_cols)):
+        if axis == "col" and full_cols and not compact_offsets:
+            continue  # the whole width: the plan's own column feeds
+        idx = None
+        if compact_offsets:
+            used, idx = np.unique(feeds[f"{axis}_idx"][part], return_inverse=True)
+            out[f"{axis}_offsets"] = feeds[f"{axis}_offsets"][used]
+            idx = idx.reshape(-1).astype(np.int64)
+        out.update(part_feeds(feeds, axis, part, window.start, idx))
     return out
 
 
@@ -131,38 +123,44 @@ def tile_bytes(feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_col
     these (windowed) ``feeds`` and a feature window of ``in_rows`` x ``in_cols``: an upper bound, as if no
     buffer were freed or reused before the call ends.
 
-    Terms in floats, with C channels, h x w the window, H x W the tile, P_r x M the row grouping, G x X the
-    column grouping, K the column offsets per group, P_c the column offsets (see ``metaupscale_op``):
-    window copy C*h*w; padded and transposed C*(h+2)*(w+2) twice; three column shifts and their concat
-    2 * 3C*(h+2)*w; column-grouped (h+2)*G*X*3C; three row strips 3 * P_r*M*G*X*3C; three partial sums, their
-    two sums and the row pick 6 * P_r*M*G*X*K*3; the column pick, the transpose, add_mean and the runtime's
-    copy 4 * 3*H*W; filters P_r*P_c*27C + 3 * P_r*G*K*27C; plus the int64 index feeds.
+    Terms in floats (int64 counts as two), with C channels, h x w the window, H x W the tile, P_r x P_c offset
+    pairs, G x L x K the grouping and T = 3 (one-pixel blocks) or 2s (blocks of s) the window of a member
+    (see ``metaupscale_body``). Always: the window copy C*h*w; the weight predictor (3 + 3*256 + 2*27C) per
+    pair; the slot filters G_r*K_r*P_c*27C and G_r*K_r*G_c*K_c*27C; the sr output, add_mean and the runtime's
+    copy 3 * 3*H*W. Conv path: the box and its space-to-depth 2*C*(h+T_r)*(w+T_c), the filter placement 4 *
+    K_r*K_c*T_r*T_c*3C, the convolution output, its two transposes and the row pick 4 * 3*K_r*K_c*B (B member
+    blocks, plus one per axis), the column slice 3*H*W. Grouped path: padded features and their transpose
+    2*C*(h+2)*(w+2); the window index 2 * M*T_r*T_c and the patch matrix M*T_r*T_c*C (M = G_r*G_c*L_r*L_c
+    members); the filters 4 * G_r*G_c*K_r*K_c*T_r*T_c*3C; the products M*K_r*K_c*3; the pick index 2*H*W, the
+    picked and transposed output 2 * 3*H*W. Plus the int64 index feeds.
     """
-    c = channels
-    pr, m = feeds["row_group_src"].shape
-    g, x = feeds["col_groups"].shape
-    k = feeds["col_group_offsets"].shape[1]
-    pc = feeds["col_offsets"].size
+    c, h, w = channels, in_rows, in_cols
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
-    h, w = in_rows, in_cols
-    floats = (
-        c * h * w
-        + 2 * c * (h + 2) * (w + 2)
-        + 2 * 3 * c * (h + 2) * w
-        + (h + 2) * g * x * 3 * c
-        + 3 * pr * m * g * x * 3 * c
-        + 6 * pr * m * g * x * k * 3
-        + 4 * 3 * out_h * out_w
-        + pr * pc * 27 * c
-        + 3 * pr * g * k * 27 * c
-    )
-    index_bytes = sum(v.nbytes for name, v in feeds.items() if v.dtype == np.int64)
+    p_c = feeds["col_offsets"].size
+    pairs = feeds["row_offsets"].size * p_c
+    g_r, l_r = feeds["row_groups"].shape[:2]
+    g_c, l_c = feeds["col_groups"].shape[:2]
+    k_r, k_c = feeds["row_slots"].shape[1], feeds["col_slots"].shape[1]
+    s_r, s_c = feeds["row_groups"].shape[2], feeds["col_groups"].shape[2]
+    t_r, t_c = (3 if s == 1 else 2 * s for s in (s_r, s_c))
+    floats = c * h * w + pairs * (3 + 3 * 256 + 2 * 27 * c) + g_r * k_r * (p_c + g_c * k_c) * 27 * c
+    floats += 3 * 3 * out_h * out_w
+    filters = k_r * k_c * t_r * t_c * 3 * c
+    if conv_path(feeds):
+        blocks = (-(-h // s_r) + 1) * (-(-w // s_c) + 1)
+        floats += 2 * c * (h + t_r) * (w + t_c) + 4 * filters + 4 * 3 * k_r * k_c * blocks + 3 * out_h * out_w
+    else:
+        m = g_r * g_c * l_r * l_c
+        floats += 2 * c * (h + 2) * (w + 2) + m * t_r * t_c * (2 + c) + 4 * g_r * g_c * filters
+        floats += m * k_r * k_c * 3 + 2 * out_h * out_w + 2 * 3 * out_h * out_w
+    index_bytes = sum(v.nbytes for v in feeds.values() if v.dtype == np.int64)
     return 4 * floats + index_bytes
 
 
 def _tile(feeds: dict[str, np.ndarray], rows: slice, cols: slice, in_h: int, in_w: int) -> UpscaleTile:
+    s_r, s_c = feeds["row_groups"].shape[2], feeds["col_groups"].shape[2]
     return UpscaleTile(
-        rows, cols, source_window(feeds["row_src"][rows], in_h), source_window(feeds["col_src"][cols], in_w)
+        rows, cols, source_window(feeds["row_src"][rows], in_h, s_r), source_window(feeds["col_src"][cols], in_w, s_c)
     )
 
 
@@ -177,27 +175,46 @@ def plan_upscale_tiles(
 ) -> list[UpscaleTile]:
     """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible.
 
-    Full-width row bands of equal height (the tallest that fits, checked on every real band); columns are
-    split into equal parts only when a band of :data:`MIN_TILE_ROWS` rows would not fit. Tiles never get
+    Full-width row bands of equal height (the tallest that fits, checked on every real band, and at most
+    :data:`MAX_TILE_PIXELS` output pixels); columns are split into equal parts only when a band of
+    :data:`MIN_TILE_ROWS` rows would not fit. Tiles never get
     smaller than ``MIN_TILE_ROWS`` x ``MIN_TILE_COLS`` output pixels: a budget too small even for that (or
     for the filters alone) is exceeded rather than refused.
     """
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
     n_cols, rows = 1, 0
     while True:
-        col_slices = _even_slices(out_w, n_cols)
+        col_slices = _axis_slices(feeds, "col", n_cols)
         # every column part, not only the widest: an inner part reads one more context column than an edge one
         rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes) for c in col_slices)
         narrower = math.ceil(out_w / (2 * n_cols))
         if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
             break
         n_cols *= 2
-    rows = max(rows, min(out_h, MIN_TILE_ROWS))
-    return [_tile(feeds, r, c, in_h, in_w) for r in _even_slices(out_h, math.ceil(out_h / rows)) for c in col_slices]
+    rows = max(min(rows, MAX_TILE_PIXELS // max(out_w // n_cols, 1)), min(out_h, MIN_TILE_ROWS))
+    row_slices = _axis_slices(feeds, "row", math.ceil(out_h / rows))
+    return [_tile(feeds, r, c, in_h, in_w) for r in row_slices for c in col_slices]
 
 
 MIN_TILE_ROWS = 8
 MIN_TILE_COLS = 64
+# output pixels per call at most: the convolution path's bands would otherwise fill the budget with few, tall
+# bands whose buffers ONNX Runtime's arena keeps; 1 Mpx bands cost no measurable speed (a call costs ~1 ms more)
+MAX_TILE_PIXELS = 1 << 20
+
+
+def _axis_slices(feeds: dict[str, np.ndarray], axis: str, parts: int) -> list[slice]:
+    """``parts`` near-equal slices of one axis' outputs. With 2-position blocks (r = p/2) every slice starts at
+    the first output of a position on the plan's block grid, so each tile's blocks are whole blocks of the plan
+    (the same group, and for the convolution path the same sums as the untiled call)."""
+    slices = _even_slices(feeds[f"{axis}_src"].size, parts)
+    if feeds[f"{axis}_groups"].shape[2] == 1 or len(slices) == 1:
+        return slices
+    src = feeds[f"{axis}_src"]
+    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]] & ((src - src[0]) % 2 == 0))  # block starts
+    bounds = sorted({0, src.size, *(int(starts[min(np.searchsorted(starts, s.start), starts.size - 1)])
+                                    for s in slices[1:])})  # fmt: skip
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _even_slices(n: int, parts: int) -> list[slice]:
@@ -226,7 +243,7 @@ def _rows_that_fit(
     per_row = max((c2 - c1) / max(r2 - r1, 1), 1.0)
     rows = min(out_h, max(r1, int(r1 + (budget - c1) / per_row)))
     while rows >= 1:
-        bands = [_tile(feeds, r, cols, in_h, in_w) for r in _even_slices(out_h, math.ceil(out_h / rows))]
+        bands = [_tile(feeds, r, cols, in_h, in_w) for r in _axis_slices(feeds, "row", math.ceil(out_h / rows))]
         if all(_band_bytes(feeds, t, channels) <= budget for t in bands):
             return rows
         rows = rows - max(1, rows // 20)

@@ -202,15 +202,17 @@ def test_corrupt_graph_with_a_matching_hash(tmp_path, capsys, bundled_artifacts,
 
 
 def test_allocation_failure_inside_onnx_runtime(tmp_path, bundled_artifacts):
-    """Under a 1.5 GB address-space limit, one upscale tile of ~2.5 GB fails inside ONNX Runtime: one line."""
+    """Under a 1.5 GB address-space limit, one upscale tile of ~2.7 GB (1024x1024 at x3.3: the grouped path's
+    patch matrix; tile_bytes counts 2.7 GiB) fails inside ONNX Runtime: one line."""
     import subprocess
     import sys
 
+    big = _save(tmp_path / "big.png", np.tile(load_rgb(data_path("Set5", "baby.png")), (2, 2, 1)))
     code = f"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1500 * 2**20, resource.RLIM_INFINITY))
 from metasr.cli import main
-sys.exit(main(["upscale", {str(data_path("Set5", "baby.png"))!r}, "-o", {str(tmp_path / "o.png")!r}, "--scale", "4",
+sys.exit(main(["upscale", {str(big)!r}, "-o", {str(tmp_path / "o.png")!r}, "--scale", "3.3",
                "--artifacts", {str(bundled_artifacts)!r}, "--upscale-budget-mb", "100000"]))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

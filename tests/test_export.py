@@ -94,7 +94,10 @@ def test_both_graphs_pass_the_full_checker_and_declare_the_custom_op(small_artif
     assert {o.domain for o in up.opset_import} >= {"", "metasr"}
     assert [(f.domain, f.name) for f in up.functions] == [("metasr", "MetaUpscale")]
     body_ops = {n.op_type for n in up.functions[0].node}
-    assert not body_ops & {"NonZero", "Loop", "If", "Scan"}  # no data-dependent shapes or control flow
+    # no data-dependent sizes and no loops; one If picks the convolution or the grouped path, whose internal
+    # shapes follow from the inputs' shapes (metaupscale_body)
+    assert not body_ops & {"NonZero", "Loop", "Scan", "Unique", "Compress", "TopK"}
+    assert [n.op_type for n in up.functions[0].node].count("If") == 1
     feat = onnx.load(str(out / "feature.onnx"))
     dims = [d.dim_param for d in feat.graph.input[0].type.tensor_type.shape.dim]
     assert dims[2:] == ["h", "w"]
@@ -113,6 +116,36 @@ def test_upscale_graph_runs_in_the_onnx_reference_evaluator(small_artifact):
     got = sess.run(None, feeds)[0]
     assert ref.shape == got.shape == (1, 3, 16, 20)
     assert np.abs(ref - got).max() <= 1e-3  # measured 3e-5: float32 summation order
+
+
+def test_every_function_input_is_read_by_the_body():
+    """Graph tools (onnxslim) drop a function's inputs that no node of its body reads, while the node still passes
+    them: the graph then no longer loads. Every declared input must be read at the body's top level."""
+    f = op.function_proto(17)
+    read = {name for node in f.node for name in node.input}
+    assert list(f.input) == list(op.INPUTS) and set(f.input) <= read
+
+
+@pytest.mark.parametrize("tool", ["onnxsim", "onnxslim"])
+def test_graph_tools_keep_the_upscale_graph_runnable(small_artifact, tool):
+    """onnxsim and onnxslim output of the upscale graph loads, keeps the MetaUpscale node and its function whole,
+    and gives the same output (measured: identical)."""
+    module = pytest.importorskip(tool)
+    _, out = small_artifact
+    model = onnx.load(str(out / "upscale.onnx"))
+    tooled = module.simplify(model)[0] if tool == "onnxsim" else module.slim(model)
+    node = [n for n in tooled.graph.node if n.op_type == op.OP_TYPE]
+    assert len(node) == 1 and len(node[0].input) == len(op.INPUTS)
+    assert [len(f.input) for f in tooled.functions] == [len(op.INPUTS)]
+    orig = ort.InferenceSession(str(out / "upscale.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(tooled.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for scale in (2.0, 2.5, 3.3):  # the convolution path, with 2-pixel blocks, and the grouped path
+        feats = rng.standard_normal((1, 32, 21, 17)).astype(np.float32)
+        feeds = {"features": feats, **plan_feeds(project(21, 17, scale))}
+        names = {i.name for i in sess.get_inputs()}
+        got = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+        assert np.array_equal(got, orig.run(None, feeds)[0]), (tool, scale)
 
 
 def test_tiles_are_valid_inputs_and_exact(small_artifact):

@@ -162,6 +162,68 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
         meta_upscale_triton(feats, weights, *idx)
 
 
+# -- the filter-stationary kernel (behind a flag) ---------------------------------------------------------------
+
+FILTER = KernelConfig(block_h=4, block_w=4, block_c=16, num_warps=4, layout="filter")
+
+
+def _hints(plan, device="cpu"):
+    from metasr.runtime.feeds import HINT_NAMES, plan_feeds
+
+    feeds = plan_feeds(plan)
+    return [torch.from_numpy(feeds[k]).to(device) for k in HINT_NAMES]
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "h", "w", "scale"),
+    [
+        (2, 20, 6, 7, 2.5),  # batch of two, 2-pixel blocks, C not a multiple of the channel chunk
+        (1, 16, 4, 5, 2.3),  # float32 exception rows merged into their phase's group: 10 x 5 group pairs
+        (1, 32, 5, 6, 4.0),  # one group per axis
+    ],
+)
+def test_interpreted_filter_kernel_equals_grouped_path(interpret, n, c, h, w, scale):
+    from metasr.kernels import meta_upscale_triton_filter
+
+    plan, feats, weights, idx = _problem(n, c, h, w, scale)
+    out = meta_upscale_triton_filter(feats, weights, *idx, *_hints(plan), config=FILTER)
+    ref = _reference(plan, feats, weights)
+    assert out.shape == ref.shape and ref.abs().max() > 10
+    # measured (interpreter, float32, IEEE products): <= 7.1e-7 of the output's largest magnitude
+    assert _rel_err(out, ref) <= REL_FP32
+
+
+def test_filter_kernel_refuses_bad_hints(interpret):
+    from metasr.kernels import meta_upscale_triton_filter
+
+    plan, feats, weights, idx = _problem(1, 16, 4, 5, 2.0)
+    hints = _hints(plan)
+    with pytest.raises(ValueError, match="row_groups must be int64 of rank 3"):
+        meta_upscale_triton_filter(feats, weights, *idx, hints[0][..., 0], *hints[1:], config=FILTER)
+    with pytest.raises(ValueError, match="col_slots must lie in"):
+        meta_upscale_triton_filter(feats, weights, *idx, *hints[:4], hints[4] + 100, hints[5], config=FILTER)
+    with pytest.raises(ValueError, match="layout='filter'"):
+        meta_upscale_triton_filter(feats, weights, *idx, *hints, config=INTERP)
+
+
+def test_filter_kernel_ptx(tmp_path):
+    from metasr.kernels.spec import FILTER_SCALAR_PARAMS, default_config
+
+    n_in, n_sc = len(INPUT_PARAMS), len(FILTER_SCALAR_PARAMS)
+    for cc, dtype in ((80, "fp32"), (90, "fp16")):
+        k = compile_ptx(cc, dtype, default_config(dtype, "filter"))
+        assert ".version 8.0" in k.ptx.splitlines() and f".target sm_{cc}" in k.ptx.splitlines()
+        assert k.params == INPUT_PARAMS + FILTER_SCALAR_PARAMS + ("out",)
+        assert ptx_entry_params(k.ptx, k.name) == [".u64"] * n_in + [".u32"] * n_sc + [".u64"] * 3
+        assert max(ptx_read_params(k.ptx, k.name)) == n_in + n_sc  # the output; never the scratch pointers
+        if shutil.which("ptxas"):
+            src = tmp_path / f"f{cc}{dtype}.ptx"
+            src.write_text(k.ptx)
+            res = subprocess.run(["ptxas", f"-arch=sm_{cc}", str(src), "-o", str(tmp_path / "f.cubin")],
+                                 capture_output=True, text=True)  # fmt: skip
+            assert res.returncode == 0, res.stderr
+
+
 # -- PTX without a GPU -------------------------------------------------------------------------------------
 
 
@@ -177,8 +239,8 @@ def test_ptx_targets_isa_and_parameter_order(ptx_kernels):
         lines = k.ptx.splitlines()
         assert ".version 8.0" in lines, (cc, dtype)
         assert f".target sm_{cc}" in lines, (cc, dtype)  # generic: never sm_90a
-        assert k.params == PARAMS and len(PARAMS) == 19
-        # 11 input pointers, 7 int32 scalars, the output pointer, then Triton's two hidden scratch pointers
+        assert k.params == PARAMS and len(PARAMS) == 20
+        # 12 input pointers, 7 int32 scalars, the output pointer, then Triton's two hidden scratch pointers
         assert ptx_entry_params(k.ptx, k.name) == [".u64"] * n_in + [".u32"] * n_sc + [".u64"] + [".u64"] * 2
         read = ptx_read_params(k.ptx, k.name)
         assert read == set(range(6)) | set(range(n_in, n_in + n_sc + 1)), (cc, dtype, sorted(read))
@@ -271,3 +333,14 @@ def test_torch_compile_sees_one_cuda_op():
 
     with torch.no_grad():
         assert torch.allclose(fn(feats, weights, *idx), meta_upscale_triton(feats, weights, *idx))
+
+
+@gpu
+@pytest.mark.parametrize("scale", [1.5, 2.0, 2.3, 3.3, 3.7, 4.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_filter_kernel_equals_grouped_path(scale, dtype):
+    from metasr.kernels import meta_upscale_triton_filter
+
+    plan, feats, weights, idx = _problem(2, 64, 37, 53, scale, dtype=dtype, device="cuda")
+    out = meta_upscale_triton_filter(feats, weights, *idx, *_hints(plan, "cuda"))
+    assert _rel_err(out, _reference(plan, feats, weights)) <= (REL_FP32 if dtype == torch.float32 else REL_FP16)

@@ -163,7 +163,8 @@ def test_int8_matches_onnx_runtime_on_the_same_graph(calibrated_artifacts):
 # -- the backend itself ---------------------------------------------------------------------------------------
 @needs_openvino
 def test_any_input_names_and_unused_inputs(bundled_artifacts):
-    """OpenVINO drops inputs the graph never reads; every manifest input is still required and checked."""
+    """OpenVINO drops inputs a graph never reads (the MetaUpscale body reads all of its own since contract v2);
+    every manifest input is still required and checked."""
     backend = _graph(bundled_artifacts, "openvino", "upscale")
     spec = backend.spec
     assert set(backend.inputs) <= {t.name for t in spec.inputs} and "features" in backend.inputs
@@ -173,7 +174,8 @@ def test_any_input_names_and_unused_inputs(bundled_artifacts):
 
         feeds = {"features": feats, **plan_feeds(p.plan(20, 24, 2.0))}
     assert backend.infer(feeds)["sr"].shape == (1, 3, 40, 48)
-    missing = next(n for n in (t.name for t in spec.inputs) if n not in backend.inputs)  # one OpenVINO dropped
+    names = [t.name for t in spec.inputs]
+    missing = next((n for n in names if n not in backend.inputs), names[-1])  # one OpenVINO dropped, if any
     for bad, says in (
         ({k: v for k, v in feeds.items() if k != missing}, "do not match inputs"),
         ({**feeds, "features": feeds["features"].astype(np.float64)}, "must be float32"),
@@ -231,7 +233,9 @@ def test_cli_upscale_matches_onnx_runtime(tmp_path, good, bundled_artifacts):
         assert main([*args, "--backend", backend, "--threads", "1"]) == 0
     a, b = (np.asarray(Image.open(p)) for p in outs.values())
     assert a.shape == b.shape == (108, 81, 3)
-    assert np.mean(a == b) >= 0.9999  # measured: identical
+    # measured: 99.989% identical, the rest 1 level apart (contract v2's grouped MatMul sums in another order on
+    # OpenVINO; the v1 body gave identical images); the limit is the export's FP32 parity limit
+    assert np.abs(a.astype(int) - b).max() <= 1 and np.mean(a == b) >= 0.999
 
 
 @needs_openvino
@@ -287,21 +291,26 @@ def test_bad_options_with_openvino_are_one_line(tmp_path, capsys, bundled_artifa
 
 @needs_openvino
 def test_allocation_failure_inside_openvino_is_one_line(tmp_path, bundled_artifacts):
-    """Under a 1.5 GB address-space limit, one untiled x4 upscale call fails inside OpenVINO: one line."""
+    """Under a 1.5 GB address-space limit, one untiled upscale call (1024x1024 at x2; measured: x3.3 and x4 fit,
+    OpenVINO runs the body's grouped path in less memory than ONNX Runtime) runs out of memory: one line."""
     import subprocess
     import sys
 
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.tile(np.asarray(Image.open(data_path("Set5", "baby.png")).convert("RGB")), (2, 2, 1))).save(big)
     code = f"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1500 * 2**20, resource.RLIM_INFINITY))
 from metasr.cli import main
-sys.exit(main(["upscale", {str(data_path("Set5", "baby.png"))!r}, "-o", {str(tmp_path / "o.png")!r}, "--scale", "4",
+sys.exit(main(["upscale", {str(big)!r}, "-o", {str(tmp_path / "o.png")!r}, "--scale", "2",
                "--artifacts", {str(bundled_artifacts)!r}, "--upscale-budget-mb", "100000", "--backend", "openvino"]))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(err) == 1 and "OpenVINO failed: out of memory" in err[0], err
+    assert len(err) == 1 and "out of memory" in err[0], err
     assert not (tmp_path / "o.png").exists()
 
 

@@ -160,7 +160,7 @@ def test_polygraphy_files_load_and_check_the_graphs(capsys, tmp_path, bundled_ar
     assert "[I]" not in out  # Polygraphy's own logging stays out of the report
     feeds = load_json(str(tmp_path / "in.upscale.json"))
     results = RunResults.load(str(tmp_path / "out.upscale.json"))
-    assert len(feeds) == 5 and set(feeds[0]) >= {"features", "row_src", "col_groups"}
+    assert len(feeds) == 5 and set(feeds[0]) >= {"features", "row_src", "col_groups", "col_slots"}
     assert list(results.keys()) == ["pytorch"] and len(results["pytorch"]) == 5
     assert results["pytorch"][0]["sr"].shape[2:] == (feeds[0]["row_src"].size, feeds[0]["col_src"].size)
     assert set(load_json(str(tmp_path / "in.feature.json"))[0]) == {"lr"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from metasr.runtime.feeds import plan_feeds
+from metasr.runtime.feeds import check_hints, plan_feeds
 from metasr.runtime.projection import MERGE_TOL, axis_projection, project
 from metasr.runtime.tiling import MIN_TILE_COLS, MIN_TILE_ROWS, axis_tiles, plan_upscale_tiles, tile_bytes, window_feeds
 
@@ -83,11 +83,15 @@ def test_upscale_tiles_cover_the_output_once_and_read_what_they_need(h, w, r, bu
         covered[t.rows, t.cols] += 1
         rows_src, cols_src = plan.rows.src[t.rows], plan.cols.src[t.cols]
         assert 0 <= t.in_rows.start and t.in_rows.stop <= h and 0 <= t.in_cols.start and t.in_cols.stop <= w
-        assert t.in_rows.start == max(rows_src.min() - 1, 0) and t.in_rows.stop == min(rows_src.max() + 2, h)
-        assert t.in_cols.start == max(cols_src.min() - 1, 0) and t.in_cols.stop == min(cols_src.max() + 2, w)
+        # one context row/column before (two with 2-pixel blocks, keeping them on the window's block grid)
+        before_r = 1 if feeds["row_groups"].shape[2] == 1 or rows_src.min() < 2 else 2
+        before_c = 1 if feeds["col_groups"].shape[2] == 1 or cols_src.min() < 2 else 2
+        assert t.in_rows.start == max(rows_src.min() - before_r, 0) and t.in_rows.stop == min(rows_src.max() + 2, h)
+        assert t.in_cols.start == max(cols_src.min() - before_c, 0) and t.in_cols.stop == min(cols_src.max() + 2, w)
         tf = window_feeds(feeds, t)
         assert tf["row_src"].min() >= 0 and tf["row_src"].max() < t.in_rows.stop - t.in_rows.start
-        assert tf["col_groups"].min() >= 0 and tf["col_groups"].max() < t.in_cols.stop - t.in_cols.start
+        check_hints(tf)  # valid hints, sources inside the window
+        assert tf["col_src"].min() >= 0 and tf["col_src"].max() < t.in_cols.stop - t.in_cols.start
         size = (t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start)
         over_budget |= tile_bytes(tf, c, *size) > budget_mb * 2**20
     assert np.all(covered == 1)
@@ -107,11 +111,19 @@ def pipelines(bundled_artifacts):
 
 @given(h=st.integers(1, 40), w=st.integers(1, 40), r=scales, budget_mb=st.floats(0.01, 3), seed=st.integers(0, 99))
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_tiled_upscale_equals_untiled_bit_for_bit(pipelines, h, w, r, budget_mb, seed):
+def test_tiled_upscale_equals_untiled(pipelines, h, w, r, budget_mb, seed):
+    """Bit for bit where the body takes its grouped path (the same matrix products per pixel, whatever the
+    grouping); to float32 rounding on the convolution path, whose summation order ONNX Runtime's convolution picks
+    by the output size (MLAS chunks K by the number of output pixels): measured <= 7.6e-6 on outputs ~100."""
+    from metasr.runtime.feeds import conv_path
     from metasr.runtime.pipeline import Pipeline
 
     whole, art = pipelines
     feats = np.random.default_rng(seed).standard_normal((1, whole.channels, h, w)).astype(np.float32)
     assert len(whole.tiles(h, w, r)) == 1
     with Pipeline(art, upscale_budget_mb=budget_mb) as tiled:
-        assert np.array_equal(tiled.upscale(feats, r), whole.upscale(feats, r))
+        a, b = tiled.upscale(feats, r), whole.upscale(feats, r)
+    if conv_path(whole._plan(h, w, r)[1]):
+        assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max() * 32  # 32 float32 steps of the largest value
+    else:
+        assert np.array_equal(a, b)

@@ -337,3 +337,19 @@ def test_manifests_cannot_reach_outside_their_directory(bundled, tmp_path):
     (linked / "feature.onnx").symlink_to(outside)  # same bytes, but through a link: refused
     with pytest.raises(ManifestError, match=r"cannot read feature\.onnx"):
         Pipeline(linked)
+
+
+@pytest.mark.parametrize("scale", [2.0, 2.5, 3.3])  # the convolution path, with 2-pixel blocks, the grouped path
+def test_tile_bytes_bounds_the_measured_peak(scale):
+    """``tile_bytes`` (what the Pipeline sizes its tiles by) against the measured peak of one 256x256 output tile
+    (fresh process, VmHWM; benchmarks/ort_upscale_memory.py). Measured (C = 64): estimate / peak 1.1-2.3 over
+    x1.1 ... x4 (conv x2 19.1 / 8.5 MiB, x2.5 16.9 / 8.2, grouped x3.3 103.8 / 59.2): never below the peak, and
+    not so far above that tiles get needlessly small."""
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ort_upscale_memory.py"
+    cmd = [sys.executable, str(script), "--child", "--tile", "256", "--scales", str(scale)]
+    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    assert r["path"] == ("grouped" if scale == 3.3 else "conv")
+    assert r["peak_mib"] <= r["estimate_mib"] <= 2.5 * r["peak_mib"] + 8, r

@@ -92,7 +92,7 @@ def test_profile_opt_is_a_real_plan_and_bounds_are_tight_where_they_can_be():
     assert PROFILE.shapes["features"][2] == (1, 32, *MAX_LR)
     assert PROFILE.shapes["inv_scale"] == ((1,), (1,), (1,))
     big = upscale_profile(64, (270, 480), 4.0, MERGE_TOL)
-    assert big.shapes["col_group_offsets"][2] == (480, 5)  # K_c <= ceil(4) + 1
+    assert big.shapes["col_slots"][2] == (480, 10)  # K_c <= 2 * ceil(4) + 2 (2-column blocks at r = p/2)
 
 
 def test_profile_refuses_a_region_outside_it_clearly():
@@ -171,8 +171,9 @@ def test_plugin_signatures_satisfy_tensorrt_plugin(version):
 
         assert tuple(d.input_tensor_names) == INPUT_PARAMS and d.num_outputs == 1 and not d.input_attrs
         assert d.aot_impl_func is plugin.meta_upscale_aot_impl and d.impl_func is plugin.meta_upscale_impl
-        combos = plugin.meta_upscale_autotune(*[None] * 12)
-        assert len(combos) == 1 and combos[0].io_types == ["FP32|FP16", "FP32|FP16", *["INT64"] * 9, "FP32|FP16"]
+        combos = plugin.meta_upscale_autotune(*[None] * (len(INPUT_PARAMS) + 1))
+        n_index = len(INPUT_PARAMS) - 2
+        assert len(combos) == 1 and combos[0].io_types == ["FP32|FP16", "FP32|FP16", *["INT64"] * n_index, "FP32|FP16"]
         # the same validator refuses a wrong signature: the check above is not vacuous
         with pytest.raises(ValueError, match="does not match the expected input arg schema"):
             trtp.aot_impl(plugin.PLUGIN_ID)(lambda features, outputs, tactic: None)

@@ -7,9 +7,15 @@ import os
 
 import torch
 
-from metasr.kernels.spec import KernelConfig, default_config, launch_geometry
+from metasr.kernels.spec import KernelConfig, default_config, filter_launch_geometry, launch_geometry
 
-__all__ = ["KernelUnavailableError", "check_inputs", "meta_upscale_triton", "triton_available"]
+__all__ = [
+    "KernelUnavailableError",
+    "check_inputs",
+    "meta_upscale_triton",
+    "meta_upscale_triton_filter",
+    "triton_available",
+]
 
 _FLOAT = (torch.float32, torch.float16)
 
@@ -28,13 +34,14 @@ def triton_available() -> bool:
 
 
 @functools.cache
-def _kernel(interpret: bool) -> object:
+def _kernel(interpret: bool, layout: str = "pixel") -> object:
     try:
-        from metasr.kernels import source
+        from metasr.kernels import source, source_filter
     except ImportError as e:
         msg = f"the MetaUpscale kernel needs Triton (pip install 'metasr[triton]'): {e}"
         raise KernelUnavailableError(msg) from None
-    return source.interpreted() if interpret else source.jit()
+    module = source_filter if layout == "filter" else source
+    return module.interpreted() if interpret else module.jit()
 
 
 def check_inputs(
@@ -91,6 +98,67 @@ def meta_upscale_triton(
     return _launch(features, weights, row_src, row_idx, col_src, col_idx, config)
 
 
+def _check_hints(features: torch.Tensor, hints: tuple[torch.Tensor, ...], big_h: int, big_w: int) -> None:
+    names = ("row_groups", "row_slots", "row_pick", "col_groups", "col_slots", "col_pick")
+    ranks = (3, 2, 1, 3, 2, 1)
+    for name, t, rank in zip(names, hints, ranks, strict=True):
+        n = big_h if name.startswith("row") else big_w
+        if t.dtype != torch.int64 or t.dim() != rank or t.device != features.device:
+            got = f"{t.dtype} {tuple(t.shape)} on {t.device}"
+            raise ValueError(f"{name} must be int64 of rank {rank} on {features.device}, got {got}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= (n if name.endswith(("groups", "slots")) else 2**62)):
+            raise ValueError(f"{name} must lie in [0, {n})")
+    if hints[0].shape[0] != hints[1].shape[0] or hints[3].shape[0] != hints[4].shape[0]:
+        raise ValueError("groups and slots must have one row per group")
+    if hints[2].numel() != big_h or hints[5].numel() != big_w:
+        raise ValueError("row_pick / col_pick must have one entry per output row / column")
+
+
+def meta_upscale_triton_filter(
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    row_src: torch.Tensor,
+    row_idx: torch.Tensor,
+    col_src: torch.Tensor,
+    col_idx: torch.Tensor,
+    *hints: torch.Tensor,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:
+    """``MetaUpscale`` inputs 0-11 -> out (N, 3, H, W) with the filter-stationary kernel (behind a flag; see
+    :mod:`metasr.kernels.source_filter`). ``hints``: row_groups, row_slots, row_pick, col_groups, col_slots,
+    col_pick (valid hints: ``metasr.runtime.feeds.check_hints``)."""
+    check_inputs(features, weights, row_src, row_idx, col_src, col_idx)
+    big_h, big_w = row_src.numel(), col_src.numel()
+    _check_hints(features, hints, big_h, big_w)
+    interpret = _interpreting(features)
+    cfg = config or default_config("fp16" if features.dtype == torch.float16 else "fp32", "filter")
+    if cfg.layout != "filter":
+        raise ValueError(f"the filter-stationary kernel needs a layout='filter' config, got {cfg.layout!r}")
+    out = features.new_zeros((features.shape[0], 3, big_h, big_w))
+    if out.numel() == 0:
+        return out
+    (g_r, l_r, s_r), (g_c, l_c, s_c) = hints[0].shape, hints[3].shape
+    shapes = ((g_r, l_r, hints[1].shape[1], s_r), (g_c, l_c, hints[4].shape[1], s_c))
+    pairs = (weights.shape[0], weights.shape[1])
+    grid, scalars = filter_launch_geometry(cfg, tuple(features.shape), big_h, big_w, pairs, shapes, triton_cdiv)
+    tensors = [t.contiguous() for t in (features, weights, row_src, row_idx, col_src, col_idx, *hints)]
+    _kernel(interpret, "filter")[grid](
+        *tensors, *scalars, out,
+        BLOCK_Y=cfg.block_h, BLOCK_X=cfg.block_w, BLOCK_C=cfg.block_c, WIN=cfg.window,
+        IEEE=features.dtype == torch.float32, num_warps=cfg.num_warps,
+    )  # fmt: skip
+    return out
+
+
+def _interpreting(features: torch.Tensor) -> bool:
+    interpret = features.device.type == "cpu"
+    if interpret and os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "on"):
+        raise KernelUnavailableError("CPU tensors run the Triton kernel only under TRITON_INTERPRET=1")
+    if not interpret and features.device.type != "cuda":
+        raise KernelUnavailableError(f"the Triton kernel runs on CUDA (or CPU interpreted), not {features.device}")
+    return interpret
+
+
 def _launch(
     features: torch.Tensor,
     weights: torch.Tensor,
@@ -101,11 +169,7 @@ def _launch(
     config: KernelConfig | None,
 ) -> torch.Tensor:
     """Launch without the host-side contract checks (what the TensorRT plugin does): shapes as the contract."""
-    interpret = features.device.type == "cpu"
-    if interpret and os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "on"):
-        raise KernelUnavailableError("CPU tensors run the Triton kernel only under TRITON_INTERPRET=1")
-    if not interpret and features.device.type != "cuda":
-        raise KernelUnavailableError(f"the Triton kernel runs on CUDA (or CPU interpreted), not {features.device}")
+    interpret = _interpreting(features)
     cfg = config or default_config("fp16" if features.dtype == torch.float16 else "fp32")
     n, c, h, w = features.shape
     big_h, big_w = row_src.numel(), col_src.numel()
@@ -118,7 +182,7 @@ def _launch(
     grid, scalars = launch_geometry(cfg, (n, c, h, w), big_h, big_w, pairs, triton_cdiv)
     _kernel(interpret)[grid](
         features, weights, row_src.contiguous(), row_idx.contiguous(), col_src.contiguous(), col_idx.contiguous(),
-        unused, unused, unused, unused, unused,
+        unused, unused, unused, unused, unused, unused,
         *scalars,
         out,
         BLOCK_H=cfg.block_h, BLOCK_W=cfg.block_w, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps, enable_fp_fusion=True,

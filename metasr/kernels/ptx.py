@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from metasr.kernels.spec import DTYPES, INPUT_PARAMS, OUTPUT_PARAMS, SCALAR_PARAMS, KernelConfig, default_config
+from metasr.kernels.spec import DTYPES, INPUT_PARAMS, OUTPUT_PARAMS, KernelConfig, default_config, scalar_params
 
 __all__ = ["PTX_ISA", "SUPPORTED_CC", "PtxKernel", "compile_ptx", "ptx_entry_params", "ptx_read_params"]
 
@@ -66,19 +66,27 @@ def ptx_read_params(ptx: str, name: str) -> set[int]:
     return {int(i) for i in re.findall(rf"ld\.param\.\w+\s+%\w+,\s*\[{re.escape(name)}_param_(\d+)", ptx)}
 
 
-def _signature(dtype: str) -> dict[str, str]:
+def _signature(dtype: str, config: KernelConfig) -> tuple[dict[str, str], dict[str, int]]:
+    """The kernel's parameter types and compile-time constants for ``dtype`` and ``config.layout``."""
     ft = "*fp32" if dtype == "fp32" else "*fp16"
     sig = {"feat_ptr": ft, "weight_ptr": ft}
     sig |= {n: "*i64" for n in ("row_src_ptr", "row_idx_ptr", "col_src_ptr", "col_idx_ptr")}
-    sig |= {f"hint_{n}": "*i64" for n in INPUT_PARAMS[6:]}
-    sig |= dict.fromkeys(SCALAR_PARAMS, "i32")
-    sig |= {"out_ptr": ft, "BLOCK_H": "constexpr", "BLOCK_W": "constexpr", "BLOCK_C": "constexpr"}
-    return sig
+    if config.layout == "filter":
+        sig |= {f"{n}_ptr": "*i64" for n in INPUT_PARAMS[6:]}
+        consts = {"BLOCK_Y": config.block_h, "BLOCK_X": config.block_w, "BLOCK_C": config.block_c}
+        consts |= {"WIN": config.window, "IEEE": int(dtype == "fp32")}
+    else:
+        sig |= {f"hint_{n}": "*i64" for n in INPUT_PARAMS[6:]}
+        consts = {"BLOCK_H": config.block_h, "BLOCK_W": config.block_w, "BLOCK_C": config.block_c}
+    sig |= dict.fromkeys(scalar_params(config), "i32")
+    sig |= {"out_ptr": ft, **dict.fromkeys(consts, "constexpr")}
+    return sig, consts
 
 
 def compile_ptx(cc: int, dtype: str = "fp32", config: KernelConfig | None = None) -> PtxKernel:
     """Compile the kernel for compute capability ``cc`` (e.g. 86 for 8.6) and ``dtype`` ("fp32" | "fp16")
-    to PTX ISA 8.0 for the generic ``sm_<cc>`` target, without needing a GPU.
+    to PTX ISA 8.0 for the generic ``sm_<cc>`` target, without needing a GPU. ``config.layout="filter"``
+    compiles the filter-stationary kernel (its parameters: the 12 inputs, 15 scalars, the output).
 
     In a process whose Triton was imported under ``TRITON_INTERPRET=1`` (Triton's own ``@jit`` library
     functions, which the kernel calls, are then interpreter objects the compiler cannot read: "Unsupported
@@ -131,13 +139,11 @@ def _compile(cc: int, dtype: str, cfg: KernelConfig) -> PtxKernel:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from metasr.kernels import source
+    from metasr.kernels import source, source_filter
 
-    src = ASTSource(
-        fn=source.jit(),
-        signature=_signature(dtype),
-        constexprs={"BLOCK_H": cfg.block_h, "BLOCK_W": cfg.block_w, "BLOCK_C": cfg.block_c},
-    )
+    signature, constexprs = _signature(dtype, cfg)
+    module = source_filter if cfg.layout == "filter" else source
+    src = ASTSource(fn=module.jit(), signature=signature, constexprs=constexprs)
     compiled = triton.compile(
         src,
         target=GPUTarget("cuda", cc, 32),
@@ -150,7 +156,8 @@ def _compile(cc: int, dtype: str, cfg: KernelConfig) -> PtxKernel:
         raise RuntimeError("the compiled kernel needs Triton scratch memory, which TensorRT does not provide")
     if getattr(md, "num_ctas", 1) != 1:
         raise RuntimeError(f"the compiled kernel uses {md.num_ctas} CTAs; TensorRT launches one")
-    n_declared = len(INPUT_PARAMS) + len(SCALAR_PARAMS) + len(OUTPUT_PARAMS)
+    params = INPUT_PARAMS + scalar_params(cfg) + OUTPUT_PARAMS
+    n_declared = len(params)
     if ptx_read_params(ptx, md.name) & {n_declared, n_declared + 1}:
         raise RuntimeError("the PTX reads Triton's hidden scratch parameters, which TensorRT passes as null")
     used = [ins for ins in _ARCH_SPECIFIC if re.search(rf"\b{re.escape(ins)}\b", ptx)]
@@ -165,7 +172,7 @@ def _compile(cc: int, dtype: str, cfg: KernelConfig) -> PtxKernel:
         config=cfg,
         threads=md.num_warps * 32,
         shared_bytes=int(md.shared),
-        params=INPUT_PARAMS + SCALAR_PARAMS + OUTPUT_PARAMS,
+        params=params,
         ptx_version=f"{PTX_ISA // 10}.{PTX_ISA % 10}",
         target=f"sm_{cc}",
         scratch_bytes=scratch,

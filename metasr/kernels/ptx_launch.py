@@ -1,7 +1,7 @@
 """Run a :class:`~metasr.kernels.ptx.PtxKernel` through the CUDA driver exactly as TensorRT's AOT plugin does.
 
 The PTX is loaded with ``cuModuleLoadData`` (the driver JIT-compiles it for the GPU at hand) and launched
-with ``cuLaunchKernel``: the 11 input pointers in op order, the seven int32 scalars, the output pointer, and
+with ``cuLaunchKernel``: the 12 input pointers in op order, the seven int32 scalars, the output pointer, and
 null for Triton's two hidden scratch pointers; grid ``(cdiv(W, block_w), cdiv(H, block_h), N)``. This checks
 the AOT contract (parameter order, launch shape, no scratch) on a GPU without TensorRT. Needs
 ``cuda-bindings`` and torch CUDA tensors.
@@ -74,7 +74,7 @@ def launch_ptx(
     grid, scalars = launch_geometry(kernel.config, tuple(features.shape), big_h, big_w, pairs, triton_cdiv)
     out = features.new_empty((features.shape[0], 3, big_h, big_w))
     tensors = [t.contiguous() for t in (features, weights, row_src, row_idx, col_src, col_idx)]
-    hints = [tensors[2]] * 5  # declared, never read: any valid pointer
+    hints = [tensors[2]] * 6  # declared, never read: any valid pointer
     values = [ctypes.c_void_p(t.data_ptr()) for t in tensors + hints]
     values += [ctypes.c_int32(v) for v in scalars]
     values += [ctypes.c_void_p(out.data_ptr()), ctypes.c_void_p(0), ctypes.c_void_p(0)]  # out, null scratch

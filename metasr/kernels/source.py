@@ -14,7 +14,7 @@ features, one per channel (neighbouring pixels share source pixels and lines). S
 pixels and channels balances the two (a warp of 32 pixels made every filter load touch 32 lines at x3.3,
 measured 7x slower there than at x4). Products accumulate in float32 as (BLOCK_P, BLOCK_C) partial sums per
 output channel, reduced over channels once at the end. Nothing of size (pixels x 9C) exists anywhere, and
-the grouping hints (parameters 6-10) are never read.
+the grouping hints (parameters 6-11) are never read.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def meta_upscale_kernel(
     row_idx_ptr,
     col_src_ptr,
     col_idx_ptr,
-    hint_row_group_src,
+    hint_row_groups,
+    hint_row_slots,
     hint_row_pick,
     hint_col_groups,
-    hint_col_group_offsets,
+    hint_col_slots,
     hint_col_pick,
     C,
     h,

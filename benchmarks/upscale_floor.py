@@ -1,0 +1,201 @@
+"""The upscale stage on ONNX Runtime CPU against its compute floor, before and after, interleaved in one run.
+
+Inputs: the bundled model's features of held-out crops (Set14 barbara, 256x256 and 320x480, h x w), computed
+once with the feature graph. Per scale, three things run in interleaved repeats on ONNX Runtime's CPU provider
+(``--threads``, default 2): the upscale graph of ``--before DIR`` (artifacts exported from main, with main's own
+host-side feeds, read from git: ``--before-feeds-ref``), the upscale graph of ``--after DIR`` (default: the
+bundled model exported by this checkout) with this checkout's feeds, and ONNX Runtime's own 3x3 convolution
+32 -> 32 channels on the same feature map with constant weights, like the feature graph's (the rate the floor
+uses). Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared machine).
+
+floor = 1728 FLOP per output pixel (2 * C * 9 * 3, C = 32) at that convolution's rate; ratio = stage time /
+(output pixels x floor). The stage is the whole upscale graph: weight prediction, MetaUpscale, add_mean. The
+share is the stage's part of end to end (feature graph + upscale graph) on that input.
+
+    python benchmarks/upscale_floor.py --before /tmp/main-art [--after DIR] [--repeats 15] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from metasr.runtime.feeds import conv_path, plan_feeds
+from metasr.runtime.projection import project
+from onnx import TensorProto, helper, numpy_helper
+
+SCALES = (1.5, 2.0, 2.5, 3.0, 3.3, 4.0)
+SIZES = ((256, 256), (320, 480))
+CROP = ("Set14", "barbara.png", (40, 60))  # held out: the bundled model trained on T91 + BSD200
+
+
+def _session(model: bytes | str, threads: int, spin: bool = True) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not spin:  # idle pool threads sleep instead of spinning, so process CPU time counts work only
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def _conv_floor_graph(c: int, h: int, w: int) -> bytes:
+    weight = np.random.default_rng(1).standard_normal((c, c, 3, 3)).astype(np.float32) * 0.05
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, h, w])
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "floor", [x], [y], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+def _before_feeds(ref: str) -> types.ModuleType:
+    """main's ``runtime/feeds.py`` (numpy only; its projection is this checkout's, unchanged) as a module."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(root), "show", f"{ref}:runtime/feeds.py"], check=True,
+                            capture_output=True, text=True).stdout  # fmt: skip
+    module = types.ModuleType("before_feeds")
+    exec(compile(source, f"{ref}:runtime/feeds.py", "exec"), module.__dict__)
+    return module
+
+
+def _features(after: Path, threads: int) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    from PIL import Image
+
+    data = Path(os.environ.get("METASR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    folder, name, (y0, x0) = CROP
+    img = np.asarray(Image.open(data / folder / name).convert("RGB"), dtype=np.float32)
+    feature = _session(str(after / "feature.onnx"), threads)
+    out = {}
+    for h, w in SIZES:
+        lr = np.ascontiguousarray(img[y0 : y0 + h, x0 : x0 + w].transpose(2, 0, 1))[None]
+        out[(h, w)] = lr, feature.run(None, {"lr": lr})[0]
+    return out
+
+
+def _cpu() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    vnni = any("avx512_vnni" in ln for ln in lines if ln.startswith("flags"))
+    return f"{model}, {os.cpu_count()} cores, {'with' if vnni else 'without'} AVX-512 VNNI"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", type=Path, required=True, help="artifacts exported from main (metasr export-onnx)")
+    ap.add_argument("--before-feeds-ref", default="main", help="git ref whose runtime/feeds.py feeds --before")
+    ap.add_argument("--after", type=Path, help="artifacts of this checkout (default: export the bundled model)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: medians of elapsed time; cpu: minima of this process's CPU time with ONNX Runtime's "
+                    "threads not spinning (robust to other load on a shared machine)")  # fmt: skip
+    ap.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        after = args.after
+        if after is None:
+            from metasr.export import export_onnx
+
+            from metasr.bundled import bundled_model_path
+            from metasr.checkpoint import load_model
+
+            after = Path(tmp) / "after"
+            export_onnx(load_model(bundled_model_path()), after, verify=False)
+        run(args, after)
+
+
+def run(args: argparse.Namespace, after: Path) -> None:
+    old_feeds = _before_feeds(args.before_feeds_ref)
+    th, spin = args.threads, args.clock == "wall"
+    before_up = _session(str(args.before / "upscale.onnx"), th, spin)
+    after_up = _session(str(after / "upscale.onnx"), th, spin)
+    feature = _session(str(after / "feature.onnx"), th, spin)
+    inputs = _features(after, th)
+    clock, pick = (time.perf_counter, np.median) if spin else (time.process_time, np.min)
+    load = os.getloadavg()
+    what = "median wall time" if spin else "minimum process CPU time (no spinning)"
+    print(f"{_cpu()}; ONNX Runtime {ort.__version__}, {th} threads, {what}; load average before {load[0]:.1f}")
+    rows = []
+    for (h, w), (lr, feats) in inputs.items():
+        c = feats.shape[1]
+        floor_sess = _session(_conv_floor_graph(c, h, w), th, spin)
+        for scale in args.scales:
+            plan = project(h, w, scale)
+            new = {"features": feats, **plan_feeds(plan)}
+            old_plan = old_feeds.plan_feeds(plan)
+            old = {
+                "features": feats,
+                **{k: v for k, v in old_plan.items() if k in {i.name for i in before_up.get_inputs()}},
+            }
+            calls = {
+                "before": lambda old=old: before_up.run(None, old)[0],
+                "after": lambda new=new: after_up.run(None, new)[0],
+                "conv": lambda feats=feats, s=floor_sess: s.run(None, {"x": feats})[0],
+                "feature": lambda lr=lr: feature.run(None, {"lr": lr})[0],
+            }
+            outs = {k: f() for k, f in calls.items()}  # warm-up (and the outputs compared below)
+            times: dict[str, list[float]] = {k: [] for k in calls}
+            for _ in range(args.repeats):
+                for k, f in calls.items():
+                    t0 = clock()
+                    f()
+                    times[k].append(clock() - t0)
+            med = {k: float(pick(v)) for k, v in times.items()}
+            n_out = plan.out_size[0] * plan.out_size[1]
+            rate = 2 * 9 * c * c * h * w / med["conv"]
+            floor_s = n_out * 2 * c * 9 * 3 / rate
+            rows.append(
+                dict(
+                    size=f"{h}x{w}",
+                    scale=scale,
+                    out=f"{plan.out_size[0]}x{plan.out_size[1]}",
+                    path="conv" if conv_path(new) else "grouped",
+                    conv_gflops=rate / 1e9,
+                    floor_ms=floor_s * 1e3,
+                    before_ms=med["before"] * 1e3,
+                    after_ms=med["after"] * 1e3,
+                    before_x_floor=med["before"] / floor_s,
+                    after_x_floor=med["after"] / floor_s,
+                    speedup=med["before"] / med["after"],
+                    feature_ms=med["feature"] * 1e3,
+                    before_share=med["before"] / (med["before"] + med["feature"]),
+                    after_share=med["after"] / (med["after"] + med["feature"]),
+                    max_abs_diff=float(np.abs(outs["after"] - outs["before"]).max()),
+                )
+            )
+            r = rows[-1]
+            print(f"  {r['size']} x{scale:g}: before {r['before_ms']:.1f} ms, after {r['after_ms']:.1f} ms", flush=True)
+    head = ("input h x w", "scale", "output", "path", "conv GFLOP/s", "floor ms", "before ms", "after ms",
+            "before / floor", "after / floor", "speed-up", "feature ms", "share before", "share after",
+            "max |diff|")  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print(
+            f"| {r['size']} | x{r['scale']:g} | {r['out']} | {r['path']} | {r['conv_gflops']:.0f} | "
+            f"{r['floor_ms']:.2f} | "
+            f"{r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['before_x_floor']:.1f}x | {r['after_x_floor']:.1f}x | "
+            f"{r['speedup']:.1f}x | {r['feature_ms']:.1f} | {100 * r['before_share']:.0f}% | "
+            f"{100 * r['after_share']:.0f}% | {r['max_abs_diff']:.1e} |"
+        )
+    load = os.getloadavg()
+    print(f"load average after {load[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": _cpu(), "threads": th, "clock": args.clock, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
