@@ -25,7 +25,7 @@ from metasr.runtime.engines import EngineInfo
 from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec
 from metasr.runtime.trt_env import TrtEnvironment, require_tensorrt
 
-from metasr.fileio import atomic_path
+from metasr.fileio import atomic_path, resolve_dir
 from metasr.kernels.ptx import PTX_ISA
 
 __all__ = ["EngineBuildConfig", "EngineBuildError", "build_engines"]
@@ -127,7 +127,7 @@ def build_engines(artifacts: str | os.PathLike[str], cfg: EngineBuildConfig, log
     TensorRT, and :class:`EngineBuildError` / ``ManifestError`` on failure; the directory is then unchanged.
     """
     env: TrtEnvironment = require_tensorrt("metasr build-engine")
-    directory = Path(artifacts)
+    directory = resolve_dir(artifacts, "--artifacts")
     manifest = Manifest.read(directory)
     feature_onnx = manifest.graph("feature", "onnx", cfg.precision, target="tensorrt")
     upscale_onnx = manifest.graph("upscale", "onnx", cfg.precision, target="tensorrt")

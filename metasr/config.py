@@ -9,7 +9,7 @@ from typing import Any
 
 from metasr.runtime.projection import DEFAULT_MAX_SCALE
 
-__all__ = ["PRESETS", "ModelConfig", "preset"]
+__all__ = ["PRESETS", "ModelConfig", "preset", "receptive_radius"]
 
 # DIV2K RGB mean used by EDSR/RDN/Meta-SR to initialise the mean-shift convolutions.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -94,6 +94,26 @@ PRESETS: dict[str, ModelConfig] = {
     # Small model for CPUs and edge devices; the bundled default model uses it.
     "small": ModelConfig("edsr", {"channels": 32, "n_blocks": 8, "res_scale": 1.0}, 32, name="small"),
 }
+
+
+# Per backbone, the radius of the region of input pixels one feature pixel depends on: one pixel per 3x3
+# convolution on the longest path (keyword defaults as in the backbones' constructors; a test ties them).
+# Torch-free, so the runtime can check an artifact's recorded radius (its feature tiles' overlap) against it.
+_RECEPTIVE = {
+    "edsr": lambda n_blocks=16, **_: 1 + 2 * n_blocks + 1,  # head, 2 per residual block, body's last conv
+    "rdn": lambda n_blocks=16, n_layers=8, **_: 1 + 1 + n_blocks * n_layers + 1,  # SFENet1/2, dense convs, GFF
+}
+
+
+def receptive_radius(backbone: str, params: dict[str, Any]) -> int:
+    """The receptive radius (pixels on each side) of a backbone with these constructor ``params``.
+
+    >>> receptive_radius("edsr", {"channels": 32, "n_blocks": 8}), receptive_radius("rdn", {})
+    (18, 131)
+    """
+    if backbone not in _RECEPTIVE:
+        raise ValueError(f"backbone {backbone!r} has no known receptive radius (known: {sorted(_RECEPTIVE)})")
+    return int(_RECEPTIVE[backbone](**params))
 
 
 def preset(name: str) -> ModelConfig:

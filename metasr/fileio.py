@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,11 +29,13 @@ except ImportError:  # not on Windows: swaps there are not serialised across pro
 __all__ = [
     "STALE_AFTER_S",
     "atomic_path",
+    "check_output_path",
     "make_temp_dir",
     "pid_alive",
     "remove_stale",
     "remove_stale_dirs",
     "replace_dir",
+    "resolve_dir",
 ]
 
 STALE_AFTER_S = 24 * 3600  # a temporary this old is stale even if its pid was reused by a live process
@@ -151,6 +154,46 @@ def _parent_lock(parent: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Check, before any work, that a file can be written at ``path``: not empty, not a folder, FIFO or
+    device (a regular file or a link may be replaced), and its folder writable or creatable (the nearest
+    existing ancestor is a writable folder). Raises ``ValueError`` with a one-line message."""
+    if not os.fspath(path):
+        raise ValueError(f"{what}: the path is empty")
+    p = Path(path)
+    try:
+        mode = p.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ValueError(f"{what} {p} is a folder")
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise ValueError(f"{what} {p} exists and is not a regular file")
+    folder = probe = p.parent
+    while not probe.exists():
+        if probe.is_symlink():
+            raise ValueError(f"{what}: cannot create {folder}: {probe} is a broken link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what}: cannot write into {folder}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: cannot write into {folder}: {probe} is not writable")
+    return p
+
+
+def resolve_dir(path: str | os.PathLike[str], what: str = "directory") -> Path:
+    """``path`` with a final symbolic link resolved, before any work: an artifact directory given as a link is
+    updated where the link points (the link stays), never replaced by a real folder. A link that does not
+    lead to a folder (dangling, or to a file) raises ``NotADirectoryError``."""
+    p = Path(path)
+    if not p.is_symlink():
+        return p
+    target = p.resolve()
+    if not target.is_dir():
+        raise NotADirectoryError(f"{what} {p} is a symbolic link to {target}, which is not a folder")
+    return target
+
+
 def replace_dir(tmp: Path, out_dir: Path, check: Callable[[], None] | None = None) -> None:
     """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out whole, never mixed.
 
@@ -159,6 +202,8 @@ def replace_dir(tmp: Path, out_dir: Path, check: Callable[[], None] | None = Non
     one atomic exchange: readers never see ``out_dir`` missing. ``check`` runs under the lock just before
     the swap (e.g. "the directory is still the one this update was made from"); its exception aborts it.
     """
+    if out_dir.is_symlink():  # an exchange would swap the link out and leave it beside the folder
+        raise NotADirectoryError(f"{out_dir} is a symbolic link; resolve it first (metasr.fileio.resolve_dir)")
     with _parent_lock(out_dir.parent):
         if check is not None:
             check()

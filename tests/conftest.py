@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,15 @@ def data_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (set METASR_DATA)")
     return path
+
+
+def write_manifest(directory: Path, data: dict) -> None:
+    """Write a manifest dict edited by a test with its content hash recomputed, as a tool that writes manifests
+    would: the checks behind the hash are tested this way (the hash itself in test_integrity.py)."""
+    from metasr.runtime.manifest import content_hash
+
+    data = {k: v for k, v in data.items() if k != "content_sha256"}
+    (Path(directory) / "manifest.json").write_text(json.dumps({**data, "content_sha256": content_hash(data)}))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from metasr.config import receptive_radius
+
 
 class _ResBlock(nn.Module):
     """conv-ReLU-conv with a scaled residual: (N, C, h, w) -> (N, C, h, w)."""
@@ -42,7 +44,7 @@ class EDSR(nn.Module):
             *[_ResBlock(channels, kernel_size, res_scale) for _ in range(n_blocks)],
             nn.Conv2d(channels, channels, kernel_size, padding=pad),
         )
-        self.receptive_radius = 1 + 2 * n_blocks + 1
+        self.receptive_radius = receptive_radius("edsr", {"n_blocks": n_blocks})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)

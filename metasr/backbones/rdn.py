@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from metasr.config import receptive_radius
+
 
 class _DenseConv(nn.Module):
     """conv3x3 + ReLU whose output is concatenated to its input: (N, Cin, h, w) -> (N, Cin + G, h, w)."""
@@ -53,7 +55,7 @@ class RDN(nn.Module):
         self.GFF = nn.Sequential(
             nn.Conv2d(n_blocks * channels, channels, 1), nn.Conv2d(channels, channels, kernel_size, padding=pad)
         )
-        self.receptive_radius = 1 + 1 + n_blocks * n_layers + 1  # 3x3 convs on the longest path
+        self.receptive_radius = receptive_radius("rdn", {"n_blocks": n_blocks, "n_layers": n_layers})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shallow = self.SFENet1(x)
