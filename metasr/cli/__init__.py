@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metasr: error: {message}", file=sys.stderr)
         return 2
     except MemoryError:
-        print("metasr: error: out of memory (lower --upscale-budget-mb or --feature-tile)", file=sys.stderr)
+        print("metasr: error: out of memory (upscale: lower --memory-mb to what the machine has free)", file=sys.stderr)
         return 2
     except _expected_errors() as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -11,9 +11,22 @@ from metasr.cli.common import CLIError, parse_pair, resolve_model
 __all__ = ["register"]
 
 
+def _check_outputs(*paths: tuple[str | None, str]) -> None:
+    """Every output file a command will write, checked before the run (issue 21): (path, option) pairs."""
+    from metasr.fileio import check_output_path
+
+    for path, flag in paths:
+        if path is not None:
+            check_output_path(path, flag)
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from metasr.parity import ParityError, run_parity
     from metasr.parity_report import save_polygraphy, to_json, to_markdown
+
+    _check_outputs(
+        (args.report, "--report"), (args.save_inputs, "--save-inputs"), (args.save_outputs, "--save-outputs")
+    )
 
     keep = bool(args.save_inputs or args.save_outputs)
     run = run_parity(
@@ -77,6 +90,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from metasr.bench import dump, format_bench, run_bench
     from metasr.runtime.projection import check_scale
 
+    _check_outputs((args.json, "--json"))
     if args.repeats < 1:
         raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
     model = resolve_model(args.model, allow_preset=True)

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from metasr.cli.common import CLIError, parse_pair
+from metasr.cli.common import CLIError, float_range, parse_pair
 
 __all__ = ["register"]
 
@@ -18,20 +18,32 @@ def _check_upscale_options(args: argparse.Namespace) -> None:
             raise CLIError(f"{flag} must be >= {low}, got {getattr(args, name)}")
     if not 0 <= args.png_compress <= 9:
         raise CLIError(f"--png-compress must be in 0..9, got {args.png_compress}")
-    if not args.upscale_budget_mb > 0:
+    if args.upscale_budget_mb is not None and not args.upscale_budget_mb > 0:
         raise CLIError(f"--upscale-budget-mb must be positive, got {args.upscale_budget_mb}")
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
+    import threading
+
     from tqdm import tqdm
 
-    from metasr.runtime.batch import Timings, check_jobs, plan_jobs, run_job
-    from metasr.runtime.image_io import read_image
+    tqdm.set_lock(threading.RLock())  # tqdm's default lock is a multiprocessing one: a semaphore in /dev/shm
+
+    from metasr.runtime.batch import Timings, UpscaleOptions, check_jobs, plan_jobs, run_job
     from metasr.runtime.pipeline import Pipeline
 
     _check_upscale_options(args)
     size = parse_pair(args.size, "--size", "1920x1080 (WxH)") if args.size else None
-    jobs = plan_jobs(args.inputs, args.output, force=args.force)
+    opts = UpscaleOptions(
+        scale=args.scale,
+        size=size,
+        max_pixels=args.max_pixels,
+        memory_mb=args.memory_mb,
+        upscale_budget_mb=args.upscale_budget_mb,
+        feature_tile=args.feature_tile,
+        png_compress=args.png_compress,
+    )
+    jobs = plan_jobs(args.inputs, args.output, force=args.force)  # every output checked before any work
     if args.artifacts:
         artifacts = Path(args.artifacts)
     else:
@@ -42,25 +54,23 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         artifacts,
         args.backend,
         threads=args.threads,
-        upscale_budget_mb=args.upscale_budget_mb,
         feature_tile=args.feature_tile,
         precision=args.precision,
     ) as pipeline:
-        # every input is checked (headers, then a full decode in batches) before any output is written
-        checked = check_jobs(jobs, pipeline.max_scale, args.scale, size, args.max_pixels, decode=len(jobs) > 1)
-        for note in (n for c in checked for n in c.info.notes):
+        # every input is checked (headers, memory plans, then a full decode in batches) before any output
+        checked = check_jobs(jobs, pipeline, opts, decode=len(jobs) > 1)
+        for note in (n for c in checked for n in c.notes):
             print(f"metasr: note: {note}", file=sys.stderr)
         bar = tqdm(checked, disable=len(jobs) < 2, unit="image")
         for c in bar:
             timings = Timings()
             t0 = time.perf_counter()
-            img = read_image(c.job.source, args.max_pixels)
-            timings.add("decode", time.perf_counter() - t0)
-            w, h = run_job(pipeline, c.job, img, c.scale, size, args.png_compress, timings)
+            w, h = run_job(pipeline, c, opts, timings)
             (bar.write if len(jobs) > 1 else print)(f"{c.job.target} ({w}x{h})")
             if args.timings:  # encode runs beside upscale, so the stages add up to more than the wall time
                 wall = time.perf_counter() - t0
                 (bar.write if len(jobs) > 1 else print)(f"  timings: {timings}; wall {wall:.2f} s")
+                (bar.write if len(jobs) > 1 else print)(f"  memory: {timings.memory.describe()}")
     return 0
 
 
@@ -81,8 +91,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-pixels", type=int, default=100_000_000, help="refuse larger inputs or outputs (checked from the header)"
     )
-    p.add_argument("--upscale-budget-mb", type=float, default=512, help="upscale stage working-memory budget")
-    p.add_argument("--feature-tile", type=int, default=512, help="feature stage tile side (LR pixels)")
+    p.add_argument(
+        "--memory-mb",
+        type=float_range(128, 1 << 20),
+        default=2048,
+        help="bound on the whole process's memory (MiB, default 2048): tiles are sized to fit it, and inputs "
+        "that cannot fit are refused before any work",
+    )
+    p.add_argument(
+        "--upscale-budget-mb",
+        type=float,
+        default=None,
+        help="largest upscale tile (MiB, default 512), within --memory-mb",
+    )
+    p.add_argument(
+        "--feature-tile", type=int, default=512, help="largest feature stage tile side (LR pixels), within --memory-mb"
+    )
     p.add_argument("--png-compress", type=int, default=1, metavar="0-9", help="PNG zlib level (default 1: fast)")
     p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
