@@ -233,16 +233,6 @@ def _crop(out_h: int, out_w: int, size: tuple[int, int] | None) -> tuple[slice, 
     return slice(y0, y0 + th), slice(x0, x0 + tw)
 
 
-def _region(img: LoadedImage):
-    def region(rows: slice, cols: slice) -> np.ndarray:
-        px = img.pixels[rows, cols]
-        if px.ndim == 2:  # 16-bit grey
-            return np.repeat((px.astype(np.float32) / np.float32(257.0))[..., None], 3, axis=2)
-        return px.astype(np.float32)
-
-    return region
-
-
 def _upscale_into(
     writer: ImageWriter,
     pipeline: Pipeline,
@@ -268,7 +258,7 @@ def _upscale_into(
         pending: list[Future[None]] = []
         feature_seconds: list[float] = []
         bands = pipeline.stream(
-            _region(img), (h, w), scale, feature_tile=plan.feature_tile, upscale_budget_bytes=plan.upscale_budget,
+            img.rgb_region, (h, w), scale, feature_tile=plan.feature_tile, upscale_budget_bytes=plan.upscale_budget,
             feature_seconds=feature_seconds,
         )  # fmt: skip
         while True:

@@ -22,7 +22,7 @@ note. Refused by name: float (mode F: its value range is not defined), 32-bit in
 and premultiplied-alpha images.
 
 A :class:`LoadedImage` holds the pixels compactly (uint8 RGB, or uint16 grey, and uint8 alpha: 3 to 4 bytes
-per pixel) and hands out float rows on demand (:meth:`LoadedImage.rgb_rows`), so a large input costs no
+per pixel) and hands out float regions on demand (:meth:`LoadedImage.rgb_region`), so a large input costs no
 full-size float copy. Writing: :mod:`metasr.runtime.image_write`.
 """
 
@@ -102,7 +102,7 @@ class ImageInfo:
 @dataclass(frozen=True)
 class LoadedImage:
     """A decoded, oriented image: ``pixels`` uint8 (h, w, 3), or uint16 (h, w) for 16-bit grey; ``alpha8``
-    uint8 (h, w) or None. The model's view is float32 RGB on the 0..255 scale (:attr:`rgb`, :meth:`rgb_rows`)."""
+    uint8 (h, w) or None. The model's view is float32 RGB on the 0..255 scale (:attr:`rgb`, :meth:`rgb_region`)."""
 
     pixels: np.ndarray
     alpha8: np.ndarray | None
@@ -121,18 +121,18 @@ class LoadedImage:
         """(h, w)."""
         return self.pixels.shape[0], self.pixels.shape[1]
 
-    def rgb_rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows ``start:stop`` as float32 (n, w, 3) on the 0..255 scale (16-bit grey: value / 257)."""
-        rows = self.pixels[start:stop]
-        if rows.ndim == 2:  # 16-bit grey
-            grey = rows.astype(np.float32) / np.float32(257.0)
+    def rgb_region(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """A region as float32 (n, m, 3) on the 0..255 scale (16-bit grey: value / 257), converted on demand."""
+        px = self.pixels[rows, cols]
+        if px.ndim == 2:  # 16-bit grey
+            grey = px.astype(np.float32) / np.float32(257.0)
             return np.repeat(grey[..., None], 3, axis=2)
-        return rows.astype(np.float32)
+        return px.astype(np.float32)
 
     @property
     def rgb(self) -> np.ndarray:
         """The whole image as float32 (h, w, 3) on the 0..255 scale (a new array each time)."""
-        return self.rgb_rows()
+        return self.rgb_region()
 
     @property
     def rgb8(self) -> np.ndarray:
