@@ -88,6 +88,6 @@ def live_bytes_peak(model: onnx.ModelProto, size: tuple[int, int] | None = PROBE
 
 def work_bytes_per_pixel(model: onnx.ModelProto) -> float:
     """Working bytes per input pixel of a feature graph on ONNX Runtime (see the module docstring)."""
-    dims = [v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}][0]
-    h, w = (d.dim_value or p for d, p in zip(dims.type.tensor_type.shape.dim[2:], PROBE, strict=True))
+    image = next(v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer})
+    h, w = (d.dim_value or p for d, p in zip(image.type.tensor_type.shape.dim[2:], PROBE, strict=True))
     return round(RUNTIME_FACTOR * live_bytes_peak(model, (h, w)) / (h * w), 1)

@@ -29,6 +29,7 @@ except ImportError:  # not on Windows: swaps there are not serialised across pro
 __all__ = [
     "STALE_AFTER_S",
     "atomic_path",
+    "check_output_file",
     "check_output_path",
     "make_temp_dir",
     "pid_alive",
@@ -155,9 +156,9 @@ def _parent_lock(parent: Path) -> Iterator[None]:
 
 
 def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
-    """Check, before any work, that a file can be written at ``path``: not empty, not a folder, FIFO or
-    device (a regular file or a link may be replaced), and its folder writable or creatable (the nearest
-    existing ancestor is a writable folder). Raises ``ValueError`` with a one-line message."""
+    """:func:`check_output_file` for a file whose folder may not exist yet (``metasr upscale -o new/x.png``):
+    not empty, not a folder, FIFO or device, and the nearest existing ancestor a folder where a file can be
+    created (probed: permission bits alone let root "write" to /proc). ``ValueError``, one line."""
     if not os.fspath(path):
         raise ValueError(f"{what}: the path is empty")
     p = Path(path)
@@ -167,8 +168,6 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
         raise ValueError(f"{what} {p} is a folder")
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        raise ValueError(f"{what} {p} exists and is not a regular file")
     folder = probe = p.parent
     while not probe.exists():
         if probe.is_symlink():
@@ -176,8 +175,12 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"{what}: cannot write into {folder}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{what}: cannot write into {folder}: {probe} is not writable")
+    if probe == folder:
+        return check_output_file(p, what)
+    try:
+        check_output_file(probe / f".{p.name}.{_token()}", what)
+    except ValueError:
+        raise ValueError(f"{what}: cannot create {folder}: {probe} is not writable") from None
     return p
 
 
@@ -225,3 +228,23 @@ def remove_stale_dirs(out_dir: Path) -> None:
     """Temporary and swapped-out folders of ``out_dir`` (``make_temp_dir`` tags ``tmp`` / ``old``) left by
     killed writers (their pid is gone)."""
     remove_stale(out_dir.parent, re.escape(f".{out_dir.name}.") + r"(?:tmp|old)-(\d+)-[0-9a-f]{8}")
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if :func:`atomic_path` can write it, checked before a long run rather than after it: not an
+    existing folder or special file (``/dev/null`` would be replaced by a regular file), in an existing folder
+    where a file can be created (probed by creating and removing a temporary). Else ``ValueError``, one line."""
+    path = Path(path)
+    if not path.name:
+        raise ValueError(f"{what} needs a file name, got {str(path)!r}")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path} exists and is not a regular file")
+    if not path.parent.is_dir():
+        raise ValueError(f"{what} {path}: there is no folder {path.parent}")
+    probe = path.parent / f".{path.name}.{_token()}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be written ({e.strerror or e})") from None
+    return path

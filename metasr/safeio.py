@@ -1,29 +1,23 @@
-"""Reading files that may be hostile: regular files only, of bounded size, JSON of bounded depth (stdlib only).
+"""Reading files that may be hostile: regular files only, of bounded size (stdlib only).
 
 :func:`read_regular` opens without following a final symbolic link and without blocking (a FIFO or a device
 is refused by its type, never read: reading one would hang or never end), checks the size from the open
-descriptor and reads at most that many bytes. :func:`loads_json` refuses nesting deeper than ``max_depth``
-before the parser recurses (a manifest nested 100,000 deep would otherwise end in ``RecursionError``).
-Both raise :class:`UnsafeFileError`, a ``ValueError`` with a one-line message.
+descriptor and reads at most that many bytes; it raises :class:`UnsafeFileError`, a ``ValueError`` with a
+one-line message. JSON read from such files goes through :func:`metasr.jsonio.loads_bounded` (depth and size
+bounded before the parser recurses).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import stat
 from pathlib import Path
-from typing import Any
 
-__all__ = ["MAX_JSON_DEPTH", "UnsafeFileError", "check_json_depth", "loads_json", "read_regular"]
-
-MAX_JSON_DEPTH = 64  # the project's own JSON files nest at most 6 deep (a manifest's calibration record)
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a whole string (skipped), or one bracket
+__all__ = ["UnsafeFileError", "read_regular"]
 
 
 class UnsafeFileError(ValueError):
-    """A file that is not a regular file, is too large, or holds JSON nested too deeply."""
+    """A file that is not a regular file, or is larger than allowed."""
 
 
 def _kind(mode: int) -> str:
@@ -68,26 +62,3 @@ def _is_link_at(path: str | os.PathLike[str], dir_fd: int) -> bool:
         return stat.S_ISLNK(os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
-
-
-def check_json_depth(text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
-    """Raise :class:`UnsafeFileError` if arrays/objects in ``text`` nest deeper than ``max_depth`` (brackets
-    inside strings do not count). Linear time, no recursion."""
-    depth = 0
-    for m in _TOKENS.finditer(text):
-        token = m.group()
-        if token in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise UnsafeFileError(f"JSON nested more than {max_depth} levels deep")
-        elif token in "]}":
-            depth -= 1
-
-
-def loads_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` after :func:`check_json_depth` (invalid JSON raises ``json.JSONDecodeError``, bytes that
-    are not UTF-8 ``UnicodeDecodeError``: both ``ValueError``)."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    check_json_depth(text, max_depth)
-    return json.loads(text)

@@ -66,9 +66,10 @@ _REFUSED = {
     "La": "premultiplied-alpha (La) images are not supported",
 }
 DEFAULT_MAX_PIXELS = 100_000_000  # the largest image read by default (inputs, training and calibration images)
-# peak bytes per pixel while decoding, beyond what the LoadedImage keeps: Pillow's image (4 per pixel for
-# colour), a rotated copy under an EXIF orientation (4), the conversion to RGBA and its export (8); measured
-# 6.9 B/px for a 6000x4000 RGB PNG (see docs/memory.md)
+# peak bytes per pixel while decoding, beyond what the LoadedImage keeps (Pillow's image, a rotated copy under
+# an EXIF orientation, the conversion and its export). Measured, the kept pixels included: 14.0 B/px for a
+# 6000x4000 RGB PNG, 12.1-16.1 for 3000x2000 RGB / RGBA / palette PNGs and a rotated JPEG; 16 + the 3-4 kept
+# leaves a margin
 DECODE_BYTES_PER_PIXEL = 16
 _ALPHA_KINDS = frozenset({"LA", "RGBA"})
 _ORIENTATION = 0x0112

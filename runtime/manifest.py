@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metasr.safeio import UnsafeFileError, loads_json, read_regular
+from metasr.jsonio import JSONLimitError, loads_bounded
+from metasr.safeio import UnsafeFileError, read_regular
 
 __all__ = [
     "FORMATS",
@@ -50,6 +51,7 @@ __all__ = [
 SCHEMA_VERSION = 2
 MAX_MANIFEST_BYTES = 16 << 20  # the bundled model's is 5 KB; an INT8 one with its calibration record ~40 KB
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's own limit for one ONNX file; engines of these models are far smaller
+MAX_JSON_DEPTH = 64  # a manifest nests at most 6 deep (a calibration record)
 KINDS = ("feature", "upscale")
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -227,13 +229,9 @@ class Manifest:
     def from_json(cls, text: str | bytes) -> Manifest:
         """Parse and validate; the ``content_sha256`` must match the content (a hand-edited manifest fails)."""
         try:
-            data = loads_json(text)
-        except UnicodeDecodeError as e:
-            raise ManifestError(f"manifest is not UTF-8 text: {e}") from None
-        except UnsafeFileError as e:
-            raise ManifestError(f"manifest refused: {e}") from None
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"manifest is not valid JSON: {e}") from None
+            data = loads_bounded(text, "manifest.json", max_chars=MAX_MANIFEST_BYTES, max_depth=MAX_JSON_DEPTH)
+        except JSONLimitError as e:
+            raise ManifestError(str(e)) from None
         if not isinstance(data, dict):
             raise ManifestError("manifest must be a JSON object")
         _checks.check_version(data.get("schema_version"))
