@@ -333,10 +333,12 @@ def read_consistent(
         try:
             manifest = Manifest.from_json(_read_file(fd, "manifest.json"))
             return manifest, [manifest.read_verified(fd, s) for s in select(manifest)]
-        except _Vanished:
+        except _Vanished as e:
             if attempt == attempts - 1 or _same_directory(path, fd):
-                raise
+                raise _Vanished(str(e).replace(f"fd {fd}", str(path))) from None
             time.sleep(0.002 * attempt)  # a writer swapping exports in a tight loop: let one finish
+        except ManifestError as e:  # name the folder, not the descriptor it was read through
+            raise ManifestError(str(e).replace(f"fd {fd}", str(path))) from None
         finally:
             os.close(fd)
     raise AssertionError("unreachable")

@@ -21,12 +21,10 @@ def _check_outputs(*paths: tuple[str | None, str]) -> None:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
+    outputs = ((args.report, "--report"), (args.save_inputs, "--save-inputs"), (args.save_outputs, "--save-outputs"))
+    _check_outputs(*outputs)  # before importing PyTorch (seconds)
     from metasr.parity import ParityError, run_parity
     from metasr.parity_report import save_polygraphy, to_json, to_markdown
-
-    _check_outputs(
-        (args.report, "--report"), (args.save_inputs, "--save-inputs"), (args.save_outputs, "--save-outputs")
-    )
 
     keep = bool(args.save_inputs or args.save_outputs)
     run = run_parity(
@@ -87,10 +85,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    _check_outputs((args.json, "--json"))  # before importing PyTorch (seconds)
     from metasr.bench import dump, format_bench, run_bench
     from metasr.runtime.projection import check_scale
 
-    _check_outputs((args.json, "--json"))
     if args.repeats < 1:
         raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
     model = resolve_model(args.model, allow_preset=True)
