@@ -14,11 +14,17 @@ atomic swap: :func:`metasr.fileio.replace_dir`) only when everything succeeded, 
 directory is still the one the copy was made from; any failure or interruption leaves the directory
 byte-identical. A budget that cannot be met leaves it unchanged too, and the report is written beside it
 (``<dir>.calibration.<precision>.md``).
+
+The copy carries over only what the manifest names, as regular files read without following links: every
+graph (checked against its sha256) and the files of earlier calibration records (ranges, reports). Nothing
+outside the directory is ever read through a link inside it, and anything else in the directory is not
+carried over. A directory given as a symbolic link is resolved first (the link stays; its target is updated).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -47,9 +53,10 @@ from metasr.calibration.quantize import (
 from metasr.calibration.ranges import METHODS, collect_ranges
 from metasr.calibration.report import write_report
 from metasr.calibration.sensitivity import DEFAULT_REFERENCE_PSNR_DB, Scorer, choose_float_tensors
-from metasr.runtime.manifest import GraphSpec, Manifest, sha256_file
+from metasr.export.memory_estimate import work_bytes_per_pixel
+from metasr.runtime.manifest import MAX_MANIFEST_BYTES, GraphSpec, Manifest, sha256_file
 
-from metasr.fileio import atomic_path, make_temp_dir, remove_stale_dirs, replace_dir
+from metasr.fileio import atomic_path, make_temp_dir, remove_stale_dirs, replace_dir, resolve_dir
 from metasr.limits import (
     MAX_BUDGET_DB,
     MAX_CROPS,
@@ -61,6 +68,7 @@ from metasr.limits import (
     check_int,
     check_threads,
 )
+from metasr.safeio import UnsafeFileError, read_regular
 
 __all__ = ["DEFAULT_BUDGET_DB", "CalibrationConfig", "CalibrationError", "CalibrationResult", "calibrate"]
 
@@ -139,6 +147,8 @@ def _graph_spec(path: Path, kind: str, precision: str, target: str, like: GraphS
         got = [(v.name, names.get(v.type.tensor_type.elem_type)) for v in values]
         if got != [(t.name, t.dtype) for t in specs]:
             raise CalibrationError(f"{path.name}: inputs/outputs {got} differ from the float graph's")
+    if kind == "feature":  # this graph's own working memory (the memory bound of metasr upscale)
+        extra = {**extra, "work_bytes_per_pixel": work_bytes_per_pixel(proto)}
     return GraphSpec(
         path.name,
         kind,
@@ -237,8 +247,8 @@ def calibrate(
     Raises :class:`CalibrationError` (or :class:`~metasr.runtime.manifest.ManifestError`) for unusable input,
     before anything is written. On any exception the directory is left as it was.
     """
-    directory = Path(artifacts)
-    before = sha256_file(directory / "manifest.json") if (directory / "manifest.json").is_file() else ""
+    directory = resolve_dir(artifacts, "--artifacts")
+    before = _manifest_digest(directory)
     manifest = Manifest.read(directory)
     manifest.graph("feature"), manifest.graph("upscale")  # FP32 graphs present, or a clear error
     cal, held = calibration_sets(
@@ -254,7 +264,7 @@ def calibrate(
     remove_stale_dirs(directory)
     work = make_temp_dir(directory.parent, directory.name)
     try:
-        shutil.copytree(directory, work, dirs_exist_ok=True, copy_function=shutil.copy2)
+        _carry_over(directory, manifest, work)
         fp32 = (work / manifest.graph("feature").file, work / manifest.graph("upscale").file)
         scorer = Scorer(
             str(fp32[0]),
@@ -314,13 +324,43 @@ def calibrate(
         Manifest.read(work)  # every file it names is there with its sha256
 
         def unchanged() -> None:  # under the swap lock: a concurrent export or calibration would be lost
-            if sha256_file(directory / "manifest.json") != before:
+            if _manifest_digest(directory) != before:
                 raise CalibrationError(f"{directory} changed while calibrating (a concurrent export?); run again")
 
         replace_dir(work, directory, check=unchanged)
         return CalibrationResult(True, report, directory / md_path.name, directory / json_path.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_MAX_RECORD_BYTES = 64 << 20  # a calibration record's ranges / report files (a few KB to a few MB)
+
+
+def _manifest_digest(directory: Path) -> str:
+    try:
+        return hashlib.sha256(read_regular(directory / "manifest.json", MAX_MANIFEST_BYTES)).hexdigest()
+    except (FileNotFoundError, UnsafeFileError):
+        return ""
+
+
+def _carry_over(directory: Path, manifest: Manifest, work: Path) -> None:
+    """Copy into ``work`` the regular files ``manifest`` names (see the module docstring), nothing else."""
+    for spec in manifest.graphs:
+        (work / spec.file).write_bytes(manifest.read_verified(directory, spec))
+    names = {
+        record.get(key)
+        for record in manifest.calibration.values()
+        for key in ("ranges_file", "report", "report_json")
+        if isinstance(record, dict)
+    }
+    for name in sorted(n for n in names if isinstance(n, str) and n and Path(n).name == n):
+        try:
+            data = read_regular(directory / name, _MAX_RECORD_BYTES)
+        except FileNotFoundError:
+            continue  # a report the user deleted: the record stays, the file is not needed to run
+        except UnsafeFileError as e:
+            raise CalibrationError(f"{e} (calibrate carries over only regular files)") from None
+        (work / name).write_bytes(data)
 
 
 def image_dirs_arg(values: Sequence[str]) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import onnx
 import torch
 from metasr.export import metaupscale_op as op
 from metasr.export.feature_graph import export_feature_graph
+from metasr.export.memory_estimate import work_bytes_per_pixel
 from metasr.export.upscale_graph import build_upscale_graph
 from metasr.runtime.compare import Comparison, compare
 from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, plan_feeds
@@ -22,7 +23,7 @@ from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec, sha256_file
 from metasr.runtime.projection import MERGE_TOL
 
 from metasr.data import make_pair
-from metasr.fileio import make_temp_dir, remove_stale_dirs, replace_dir
+from metasr.fileio import make_temp_dir, remove_stale_dirs, replace_dir, resolve_dir
 from metasr.imresize import imresize
 from metasr.limits import MAX_OPSET, MAX_STATIC_LR, MIN_OPSET, float_problem, int_problem
 from metasr.model import MetaSR
@@ -74,9 +75,11 @@ def _tool_versions() -> dict[str, str]:
     import onnxruntime
 
     from metasr import __version__
+    from metasr.artifacts import exporter_digest
 
     return {
         "metasr": __version__,
+        "exporter": exporter_digest(),  # the bundled model's cache is keyed by it
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -153,7 +156,10 @@ def export_onnx(
     problem = float_problem(max_scale, 1.0, cfg.max_scale, low_open=True)
     if problem:
         raise ExportError(f"the largest scale (--max-scale) {problem} for this model")
-    out_dir = Path(out_dir)
+    try:
+        out_dir = resolve_dir(out_dir, "--out")  # a link: its target is replaced, the link stays
+    except NotADirectoryError as e:
+        raise ExportError(str(e)) from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)
     tmp = make_temp_dir(out_dir.parent, out_dir.name)
@@ -167,6 +173,7 @@ def export_onnx(
             extra: dict = {}
             if kind == "feature":
                 extra["receptive_radius"] = int(model.backbone.receptive_radius)
+                extra["work_bytes_per_pixel"] = work_bytes_per_pixel(proto)
                 if lr_size:
                     extra["lr_size"] = list(lr_size)
             graphs.append(

@@ -25,7 +25,7 @@ from metasr.runtime.engines import EngineInfo
 from metasr.runtime.manifest import GraphSpec, Manifest, TensorSpec
 from metasr.runtime.trt_env import TrtEnvironment, require_tensorrt
 
-from metasr.fileio import atomic_path
+from metasr.fileio import atomic_path, resolve_dir
 from metasr.kernels.ptx import PTX_ISA
 from metasr.limits import MAX_SCALE, MAX_SIDE, check_float, check_int, int_problem
 
@@ -130,7 +130,7 @@ def build_engines(artifacts: str | os.PathLike[str], cfg: EngineBuildConfig, log
     TensorRT, and :class:`EngineBuildError` / ``ManifestError`` on failure; the directory is then unchanged.
     """
     env: TrtEnvironment = require_tensorrt("metasr build-engine")
-    directory = Path(artifacts)
+    directory = resolve_dir(artifacts, "--artifacts")
     manifest = Manifest.read(directory)
     feature_onnx = manifest.graph("feature", "onnx", cfg.precision, target="tensorrt")
     upscale_onnx = manifest.graph("upscale", "onnx", cfg.precision, target="tensorrt")

@@ -2,12 +2,20 @@
 
 The public API is imported lazily so that ``import metasr.runtime`` works with numpy + onnxruntime alone
 (no PyTorch): ``metasr.load_model``, ``metasr.MetaSR``, ``metasr.ModelConfig``, ``metasr.preset`` ...
+
+Privacy: importing metasr sets ``ORT_DISABLE_TELEMETRY=1`` unless the variable is already set. ONNX Runtime
+reads it when it is imported (by metasr or by any tool metasr loads): with it, ONNX Runtime neither starts its
+telemetry nor writes ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db``. Set it to ``0``
+before starting Python to opt in.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
 

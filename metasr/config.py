@@ -11,7 +11,7 @@ from metasr.jsonio import loads_bounded
 from metasr.limits import check_int
 from metasr.runtime.projection import DEFAULT_MAX_SCALE
 
-__all__ = ["PRESETS", "ModelConfig", "preset"]
+__all__ = ["PRESETS", "ModelConfig", "preset", "receptive_radius"]
 
 MAX_CONFIG_CHARS = 64 * 1024  # a config is ~300 characters
 MAX_CONFIG_DEPTH = 4  # {backbone_params: {...}, rgb_mean: [...]} is 2 deep
@@ -103,6 +103,26 @@ PRESETS: dict[str, ModelConfig] = {
     # Small model for CPUs and edge devices; the bundled default model uses it.
     "small": ModelConfig("edsr", {"channels": 32, "n_blocks": 8, "res_scale": 1.0}, 32, name="small"),
 }
+
+
+# Per backbone, the radius of the region of input pixels one feature pixel depends on: one pixel per 3x3
+# convolution on the longest path (keyword defaults as in the backbones' constructors; a test ties them).
+# Torch-free, so the runtime can check an artifact's recorded radius (its feature tiles' overlap) against it.
+_RECEPTIVE = {
+    "edsr": lambda n_blocks=16, **_: 1 + 2 * n_blocks + 1,  # head, 2 per residual block, body's last conv
+    "rdn": lambda n_blocks=16, n_layers=8, **_: 1 + 1 + n_blocks * n_layers + 1,  # SFENet1/2, dense convs, GFF
+}
+
+
+def receptive_radius(backbone: str, params: dict[str, Any]) -> int:
+    """The receptive radius (pixels on each side) of a backbone with these constructor ``params``.
+
+    >>> receptive_radius("edsr", {"channels": 32, "n_blocks": 8}), receptive_radius("rdn", {})
+    (18, 131)
+    """
+    if backbone not in _RECEPTIVE:
+        raise ValueError(f"backbone {backbone!r} has no known receptive radius (known: {sorted(_RECEPTIVE)})")
+    return int(_RECEPTIVE[backbone](**params))
 
 
 def preset(name: str) -> ModelConfig:

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +30,13 @@ __all__ = [
     "STALE_AFTER_S",
     "atomic_path",
     "check_output_file",
+    "check_output_path",
     "make_temp_dir",
     "pid_alive",
     "remove_stale",
     "remove_stale_dirs",
     "replace_dir",
+    "resolve_dir",
 ]
 
 STALE_AFTER_S = 24 * 3600  # a temporary this old is stale even if its pid was reused by a live process
@@ -152,6 +155,48 @@ def _parent_lock(parent: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """:func:`check_output_file` for a file whose folder may not exist yet (``metasr upscale -o new/x.png``):
+    not empty, not a folder, FIFO or device, and the nearest existing ancestor a folder where a file can be
+    created (probed: permission bits alone let root "write" to /proc). ``ValueError``, one line."""
+    if not os.fspath(path):
+        raise ValueError(f"{what}: the path is empty")
+    p = Path(path)
+    try:
+        mode = p.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ValueError(f"{what} {p} is a folder")
+    folder = probe = p.parent
+    while not probe.exists():
+        if probe.is_symlink():
+            raise ValueError(f"{what}: cannot create {folder}: {probe} is a broken link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what}: cannot write into {folder}: {probe} is not a folder")
+    if probe == folder:
+        return check_output_file(p, what)
+    try:
+        check_output_file(probe / f".{p.name}.{_token()}", what)
+    except ValueError:
+        raise ValueError(f"{what}: cannot create {folder}: {probe} is not writable") from None
+    return p
+
+
+def resolve_dir(path: str | os.PathLike[str], what: str = "directory") -> Path:
+    """``path`` with a final symbolic link resolved, before any work: an artifact directory given as a link is
+    updated where the link points (the link stays), never replaced by a real folder. A link that does not
+    lead to a folder (dangling, or to a file) raises ``NotADirectoryError``."""
+    p = Path(path)
+    if not p.is_symlink():
+        return p
+    target = p.resolve()
+    if not target.is_dir():
+        raise NotADirectoryError(f"{what} {p} is a symbolic link to {target}, which is not a folder")
+    return target
+
+
 def replace_dir(tmp: Path, out_dir: Path, check: Callable[[], None] | None = None) -> None:
     """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out whole, never mixed.
 
@@ -160,6 +205,8 @@ def replace_dir(tmp: Path, out_dir: Path, check: Callable[[], None] | None = Non
     one atomic exchange: readers never see ``out_dir`` missing. ``check`` runs under the lock just before
     the swap (e.g. "the directory is still the one this update was made from"); its exception aborts it.
     """
+    if out_dir.is_symlink():  # an exchange would swap the link out and leave it beside the folder
+        raise NotADirectoryError(f"{out_dir} is a symbolic link; resolve it first (metasr.fileio.resolve_dir)")
     with _parent_lock(out_dir.parent):
         if check is not None:
             check()

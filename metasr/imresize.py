@@ -18,7 +18,15 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["imresize", "matlab_mod", "metasr_crop", "metasr_lr_size", "modcrop", "official_scale_value"]
+__all__ = [
+    "imresize",
+    "imresize_rows",
+    "matlab_mod",
+    "metasr_crop",
+    "metasr_lr_size",
+    "modcrop",
+    "official_scale_value",
+]
 
 BorderMode = Literal["symmetric", "replicate"]
 
@@ -53,13 +61,17 @@ def _contributions(in_len: int, out_len: int, scale: float, border: BorderMode) 
     return idx0, weights
 
 
-def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float, border: BorderMode) -> np.ndarray:
+def _resize_axis(
+    img: np.ndarray, axis: int, out_len: int, scale: float, border: BorderMode, select: slice = slice(None)
+) -> np.ndarray:
+    """One 1-D pass in float64; ``select``: compute only those output positions (reading only their inputs)."""
     idx, weights = _contributions(img.shape[axis], out_len, scale, border)
-    moved = np.moveaxis(img.astype(np.float64), axis, 0)  # (in, ...)
-    acc = np.zeros((out_len, *moved.shape[1:]), dtype=np.float64)
+    idx, weights = idx[select], weights[select]
+    moved = np.moveaxis(img, axis, 0)  # (in, ...)
+    acc = np.zeros((idx.shape[0], *moved.shape[1:]), dtype=np.float64)
     extra = (1,) * (moved.ndim - 1)
     for p in range(idx.shape[1]):  # sum in tap order, as MATLAB does
-        acc += weights[:, p].reshape(-1, *extra) * moved[idx[:, p]]
+        acc += weights[:, p].reshape(-1, *extra) * moved[idx[:, p]].astype(np.float64)
     return np.moveaxis(acc, 0, axis)
 
 
@@ -90,6 +102,17 @@ def imresize(
         if is_uint8:
             out = np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
     return out
+
+
+def imresize_rows(
+    img: np.ndarray, out_shape: tuple[int, int], rows: slice, border: BorderMode = "symmetric"
+) -> np.ndarray:
+    """Output rows ``rows`` of ``imresize(img.astype(np.float64), out_shape=out_shape)``, bit for bit (float64,
+    unrounded, whatever ``img``'s dtype), computed from the input rows they need only: a large image's alpha
+    channel is resized band by band without a full-size float copy."""
+    h, w = img.shape[:2]
+    band = _resize_axis(img, 0, out_shape[0], out_shape[0] / h, border, select=rows)
+    return _resize_axis(band, 1, out_shape[1], out_shape[1] / w, border)
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:

@@ -5,9 +5,16 @@ onnxruntime-gpu and a GPU); ``trt``: TensorRT engines (:mod:`metasr.runtime.trt_
 ``openvino``: OpenVINO on the CPU (:mod:`metasr.runtime.openvino_backend`; ``pip install 'metasr[openvino]'``),
 which runs INT8 as the TensorRT form (its symmetric Q/DQ compiles into INT8 convolutions there).
 A backend is created from the bytes :meth:`Manifest.read_verified` returned (never by opening the path
-again), so it runs exactly the file that was hashed. Feeds are checked against the manifest (names, dtypes,
-ranks, static dims) before they reach the session; the engine's own errors (a graph it cannot load, an
-allocation failure) raise one-line :class:`BackendError` messages.
+again), so it runs exactly the file that was hashed. The graph's own inputs and outputs are checked against
+what the manifest declares when it is loaded (:func:`check_graph_io`), and feeds against the manifest (names,
+dtypes, ranks, static dims) before they reach the session; the engine's own errors (a graph it cannot load,
+an allocation failure) raise one-line :class:`BackendError` messages.
+
+ONNX Runtime sessions keep their CPU memory arena: without it the runs were 1.5-2x slower here (every
+buffer faulted in again) and a feature tile's peak was not lower after a few runs (439 against 434 MiB for
+512x512 tiles of the bundled model: glibc's heap keeps freed memory too). The memory bound of
+``metasr upscale`` therefore counts each session's largest run as held (:mod:`metasr.runtime.memory`).
+Telemetry events are disabled (see :mod:`metasr`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "BackendError",
     "OrtBackend",
     "backend_available",
+    "check_graph_io",
     "open_backend",
     "out_of_memory",
 ]
@@ -69,7 +77,32 @@ def out_of_memory(text: str, e: BaseException) -> str | None:
     if not (alloc or isinstance(e, MemoryError)):
         return None
     size = f" ({int(alloc.group(1)) / 2**20:.0f} MiB)" if alloc else ""
-    return f"out of memory{size}; lower --upscale-budget-mb or --feature-tile"
+    return f"out of memory{size}: this machine has less memory free than --memory-mb allows; lower it"
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(uint8)": "uint8"}  # fmt: skip
+
+
+def check_graph_io(spec: GraphSpec, inputs: list[tuple[str, str, list]], outputs: list[tuple[str, str, list]]) -> None:
+    """Raise :class:`BackendError` unless a loaded graph's ``(name, dtype, dims)`` inputs and outputs are the
+    ones ``spec`` declares: same names, dtypes, ranks; a declared int dim is the graph's, a declared
+    symbolic dim is symbolic in the graph (None or a name)."""
+    for which, declared, got in (("inputs", spec.inputs, inputs), ("outputs", spec.outputs, outputs)):
+        actual = {name: (dtype, dims) for name, dtype, dims in got}
+        if sorted(actual) != sorted(t.name for t in declared):
+            raise BackendError(f"{spec.file}: the graph's {which} {sorted(actual)} are not the manifest's")
+        for t in declared:
+            dtype, dims = actual[t.name]
+            same = len(dims) == len(t.shape) and all(
+                (d == want) if isinstance(want, int) else not isinstance(d, int)
+                for d, want in zip(dims, t.shape, strict=False)
+            )
+            if dtype != t.dtype or not same:
+                raise BackendError(
+                    f"{spec.file}: {t.name} is {dtype} {list(dims)} in the graph, {t.dtype} {list(t.shape)} in the "
+                    "manifest (manifest edited?)"
+                )
 
 
 def _first_line(e: BaseException) -> str:
@@ -115,6 +148,7 @@ class OrtBackend:
             raise BackendError(reason)
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # (its start-up part is off when metasr was imported first)
         opts = ort.SessionOptions()
         opts.log_severity_level = 4  # fatal only: errors reach the user once, as a BackendError
         if threads:
@@ -127,6 +161,11 @@ class OrtBackend:
             self.session = ort.InferenceSession(model, opts, providers=providers)
         except self._errors as e:
             raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e)}") from None
+
+        def io(args: list) -> list[tuple[str, str, list]]:
+            return [(a.name, _ORT_TYPES.get(a.type, a.type), list(a.shape)) for a in args]
+
+        check_graph_io(spec, io(self.session.get_inputs()), io(self.session.get_outputs()))
         self.output_names = [t.name for t in spec.outputs]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,7 +1,17 @@
 """The artifact manifest: a typed, stdlib-only description of an exported model directory.
 
-Written by ``metasr export-onnx`` beside the graphs, read and validated by the runtime, which reads only the
-manifest and the files it names. Every file's sha256 is recorded and checked before use.
+Written by ``metasr export-onnx`` (and updated by ``calibrate`` and ``build-engine``) beside the graphs, read
+and validated by the runtime, which reads only the manifest and the files it names.
+
+Integrity: every file's sha256 is recorded and checked before use, and the manifest carries its own
+``content_sha256``: the sha256 of its canonical JSON (:func:`content_hash`: every other field, keys sorted,
+no whitespace, ASCII), checked on every read, so a manifest edited by hand is refused in one line. Beyond the
+types, the fields the runtime acts on are checked against each other and against the graphs they describe
+(:mod:`metasr.runtime.manifest_checks`): the feature graphs' receptive radius against the model config's
+backbone, a static ``lr_size`` against the graph's input dims, channel counts against the model, the scale
+range against the model's; the backends then check the declared inputs and outputs against the loaded graph.
+Files are read only as regular files of bounded size (no links, FIFOs or devices), the JSON with a depth
+limit (:mod:`metasr.safeio`).
 """
 
 from __future__ import annotations
@@ -17,9 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metasr.jsonio import JSONLimitError, loads_bounded
+from metasr.safeio import UnsafeFileError, read_regular
+
 __all__ = [
     "FORMATS",
     "KINDS",
+    "MAX_GRAPH_BYTES",
+    "MAX_MANIFEST_BYTES",
     "PRECISIONS",
     "SCHEMA_VERSION",
     "TARGETS",
@@ -27,17 +42,23 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "TensorSpec",
+    "content_hash",
     "read_consistent",
     "sha256_file",
 ]
 
-SCHEMA_VERSION = 1
+# 2: the manifest's own content_sha256; feature graphs record their receptive radius and working memory
+SCHEMA_VERSION = 2
+MAX_MANIFEST_BYTES = 16 << 20  # the bundled model's is 5 KB; an INT8 one with its calibration record ~40 KB
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's own limit for one ONNX file; engines of these models are far smaller
+MAX_JSON_DEPTH = 64  # a manifest nests at most 6 deep (a calibration record)
 KINDS = ("feature", "upscale")
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MERGE_TOL = 1e-2  # offsets closer than this are one phase; above it, distinct phases would be merged
 MAX_SCALE_LIMIT = 16.0  # the largest max_scale a ModelConfig accepts
+MAX_WORK_BYTES_PER_PIXEL = 1e7  # Meta-RDN's feature graph needs ~15 KB per input pixel
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # which consumer a graph is made for: "any" ONNX consumer, TensorRT (symmetric int8 Q/DQ), ONNX Runtime CPU
 # (uint8 activations / int8 weights Q/DQ, the form its CPU kernels run fast)
@@ -104,7 +125,7 @@ class GraphSpec:
             isinstance(self.sha256, str) and _SHA256.fullmatch(self.sha256), f"{self.file}: bad sha256", self.sha256
         )
         _expect(isinstance(self.extra, dict), f"{self.file}: extra must be an object", self.extra)
-        _check_extra(self.file, self.extra)
+        _checks.check_extra(self.file, self.extra)
         if self.format == "tensorrt":  # what an engine needs recorded: TensorRT version, GPU, profile, ...
             from metasr.runtime.engines import EngineInfo
 
@@ -136,17 +157,14 @@ class Manifest:
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.schema_version != SCHEMA_VERSION:
-            raise ManifestError(
-                f"manifest schema version {self.schema_version} is not supported (this runtime reads {SCHEMA_VERSION})"
-            )
+        _checks.check_version(self.schema_version)
         _expect(isinstance(self.graphs, (list, tuple)) and self.graphs, "graphs must be a non-empty list", self.graphs)
         for g in self.graphs:
             _expect(isinstance(g, (GraphSpec, dict)), "each graph must be an object", g)
         object.__setattr__(
             self, "graphs", tuple(g if isinstance(g, GraphSpec) else _build(GraphSpec, g) for g in self.graphs)
         )
-        _check_model(self.model)
+        _checks.check_model(self.model)
         for name in ("custom_op", "normalisation", "tools", "calibration"):
             _expect(isinstance(getattr(self, name), dict), f"{name} must be an object", getattr(self, name))
         _expect(_is_int(self.opset) and self.opset >= 13, "opset must be an integer >= 13", self.opset)
@@ -164,6 +182,7 @@ class Manifest:
             not self.checkpoint_sha256 or _SHA256.fullmatch(self.checkpoint_sha256)
         )
         _expect(ok, "checkpoint_sha256 must be empty or a sha256 hex digest", self.checkpoint_sha256)
+        _checks.check_consistency(self)
 
     def graph(self, kind: str, fmt: str = "onnx", precision: str = "fp32", target: str = "any") -> GraphSpec:
         """The graph of a kind, format and precision for a consumer; a clear one-line error if there is none.
@@ -202,16 +221,26 @@ class Manifest:
         return tuple(p for p in PRECISIONS if p in have)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        """The manifest as JSON, with its ``content_sha256`` (see :func:`content_hash`)."""
+        data = asdict(self)
+        return json.dumps({**data, "content_sha256": content_hash(data)}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str | bytes) -> Manifest:
+        """Parse and validate; the ``content_sha256`` must match the content (a hand-edited manifest fails)."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"manifest is not valid JSON: {e}") from None
+            data = loads_bounded(text, "manifest.json", max_chars=MAX_MANIFEST_BYTES, max_depth=MAX_JSON_DEPTH)
+        except JSONLimitError as e:
+            raise ManifestError(str(e)) from None
         if not isinstance(data, dict):
             raise ManifestError("manifest must be a JSON object")
+        _checks.check_version(data.get("schema_version"))
+        recorded = data.pop("content_sha256", None)
+        if recorded != content_hash(data):
+            raise ManifestError(
+                "manifest.json does not match its content_sha256 (edited by hand or corrupt); "
+                "re-create it with metasr export-onnx / calibrate / build-engine"
+            )
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ManifestError(f"unknown manifest keys: {sorted(unknown)}")
@@ -225,7 +254,7 @@ class Manifest:
     @classmethod
     def read(cls, directory: str | os.PathLike[str], verify: bool = True) -> Manifest:
         """Read ``directory/manifest.json``; with ``verify`` every named file must exist with its sha256."""
-        manifest = cls.from_json(_read_manifest_text(directory))
+        manifest = cls.from_json(_read_file(directory, "manifest.json"))
         if verify:
             manifest.verify_files(directory)
         return manifest
@@ -254,25 +283,33 @@ class _Vanished(ManifestError):
 
 
 def _read_file(directory: str | os.PathLike[str] | int, name: str) -> bytes:
+    """A file of the artifact directory: a regular file (no link, FIFO or device) of bounded size."""
     where = f"fd {directory}" if isinstance(directory, int) else str(directory)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    limit = MAX_MANIFEST_BYTES if name == "manifest.json" else MAX_GRAPH_BYTES
     try:
         if isinstance(directory, int):
-            fd = os.open(name, flags, dir_fd=directory)
-        else:
-            fd = os.open(Path(directory) / name, flags)
+            return read_regular(name, limit, dir_fd=directory)
+        return read_regular(Path(directory) / name, limit)
     except FileNotFoundError:
         if name == "manifest.json":
             raise _Vanished(f"no manifest.json in {where}") from None
         raise _Vanished(f"{name} named by the manifest is missing from {where}") from None
-    except OSError as e:
-        raise ManifestError(f"cannot read {name} in {where}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
+    except NotADirectoryError:
+        raise ManifestError(f"{where} is not a directory") from None
+    except UnsafeFileError as e:
+        raise ManifestError(f"cannot read {name} in {where}: {e}") from None
+
+
+def content_hash(data: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON: every field but ``content_sha256``, keys sorted, separators
+    ``,`` and ``:``, ASCII only (Python's ``json.dumps(..., sort_keys=True, separators=(",", ":"))``)."""
+    body = {k: v for k, v in data.items() if k != "content_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_consistent(
-    directory: str | os.PathLike[str], select: Callable[[Manifest], Sequence[GraphSpec]], attempts: int = 5
+    directory: str | os.PathLike[str], select: Callable[[Manifest], Sequence[GraphSpec]], attempts: int = 20
 ) -> tuple[Manifest, list[bytes]]:
     """The manifest and the verified bytes of the graphs ``select`` picks from it, all of one export.
 
@@ -294,15 +331,14 @@ def read_consistent(
         except OSError as e:
             raise ManifestError(f"cannot open {path}: {e.strerror or e}") from None
         try:
-            try:
-                text = _read_file(fd, "manifest.json").decode()
-            except UnicodeDecodeError as e:
-                raise ManifestError(f"{path}/manifest.json is not UTF-8 text: {e}") from None
-            manifest = Manifest.from_json(text)
+            manifest = Manifest.from_json(_read_file(fd, "manifest.json"))
             return manifest, [manifest.read_verified(fd, s) for s in select(manifest)]
-        except _Vanished:
+        except _Vanished as e:
             if attempt == attempts - 1 or _same_directory(path, fd):
-                raise
+                raise _Vanished(str(e).replace(f"fd {fd}", str(path))) from None
+            time.sleep(0.002 * attempt)  # a writer swapping exports in a tight loop: let one finish
+        except ManifestError as e:  # name the folder, not the descriptor it was read through
+            raise ManifestError(str(e).replace(f"fd {fd}", str(path))) from None
         finally:
             os.close(fd)
     raise AssertionError("unreachable")
@@ -316,13 +352,6 @@ def _same_directory(path: Path, fd: int) -> bool:
         return False
     here = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
-
-
-def _read_manifest_text(directory: str | os.PathLike[str]) -> str:
-    try:
-        return _read_file(directory, "manifest.json").decode()
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{directory}/manifest.json is not UTF-8 text: {e}") from None
 
 
 # -- validation helpers --------------------------------------------------------------------------------------
@@ -356,27 +385,5 @@ def _tensor_specs(file: str, which: str, values: object) -> tuple[TensorSpec, ..
     return tuple(t if isinstance(t, TensorSpec) else _build(TensorSpec, t) for t in values)  # type: ignore[union-attr]
 
 
-def _check_extra(file: str, extra: dict[str, Any]) -> None:
-    """The extras the runtime reads: ``receptive_radius`` (int >= 0), ``lr_size`` ([h, w], positive ints),
-    ``upscale_precision`` (a precision: the upscale graph an INT8 feature graph goes with)."""
-    if "upscale_precision" in extra:
-        p = extra["upscale_precision"]
-        _expect(p in PRECISIONS, f"{file}: upscale_precision must be one of {list(PRECISIONS)}", p)
-    if "receptive_radius" in extra:
-        r = extra["receptive_radius"]
-        _expect(_is_int(r) and 0 <= r <= 4096, f"{file}: receptive_radius must be an integer in [0, 4096]", r)
-    if extra.get("lr_size") is not None:
-        size = extra["lr_size"]
-        ok = isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)
-        _expect(ok, f"{file}: lr_size must be [h, w] with positive integers", size)
-
-
-def _check_model(model: object) -> None:
-    """The model config fields the runtime reads: ``features`` (int >= 1), ``max_scale`` in (1, 16]."""
-    _expect(isinstance(model, dict), "model must be an object", model)
-    features = model.get("features")  # type: ignore[union-attr]
-    _expect(_is_int(features) and features >= 1, "model.features must be a positive integer", features)
-    if "max_scale" in model:  # type: ignore[operator]
-        top = model["max_scale"]  # type: ignore[index]
-        ok = _is_number(top) and math.isfinite(top) and 1.0 < top <= MAX_SCALE_LIMIT
-        _expect(ok, f"model.max_scale must be a number in (1, {MAX_SCALE_LIMIT:g}]", top)
+# the field checks live beside; imported last, as they import this module's names (a cycle resolved here)
+from metasr.runtime import manifest_checks as _checks  # noqa: E402

@@ -12,13 +12,19 @@ stage runs in output tiles that each read only the feature window they need, siz
 memory stays under ``upscale_budget_mb`` (:mod:`metasr.runtime.tiling`); the result is bit-identical to the
 untiled one. The feature stage tiles inputs larger than ``feature_tile`` pixels per side into tiles of equal
 cores overlapping by the backbone's receptive radius (equal to the untiled result; measured in the tests).
+
+Bounded memory for any input: :meth:`Pipeline.stream` never holds the whole feature map. It walks the
+upscale tiles top to bottom and computes the features stripe by stripe as the tiles need them
+(:class:`~metasr.runtime.stripes.FeatureRows`), with the tile sizes a
+:class:`~metasr.runtime.memory.MemoryPlan` chose; its bands equal :meth:`upscale_bands` on :meth:`encode`'s
+features with the same tile sizes, bit for bit.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +39,18 @@ from metasr.runtime.backends import (
 from metasr.runtime.engines import EngineInfo
 from metasr.runtime.feeds import plan_feeds
 from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
+from metasr.runtime.memory import UpscaleCost
 from metasr.runtime.projection import ProjectionPlan, project
-from metasr.runtime.tiling import UpscaleTile, axis_tiles, plan_profile_tiles, plan_upscale_tiles, window_feeds
+from metasr.runtime.stripes import FeatureRows
+from metasr.runtime.tiling import (
+    MIN_TILE_ROWS,
+    UpscaleTile,
+    axis_tiles,
+    plan_profile_tiles,
+    plan_upscale_tiles,
+    tile_bytes,
+    window_feeds,
+)
 
 from metasr.metrics import quantize
 
@@ -140,43 +156,94 @@ class Pipeline:
     def max_scale(self) -> float:
         return self.manifest.scale_max
 
+    @property
+    def min_scale(self) -> float:
+        """Scales must exceed this (the manifest's ``scale_min_exclusive``)."""
+        return self.manifest.scale_min_exclusive
+
+    @property
+    def work_bytes_per_pixel(self) -> float:
+        """The feature graph's working memory per input pixel (recorded at export; engines: input + output)."""
+        return float(self.feature_spec.extra.get("work_bytes_per_pixel", 12 + 4 * self.channels))
+
+    def _budget(self, budget_bytes: float | None) -> float:
+        return self.upscale_budget_mb * 2**20 if budget_bytes is None else float(budget_bytes)
+
     def _make_plan(
-        self, h: int, w: int, scale: float
+        self, h: int, w: int, scale: float, budget: float
     ) -> tuple[ProjectionPlan, dict[str, np.ndarray], list[UpscaleTile]]:
-        plan = project(h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol)
+        plan = project(
+            h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol, min_scale=self.min_scale
+        )
         feeds = plan_feeds(plan)
         if self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
             tiles = plan_profile_tiles(feeds, h, w, self.profile)
         else:
-            tiles = plan_upscale_tiles(feeds, h, w, self.channels, self.upscale_budget_mb * 2**20)
+            tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget)
         return plan, feeds, tiles
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:
         """The (cached) projection plan for an h x w input at ``scale``."""
-        return self._plan(int(h), int(w), float(scale))[0]
+        return self._plan(int(h), int(w), float(scale), self._budget(None))[0]
 
-    def tiles(self, h: int, w: int, scale: float) -> list[UpscaleTile]:
-        """The upscale stage's output tiles (row-major) for an h x w input at ``scale``."""
-        return self._plan(int(h), int(w), float(scale))[2]
+    def tiles(self, h: int, w: int, scale: float, budget_bytes: float | None = None) -> list[UpscaleTile]:
+        """The upscale stage's output tiles (row-major) for an h x w input at ``scale`` under ``budget_bytes``
+        (default: ``upscale_budget_mb``)."""
+        return self._plan(int(h), int(w), float(scale), self._budget(budget_bytes))[2]
+
+    def upscale_cost(self, h: int, w: int, scale: float, budget_bytes: float | None = None) -> UpscaleCost:
+        """The upscale tiles under ``budget_bytes``: the largest one's :func:`tile_bytes`, the tallest band and
+        feature window (what :func:`~metasr.runtime.memory.plan_memory` needs)."""
+        budget = self._budget(budget_bytes)
+        _, feeds, tiles = self._plan(int(h), int(w), float(scale), budget)
+        rows = max(t.rows.stop - t.rows.start for t in tiles)
+        window = max(t.in_rows.stop - t.in_rows.start for t in tiles)
+        if len(tiles) > 32 and rows > min(feeds["row_src"].size, MIN_TILE_ROWS):
+            # the planner kept every band of this height within the budget (it checks each one); only at its
+            # smallest tiles can one exceed it: then (and for a few tiles, where it is cheap) each is counted
+            return UpscaleCost(int(budget), rows, window)
+        worst = max(
+            tile_bytes(window_feeds(feeds, t), self.channels, t.in_rows.stop - t.in_rows.start,
+                       t.in_cols.stop - t.in_cols.start)
+            for t in tiles
+        )  # fmt: skip
+        return UpscaleCost(int(worst), rows, window)
 
     # -- stages -------------------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> np.ndarray:
         """RGB (h, w, 3) uint8 or float on the 0..255 scale -> features float32 (1, C, h, w)."""
         check_image(image)
-        x = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)[None]  # (1, 3, h, w)
-        h, w = x.shape[2:]
-        feature, static = self._feature_for(h, w)
-        size_h, size_w = static or (self.feature_tile, self.feature_tile)
-        fixed = static is not None
-        if (h, w) == (size_h, size_w) or (not fixed and h <= size_h and w <= size_w):
+        h, w = image.shape[:2]
+
+        def region(rows: slice, cols: slice) -> np.ndarray:
+            return np.asarray(image[rows, cols], dtype=np.float32)
+
+        rows = self._feature_rows(region, h, w, None, capacity=h)
+        return rows.window(slice(0, h), slice(0, w))
+
+    def _feature_rows(
+        self, region: Callable[[slice, slice], np.ndarray], h: int, w: int, tile: int | None, capacity: int
+    ) -> FeatureRows:
+        """Features of an h x w image whose float RGB pixels ``region(rows, cols)`` returns (n, m, 3), in
+        feature tiles of side ``tile`` (default ``feature_tile``; a static graph's own size)."""
+        feature, row_tiles, col_tiles = self._feature_tiles(h, w, tile)
+
+        def infer(rows: slice, cols: slice) -> np.ndarray:
+            x = np.ascontiguousarray(region(rows, cols).transpose(2, 0, 1))[None]  # (1, 3, n, m)
             return feature.infer({"lr": x})["features"]
-        out = np.empty((1, self.channels, h, w), dtype=np.float32)
+
+        return FeatureRows(infer, h, w, self.channels, row_tiles, col_tiles, capacity)
+
+    def _feature_tiles(self, h: int, w: int, tile: int | None) -> tuple[Backend, list, list]:
+        """The feature graph for an h x w image and its row and column tiles (:func:`axis_tiles`)."""
+        feature, static = self._feature_for(h, w)
+        side = self.feature_tile if tile is None else tile
+        if static is None and side <= 2 * self.receptive_radius:
+            raise ValueError(f"feature tile {side} must exceed twice the receptive radius ({self.receptive_radius})")
+        size_h, size_w = static or (side, side)
+        fixed = static is not None
         r = self.receptive_radius
-        for ys, ye, ya, yb in axis_tiles(h, size_h, r, fixed):
-            for xs, xe, xa, xb in axis_tiles(w, size_w, r, fixed):
-                tile = feature.infer({"lr": np.ascontiguousarray(x[:, :, ys:ye, xs:xe])})["features"]
-                out[:, :, ya:yb, xa:xb] = tile[:, :, ya - ys : yb - ys, xa - xs : xb - xs]
-        return out
+        return feature, axis_tiles(h, size_h, r, fixed), axis_tiles(w, size_w, r, fixed)
 
     def _feature_for(self, h: int, w: int) -> tuple[Backend, tuple[int, int] | None]:
         """The feature graph for an h x w image and its static size (None: dynamic). Static graphs take tiles
@@ -205,13 +272,46 @@ class Pipeline:
         """Yield the SR output in full-width row bands, top to bottom: ``(first_row, band)`` with ``band``
         float32 (N, 3, rows, int(r*w)), unclamped, on the 0..255 scale. Memory stays within the budget."""
         h, w = self._check_features(features)
-        _, feeds, tiles = self._plan(h, w, float(scale))
+
+        def window(rows: slice, cols: slice) -> np.ndarray:
+            return np.ascontiguousarray(features[:, :, rows, cols])
+
+        yield from self._bands(window, h, w, float(scale), self._budget(None))
+
+    def stream(
+        self,
+        region: Callable[[slice, slice], np.ndarray],
+        size: tuple[int, int],
+        scale: float,
+        *,
+        feature_tile: int | None = None,
+        upscale_budget_bytes: float | None = None,
+        feature_seconds: list[float] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The bands of :meth:`upscale_bands` for an image of ``size`` (h, w) whose float RGB pixels (0..255)
+        ``region(rows, cols)`` returns as (n, m, 3), without ever holding its whole feature map: the features
+        are computed stripe by stripe as the bands need them (see the module docstring). The time spent on
+        features is appended to ``feature_seconds`` once the bands are done."""
+        h, w = size
+        budget = self._budget(upscale_budget_bytes)
+        tiles = self._plan(h, w, float(scale), budget)[2]
+        window_rows = max(t.in_rows.stop - t.in_rows.start for t in tiles)
+        core = max(c1 - c0 for _, _, c0, c1 in self._feature_tiles(h, w, feature_tile)[1])
+        rows = self._feature_rows(region, h, w, feature_tile, capacity=core + window_rows + 2)
+        yield from self._bands(rows.window, h, w, float(scale), budget)
+        if feature_seconds is not None:
+            feature_seconds.append(rows.seconds)
+
+    def _bands(
+        self, window: Callable[[slice, slice], np.ndarray], h: int, w: int, scale: float, budget: float
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        _, feeds, tiles = self._plan(h, w, scale, budget)
         out_w = feeds["col_src"].size
         band: np.ndarray | None = None
         for tile in tiles:
-            window = np.ascontiguousarray(features[:, :, tile.in_rows, tile.in_cols])
+            features = window(tile.in_rows, tile.in_cols)
             plan_inputs = window_feeds(feeds, tile, compact_offsets=self.profile is not None)
-            sr = self._upscale.infer({"features": window, **plan_inputs})["sr"]
+            sr = self._upscale.infer({"features": features, **plan_inputs})["sr"]
             if tile.cols.start == 0 and tile.cols.stop == out_w:
                 yield tile.rows.start, sr
                 continue
@@ -225,7 +325,7 @@ class Pipeline:
     def upscale(self, features: np.ndarray, scale: float) -> np.ndarray:
         """features float32 (N, C, h, w) -> SR float32 (N, 3, int(r*h), int(r*w)), unclamped, 0..255 scale."""
         h, w = self._check_features(features)
-        plan = self._plan(h, w, float(scale))[0]
+        plan = self.plan(h, w, scale)
         out = np.empty((features.shape[0], 3, *plan.out_size), dtype=np.float32)
         for row, band in self.upscale_bands(features, scale):
             out[:, :, row : row + band.shape[2]] = band
@@ -234,7 +334,7 @@ class Pipeline:
     def __call__(self, image: np.ndarray, scale: float) -> np.ndarray:
         """RGB (h, w, 3) -> uint8 RGB (int(r*h), int(r*w), 3): clamped and rounded half-to-even."""
         features = self.encode(image)
-        plan = self._plan(*features.shape[2:], float(scale))[0]
+        plan = self.plan(*features.shape[2:], scale)
         out = np.empty((*plan.out_size, 3), dtype=np.uint8)
         for row, band in self.upscale_bands(features, scale):
             out[row : row + band.shape[2]] = quantize(band[0].transpose(1, 2, 0))  # (rows, W, 3)

@@ -50,8 +50,9 @@ class UnsupportedScaleError(ValueError):
     """A scale factor that is not finite or lies outside the model's supported range."""
 
 
-def check_scale(scale: float, max_scale: float = DEFAULT_MAX_SCALE) -> float:
-    """Return ``scale`` as a Python float if it lies in (1, max_scale]; raise otherwise.
+def check_scale(scale: float, max_scale: float = DEFAULT_MAX_SCALE, min_scale: float = 1.0) -> float:
+    """Return ``scale`` as a Python float if it lies in (min_scale, max_scale] (``min_scale`` >= 1: an
+    artifact's ``scale_min_exclusive``); raise otherwise.
 
     >>> check_scale(2.5)
     2.5
@@ -64,8 +65,9 @@ def check_scale(scale: float, max_scale: float = DEFAULT_MAX_SCALE) -> float:
         value = float(scale)
     except (TypeError, ValueError):
         raise UnsupportedScaleError(f"scale must be a number, got {scale!r}") from None
-    if not math.isfinite(value) or not 1.0 < value <= max_scale:
-        raise UnsupportedScaleError(f"scale must be a finite number in (1, {max_scale:g}], got {scale!r}")
+    low = max(1.0, min_scale)
+    if not math.isfinite(value) or not low < value <= max_scale:
+        raise UnsupportedScaleError(f"scale must be a finite number in ({low:g}, {max_scale:g}], got {scale!r}")
     return value
 
 
@@ -174,13 +176,19 @@ def _axis_plan(n_in: int, scale: float, merge_tol: float) -> AxisPlan:
 
 
 def project(
-    h: int, w: int, scale: float, *, max_scale: float = DEFAULT_MAX_SCALE, merge_tol: float = MERGE_TOL
+    h: int,
+    w: int,
+    scale: float,
+    *,
+    max_scale: float = DEFAULT_MAX_SCALE,
+    merge_tol: float = MERGE_TOL,
+    min_scale: float = 1.0,
 ) -> ProjectionPlan:
-    """Projection plan for an ``h x w`` input at ``scale`` (validated against ``(1, max_scale]``).
+    """Projection plan for an ``h x w`` input at ``scale`` (validated against ``(min_scale, max_scale]``).
 
     ``merge_tol=0`` keeps every exactly-distinct float32 offset (the official arithmetic, unmerged).
     """
-    scale = check_scale(scale, max_scale)
+    scale = check_scale(scale, max_scale, min_scale)
     if h < 1 or w < 1:
         raise ValueError(f"input size must be at least 1x1, got {h}x{w}")
     return ProjectionPlan(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,15 @@ def one_line_error(capsys, code: int) -> str:
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("metasr: error: "), err
     return err[0]
+
+
+def write_manifest(directory: Path, data: dict) -> None:
+    """Write a manifest dict edited by a test with its content hash recomputed, as a tool that writes manifests
+    would: the checks behind the hash are tested this way (the hash itself in test_integrity.py)."""
+    from metasr.runtime.manifest import content_hash
+
+    data = {k: v for k, v in data.items() if k != "content_sha256"}
+    (Path(directory) / "manifest.json").write_text(json.dumps({**data, "content_sha256": content_hash(data)}))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import data_path, one_line_error
+from conftest import data_path, one_line_error, write_manifest
 from PIL import Image, ImageFile
 
 pytest.importorskip("onnxruntime")
@@ -182,7 +182,7 @@ def test_mistyped_manifest_fields(tmp_path, capsys, bundled_artifacts, good, edi
     shutil.copytree(bundled_artifacts, bad)
     manifest = json.loads((bad / "manifest.json").read_text())
     edit(manifest)
-    (bad / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bad, manifest)
     msg = _upscale(capsys, [good], tmp_path / "o.png", "--scale", "2", "--artifacts", bad)
     assert field in msg
     assert not (tmp_path / "o.png").exists()
@@ -196,7 +196,7 @@ def test_corrupt_graph_with_a_matching_hash(tmp_path, capsys, bundled_artifacts,
     (bad / "upscale.onnx").write_bytes(b"not an onnx graph at all")
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["graphs"][1]["sha256"] = sha256_file(bad / "upscale.onnx")
-    (bad / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bad, manifest)
     msg = _upscale(capsys, [good], tmp_path / "o.png", "--scale", "2", "--artifacts", bad)
     assert "upscale.onnx: ONNX Runtime cannot load it" in msg
 

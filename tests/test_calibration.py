@@ -41,7 +41,7 @@ from metasr.calibration.reader import OrtCalibrationReader
 from metasr.calibration.sensitivity import BinScore, Score, Scorer, choose_float_tensors
 from metasr.export import export_onnx
 from metasr.runtime.compare import compare
-from metasr.runtime.manifest import GraphSpec, Manifest, ManifestError
+from metasr.runtime.manifest import GraphSpec, Manifest, ManifestError, content_hash
 from metasr.runtime.pipeline import Pipeline
 
 from metasr.checkpoint import load_model
@@ -411,6 +411,7 @@ def test_old_manifest_without_new_fields_loads(fp32_art):
     data.pop("calibration")
     for g in data["graphs"]:
         g.pop("target")
+    data["content_sha256"] = content_hash(data)
     m = Manifest.from_json(json.dumps(data))
     assert m.graph("feature").target == "any" and m.calibration == {}
     with pytest.raises(ManifestError, match="no onnx int8 graphs") as e:

@@ -61,6 +61,7 @@ COMMANDS = {
             "--upscale-budget-mb": NUMBERS,
             "--feature-tile": NUMBERS,
             "--png-compress": NUMBERS,
+            "--memory-mb": NUMBERS,
         },
     ),
     "parity": (

@@ -234,7 +234,7 @@ def test_bench_json_target_is_checked_before_the_benchmark_runs(tmp_path, capsys
     base = ["bench", "--model", "small", "--lr-size", "8x8", "--repeats", "1", "--no-memory"]
     for target, fragment in (
         ("/proc/metasr-bench.json", "cannot be written"),  # unwritable even for root
-        (str(tmp_path), "is not a regular file"),  # a folder
+        (str(tmp_path), "is a folder"),
         ("/dev/null", "is not a regular file"),  # would be replaced by a regular file
         (str(tmp_path / "missing" / "b.json"), "there is no folder"),
     ):

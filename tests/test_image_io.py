@@ -9,7 +9,8 @@ import zlib
 import numpy as np
 import pytest
 from conftest import data_path
-from metasr.runtime.image_io import ImageError, check_output, probe_image, read_image, read_rgb8, write_image
+from metasr.runtime.image_io import ImageError, probe_image, read_image, read_rgb8
+from metasr.runtime.image_write import check_output, write_image
 from metasr.runtime.png import PngWriter
 from PIL import Image, ImageFile
 

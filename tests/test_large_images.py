@@ -58,3 +58,12 @@ def test_2000x2000_at_x1_1_stays_bounded(inputs, tmp_path, bundled_artifacts):
     # features alone are 2000 x 2000 x 32 x 4 bytes = 488 MiB; measured 1.33 GB (before: a 1.85 GB
     # allocation for one tile, 11.6 GB at x4)
     assert peak < 2048, peak
+
+
+@pytest.mark.parametrize(("name", "scale"), [("1500x1000.png", "4"), ("2000x2000.png", "1.1")])
+def test_the_whole_run_stays_under_memory_mb(inputs, tmp_path, bundled_artifacts, name, scale):
+    """--memory-mb bounds the whole process (issue 21): 640 MiB is below what these runs took before the bound
+    (886 MiB for 1500x1000 at x4, 1.33 GB for 2000x2000 at x1.1); measured 365 and 415 MiB under it."""
+    args = ["upscale", str(inputs / name), "-o", str(tmp_path / "o.png"), "--scale", scale, "--memory-mb", "640"]
+    peak = _peak_mib([*args, "--artifacts", str(bundled_artifacts)])
+    assert peak < 640, peak

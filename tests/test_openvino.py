@@ -15,7 +15,7 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import data_path, write_manifest
 
 pytest.importorskip("onnxruntime")
 
@@ -247,7 +247,7 @@ def test_corrupt_graph_with_a_matching_hash_is_one_line(tmp_path, capsys, bundle
         (bad / "upscale.onnx").write_bytes(garbage)
         manifest = json.loads((bad / "manifest.json").read_text())
         manifest["graphs"][1]["sha256"] = sha256_file(bad / "upscale.onnx")
-        (bad / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(bad, manifest)
         args = ["upscale", str(good), "-o", str(tmp_path / "o.png"), "--scale", "2", "--artifacts", str(bad)]
         msg = _one_line_error(capsys, main([*args, "--backend", "openvino"]))
         assert "upscale.onnx: OpenVINO cannot load it" in msg

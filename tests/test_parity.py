@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import data_path
+from conftest import data_path, write_manifest
 from onnx import numpy_helper
 
 pytest.importorskip("onnxruntime")
@@ -62,7 +62,7 @@ def _perturbed(tmp_path, bundled_artifacts, delta):
     onnx.save(proto, str(art / "upscale.onnx"))
     manifest = json.loads((art / "manifest.json").read_text())
     manifest["graphs"][1]["sha256"] = sha256_file(art / "upscale.onnx")
-    (art / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(art, manifest)
     return art
 
 
@@ -125,7 +125,7 @@ def test_reference_must_be_the_exported_checkpoint(capsys, tmp_path, bundled_art
     shutil.copytree(bundled_artifacts, art)
     manifest = json.loads((art / "manifest.json").read_text())
     manifest["checkpoint_sha256"] = ""  # as exported from a preset
-    (art / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(art, manifest)
     code, _, err = _parity(capsys, "--artifacts", art, "--images", data_path("Set5"))
     assert code == 2 and "give --model" in err
 

@@ -115,7 +115,7 @@ def test_tiled_upscale_equals_untiled(pipelines, h, w, r, budget_mb, seed):
     """Bit for bit where the body takes its grouped path (the same matrix products per pixel, whatever the
     grouping); to float32 rounding on the convolution path, whose summation order ONNX Runtime's convolution picks
     by the output size (MLAS chunks K by the number of output pixels): measured <= 7.6e-6 on outputs ~100."""
-    from metasr.runtime.feeds import conv_path
+    from metasr.runtime.feeds import conv_path, plan_feeds
     from metasr.runtime.pipeline import Pipeline
 
     whole, art = pipelines
@@ -123,7 +123,7 @@ def test_tiled_upscale_equals_untiled(pipelines, h, w, r, budget_mb, seed):
     assert len(whole.tiles(h, w, r)) == 1
     with Pipeline(art, upscale_budget_mb=budget_mb) as tiled:
         a, b = tiled.upscale(feats, r), whole.upscale(feats, r)
-    if conv_path(whole._plan(h, w, r)[1]):
+    if conv_path(plan_feeds(whole.plan(h, w, r))):
         assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max() * 32  # 32 float32 steps of the largest value
     else:
         assert np.array_equal(a, b)

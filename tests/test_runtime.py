@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import data_path
+from conftest import data_path, write_manifest
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -327,7 +327,7 @@ def test_manifests_cannot_reach_outside_their_directory(bundled, tmp_path):
         shutil.copytree(art, bad)
         manifest = json.loads((bad / "manifest.json").read_text())
         manifest["graphs"][0]["file"] = name
-        (bad / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(bad, manifest)
         with pytest.raises(ManifestError, match="plain file name"):
             Pipeline(bad)
     linked = tmp_path / "linked"

@@ -187,15 +187,16 @@ def test_plugin_signatures_satisfy_tensorrt_plugin(version):
 
 def _fake_engines(art: Path, tag: bytes) -> list:
     from metasr.export.trt_build import _engine_spec
-    from metasr.runtime.manifest import Manifest
+    from metasr.runtime.manifest import Manifest, TensorSpec
 
     m = Manifest.read(art)
     feat, up = m.graph("feature"), m.graph("upscale")
     common = {"tensorrt_version": "10.9.0.34", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
     f_info = EngineInfo(kind="feature", source=feat.file, lr_size=(64, 64), **common)
     u_info = EngineInfo(kind="upscale", source=up.file, profile=PROFILE, plugin_impl="aot", ptx_isa="8.0", **common)
+    static = (TensorSpec(feat.inputs[0].name, "float32", (1, 3, 64, 64)),)  # as build_engines declares it
     return [
-        (_engine_spec(feat, "feature.fp32.64x64.plan", "fp32", f_info, feat.inputs), b"feature engine " + tag),
+        (_engine_spec(feat, "feature.fp32.64x64.plan", "fp32", f_info, static), b"feature engine " + tag),
         (_engine_spec(up, "upscale.fp32.plan", "fp32", u_info, up.inputs), b"upscale engine " + tag),
     ]
 

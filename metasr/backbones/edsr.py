@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from metasr.backbones.limits import check_kernel, check_size
+from metasr.config import receptive_radius
 from metasr.limits import check_float
 
 
@@ -45,7 +46,7 @@ class EDSR(nn.Module):
             *[_ResBlock(channels, kernel_size, res_scale) for _ in range(n_blocks)],
             nn.Conv2d(channels, channels, kernel_size, padding=pad),
         )
-        self.receptive_radius = 1 + 2 * n_blocks + 1
+        self.receptive_radius = receptive_radius("edsr", {"n_blocks": n_blocks})
 
     @staticmethod
     def parameter_count(channels: int = 64, n_blocks: int = 16, res_scale: float = 1.0, kernel_size: int = 3) -> int:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from metasr.backbones.limits import check_kernel, check_size
+from metasr.config import receptive_radius
 
 
 class _DenseConv(nn.Module):
@@ -55,7 +56,7 @@ class RDN(nn.Module):
         self.GFF = nn.Sequential(
             nn.Conv2d(n_blocks * channels, channels, 1), nn.Conv2d(channels, channels, kernel_size, padding=pad)
         )
-        self.receptive_radius = 1 + 1 + n_blocks * n_layers + 1  # 3x3 convs on the longest path
+        self.receptive_radius = receptive_radius("rdn", {"n_blocks": n_blocks, "n_layers": n_layers})
 
     @staticmethod
     def parameter_count(

@@ -92,7 +92,8 @@ def _report(e: BaseException, command: str, received: Sequence[int]) -> int | No
             return None
     elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
         # (PyTorch's CPU allocator raises a RuntimeError)
-        message = "out of memory" + (" (lower --upscale-budget-mb or --feature-tile)" if command == "upscale" else "")
+        hint = " (lower --memory-mb to what the machine has free)" if command == "upscale" else ""
+        message = "out of memory" + hint
     elif isinstance(e, _expected_errors()):
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
     else:

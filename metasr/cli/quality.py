@@ -16,7 +16,18 @@ MAX_REPEATS = 1000
 MAX_MEMORY_OUTPUT = 100_000_000  # pixels: `metasr upscale`'s default --max-pixels
 
 
+def _check_outputs(*paths: tuple[str | None, str]) -> None:
+    """Every output file a command will write, checked before the run (issue 21): (path, option) pairs."""
+    from metasr.fileio import check_output_path
+
+    for path, flag in paths:
+        if path is not None:
+            check_output_path(path, flag)
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
+    outputs = ((args.report, "--report"), (args.save_inputs, "--save-inputs"), (args.save_outputs, "--save-outputs"))
+    _check_outputs(*outputs)  # before importing PyTorch (seconds)
     from metasr.parity import ParityError, run_parity
     from metasr.parity_report import save_polygraphy, to_json, to_markdown
 
@@ -91,6 +102,7 @@ def _torch_installed() -> bool:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    _check_outputs((args.json, "--json"))  # before importing PyTorch (seconds)
     from metasr.bench import dump, format_bench, run_bench
     from metasr.fileio import check_output_file
     from metasr.runtime.backends import ALL_BACKENDS, backend_available

@@ -12,18 +12,25 @@ from metasr.limits import MAX_IMAGE_PIXELS, MAX_SIDE
 
 __all__ = ["register"]
 
-# the upscale stage's working-memory budget: 1 MiB (tiles shrink to their minimum) .. 1 TiB
+# the upscale stage's largest tile: 1 MiB (tiles shrink to their minimum) .. 1 TiB, within --memory-mb
 BUDGET_MB = float_range(1.0, 2.0**20)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     from metasr.progress import Progress
-    from metasr.runtime.batch import Timings, check_jobs, plan_jobs, run_job
-    from metasr.runtime.image_io import read_image
+    from metasr.runtime.batch import Timings, UpscaleOptions, check_jobs, plan_jobs, run_job
     from metasr.runtime.pipeline import Pipeline
 
-    size = args.size
-    jobs = plan_jobs(args.inputs, args.output, force=args.force)
+    opts = UpscaleOptions(
+        scale=args.scale,
+        size=args.size,
+        max_pixels=args.max_pixels,
+        memory_mb=args.memory_mb,
+        upscale_budget_mb=args.upscale_budget_mb,
+        feature_tile=args.feature_tile,
+        png_compress=args.png_compress,
+    )
+    jobs = plan_jobs(args.inputs, args.output, force=args.force)  # every output checked before any work
     if args.artifacts:
         artifacts = Path(args.artifacts)
     else:
@@ -34,25 +41,23 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         artifacts,
         args.backend,
         threads=args.threads,
-        upscale_budget_mb=args.upscale_budget_mb,
         feature_tile=args.feature_tile,
         precision=args.precision,
     ) as pipeline:
-        # every input is checked (headers, then a full decode in batches) before any output is written
-        checked = check_jobs(jobs, pipeline.max_scale, args.scale, size, args.max_pixels, decode=len(jobs) > 1)
-        for note in (n for c in checked for n in c.info.notes):
+        # every input is checked (headers, memory plans, then a full decode in batches) before any output
+        checked = check_jobs(jobs, pipeline, opts, decode=len(jobs) > 1)
+        for note in (n for c in checked for n in c.notes):
             print(f"metasr: note: {note}", file=sys.stderr)
         bar = Progress(checked, "upscale", unit="image", enabled=len(jobs) > 1)  # on a terminal only
         for c in bar:
             timings = Timings()
             t0 = time.perf_counter()
-            img = read_image(c.job.source, args.max_pixels)
-            timings.add("decode", time.perf_counter() - t0)
-            w, h = run_job(pipeline, c.job, img, c.scale, size, args.png_compress, timings)
+            w, h = run_job(pipeline, c, opts, timings)
             bar.write(f"{c.job.target} ({w}x{h})")
             if args.timings:  # encode runs beside upscale, so the stages add up to more than the wall time
                 wall = time.perf_counter() - t0
                 bar.write(f"  timings: {timings}; wall {wall:.2f} s")
+                bar.write(f"  memory: {timings.memory.describe()}")
     return 0
 
 
@@ -79,12 +84,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=100_000_000,
         help="refuse larger inputs or outputs (checked from the header)",
     )
-    p.add_argument("--upscale-budget-mb", type=BUDGET_MB, default=512, help="upscale stage working-memory budget")
     p.add_argument(
-        "--feature-tile", type=int_range(1, MAX_SIDE), default=512, help="feature stage tile side (LR pixels)"
+        "--upscale-budget-mb",
+        type=BUDGET_MB,
+        default=None,
+        help="largest upscale tile (MiB, default 512), within --memory-mb",
+    )
+    p.add_argument(
+        "--feature-tile",
+        type=int_range(1, MAX_SIDE),
+        default=512,
+        help="largest feature stage tile side (LR pixels), within --memory-mb",
     )
     p.add_argument(
         "--png-compress", type=int_range(0, 9), default=1, metavar="0-9", help="PNG zlib level (default 1: fast)"
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=float_range(128, 1 << 20),
+        default=2048,
+        help="bound on the whole process's memory (MiB, default 2048): tiles are sized to fit it, and inputs "
+        "that cannot fit are refused before any work",
     )
     p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")

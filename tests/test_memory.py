@@ -1,0 +1,105 @@
+"""One memory bound for the whole run (issue 21): the streamed run equals the whole-image one, the plan counts
+and refuses, and an input too large for the bound is refused up front with the number."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import data_path
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+
+from metasr.runtime.memory import MIB, MemoryBudgetError, UpscaleCost, plan_memory
+from metasr.runtime.pipeline import Pipeline
+from metasr.runtime.png import PngWriter
+from metasr.runtime.stripes import FeatureRows
+from metasr.runtime.tiling import axis_tiles
+
+from metasr.cli import main
+from metasr.data import load_rgb
+
+
+@pytest.mark.parametrize(("scale", "budget_mb"), [(2.7, 2), (1.1, 1), (4.0, 8)])
+def test_streamed_bands_equal_the_whole_image_run(bundled_artifacts, scale, budget_mb):
+    """Features stripe by stripe (64-pixel tiles: several stripes and column tiles) and upscale tiles under a
+    small budget (column-split tiles at x2.7 / x1.1) give exactly the bands of encode() + upscale_bands()."""
+    img = load_rgb(data_path("Set14", "lenna.png"))[:150, :130]
+    with Pipeline(bundled_artifacts, feature_tile=64, upscale_budget_mb=budget_mb) as p:
+        want = p.upscale(p.encode(img), scale)
+
+        def region(rows: slice, cols: slice) -> np.ndarray:
+            return img[rows, cols].astype(np.float32)
+
+        got = np.empty_like(want)
+        for row, band in p.stream(region, img.shape[:2], scale):
+            got[:, :, row : row + band.shape[2]] = band
+        assert len(p.tiles(150, 130, scale)) > 4
+    assert np.array_equal(got, want)
+
+
+def test_feature_rows_compute_each_row_once_in_a_small_buffer():
+    h, w, c = 300, 40, 2
+    image = np.random.default_rng(0).random((h, w)).astype(np.float32)
+    calls = []
+
+    def infer(rows: slice, cols: slice) -> np.ndarray:  # a "feature" that depends on the region's origin
+        calls.append((rows, cols))
+        region = image[rows, cols]
+        return np.stack([region, region + rows.start * 0])[None]  # (1, 2, n, m)
+
+    tiles = axis_tiles(h, 64, 10)
+    rows = FeatureRows(infer, h, w, c, tiles, axis_tiles(w, 64, 10), capacity=70)
+    for start in range(0, h - 8, 6):  # windows of 9 rows moving down, like upscale bands
+        got = rows.window(slice(start, start + 9), slice(0, w))
+        assert np.array_equal(got[0, 0], image[start : start + 9])
+    assert rows.computed == h and len(calls) == len(tiles) and rows._buf.shape[2] == 70
+    with pytest.raises(ValueError, match="above the held rows"):
+        rows.window(slice(0, 5), slice(0, w))
+
+
+def _plan(budget_mb: float, **kw):
+    args = dict(
+        base=100 * MIB, size=(2000, 3000), out_width=12000, image_bytes=18 * MIB, decode_bytes=114 * MIB,
+        writer_bytes=0, channels=32, radius=18, work_bytes_per_pixel=2080.0, max_feature_tile=(512, 512),
+        fixed_tile=False, upscale_cost=lambda b: UpscaleCost(min(b, 200 * MIB), 32, 12),
+        max_upscale_budget=512 * MIB,
+    )  # fmt: skip
+    return plan_memory(int(budget_mb * MIB), **{**args, **kw})
+
+
+def test_the_plan_fits_the_bound_or_refuses_with_the_number():
+    big = _plan(4096)
+    assert big.feature_tile == 512 and big.peak <= 4096 * MIB
+    small = _plan(900)
+    assert small.peak <= 900 * MIB
+    assert small.feature_tile < 512 or small.upscale_tile < big.upscale_tile
+    with pytest.raises(MemoryBudgetError, match=r"needs at least \d+ MiB .* the bound is 200 MiB"):
+        _plan(200)
+    with pytest.raises(MemoryBudgetError, match="write PNG"):  # a TIFF of 12000x8000 is held whole
+        _plan(700, writer_bytes=12000 * 8000 * 7)
+
+
+def _flat_png(path, w, h):
+    """A valid w x h RGB PNG of one colour, written row band by row band (tiny file, little memory)."""
+    with open(path, "wb") as f:
+        writer = PngWriter(f, w, h, "RGB", compress_level=9)
+        band = np.full((500, w, 3), 120, np.uint8)
+        for y in range(0, h, 500):
+            writer.write(band[: min(500, h - y)])
+        writer.close()
+
+
+def test_an_input_over_the_bound_is_refused_up_front(tmp_path, capsys, bundled_artifacts):
+    """Before: a 9000x9000 PNG (~250 KB) passed every header check, then ran out of memory after 8-15 s with a
+    message suggesting flags that could not help."""
+    _flat_png(tmp_path / "big.png", 9000, 9000)
+    t0 = time.monotonic()
+    args = ["upscale", str(tmp_path / "big.png"), "-o", str(tmp_path / "o.png"), "--scale", "1.1"]
+    code = main([*args, "--memory-mb", "1024", "--artifacts", str(bundled_artifacts)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs at least" in err[0] and "the bound is 1024 MiB" in err[0], err
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "o.png").exists()  # header and plan only: no decode
+    assert Image.open(tmp_path / "big.png").size == (9000, 9000)
