@@ -100,7 +100,7 @@ class Thresholds:
 
 
 # FP32: the export check's limits (measured ORT vs PyTorch on the bundled model: max |d| <= 2e-4, >= 99.99%
-# identical uint8; see the README's parity report). FP16: the 50 dB between outputs. INT8: the
+# identical uint8; see docs/parity.md). FP16: the 50 dB between outputs. INT8: the
 # calibration budget's loss against ground truth (the manifest's, else DEFAULT_INT8_LOSS_DB).
 DEFAULT_THRESHOLDS = {
     "fp32": Thresholds(atol=1e-2, min_uint8_equal=0.999),

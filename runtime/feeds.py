@@ -289,7 +289,9 @@ def part_feeds(
     """One axis' feeds for the output positions ``part`` of a plan's ``feeds``, sources moved by ``-shift`` (into
     a feature window) and offset indices ``idx`` (default: the plan's). The hints keep the plan's block size and,
     unless the plan takes the convolution path (:func:`conv_path`), at least two groups: every part of a plan is
-    computed by the same path with the same sums, so tiles equal the untiled result bit for bit."""
+    computed by the same path with the same products. Tiles equal the untiled result to float32 rounding, not
+    always bit for bit: ONNX Runtime's MatMul and Conv pick their kernels (and so the summation order) by the
+    matrix sizes, which differ between a tile and the whole plan (tests/test_properties.py)."""
     min_groups = 1 if conv_path(feeds) else 2
     idx = feeds[f"{axis}_idx"][part] if idx is None else idx
     return axis_feeds(axis, feeds[f"{axis}_src"][part] - shift, idx, feeds[f"{axis}_groups"].shape[2], min_groups)

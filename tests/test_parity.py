@@ -165,7 +165,7 @@ def test_polygraphy_files_load_and_check_the_graphs(capsys, tmp_path, bundled_ar
     assert results["pytorch"][0]["sr"].shape[2:] == (feeds[0]["row_src"].size, feeds[0]["col_src"].size)
     assert set(load_json(str(tmp_path / "in.feature.json"))[0]) == {"lr"}
     polygraphy = shutil.which("polygraphy", path=str(Path(sys.executable).parent)) or "polygraphy"
-    for graph in ("feature", "upscale"):  # the README's command, on ONNX Runtime here
+    for graph in ("feature", "upscale"):  # the command in docs/parity.md, on ONNX Runtime here
         cmd = [polygraphy, "run", str(bundled_artifacts / f"{graph}.onnx"), "--onnxrt"]
         cmd += ["--load-inputs", str(tmp_path / f"in.{graph}.json")]
         cmd += ["--load-outputs", str(tmp_path / f"out.{graph}.json")]

@@ -112,10 +112,10 @@ def pipelines(bundled_artifacts):
 @given(h=st.integers(1, 40), w=st.integers(1, 40), r=scales, budget_mb=st.floats(0.01, 3), seed=st.integers(0, 99))
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_tiled_upscale_equals_untiled(pipelines, h, w, r, budget_mb, seed):
-    """Bit for bit where the body takes its grouped path (the same matrix products per pixel, whatever the
-    grouping); to float32 rounding on the convolution path, whose summation order ONNX Runtime's convolution picks
-    by the output size (MLAS chunks K by the number of output pixels): measured <= 7.6e-6 on outputs ~100."""
-    from metasr.runtime.feeds import conv_path, plan_feeds
+    """To float32 rounding on both of the body's paths: a tile computes the same products as the untiled run, but
+    ONNX Runtime picks its MatMul / Conv kernels, and so the summation order, by the matrix sizes (MLAS handles a
+    one-row product and a convolution's K chunks differently): measured <= 7.6e-6 (one float32 step) on outputs
+    ~100; 30 of 163 random grouped-path cases were not bit-identical."""
     from metasr.runtime.pipeline import Pipeline
 
     whole, art = pipelines
@@ -123,7 +123,5 @@ def test_tiled_upscale_equals_untiled(pipelines, h, w, r, budget_mb, seed):
     assert len(whole.tiles(h, w, r)) == 1
     with Pipeline(art, upscale_budget_mb=budget_mb) as tiled:
         a, b = tiled.upscale(feats, r), whole.upscale(feats, r)
-    if conv_path(plan_feeds(whole.plan(h, w, r))):
-        assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max() * 32  # 32 float32 steps of the largest value
-    else:
-        assert np.array_equal(a, b)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max() * 32  # 32 float32 steps of the largest value

@@ -390,4 +390,4 @@ def test_engines_build_and_match_onnx_runtime(trt_artifacts, precision):
         for scale in (1.5, 2.3, 4.0):
             a, b = ort_p.upscale(ort_p.encode(img), scale), trt_p.upscale(trt_p.encode(img), scale)
             assert a.shape == b.shape
-            assert np.abs(a - b).max() <= 1e-2  # FP32 engines: the README's parity limit on 0..255
+            assert np.abs(a - b).max() <= 1e-2  # FP32 engines: the parity limit on 0..255 (docs/parity.md)
