@@ -310,7 +310,7 @@ class Pipeline:
         band: np.ndarray | None = None
         for tile in tiles:
             features = window(tile.in_rows, tile.in_cols)
-            plan_inputs = window_feeds(feeds, tile, compact_offsets=self.profile is not None)
+            plan_inputs = window_feeds(feeds, tile)
             sr = self._upscale.infer({"features": features, **plan_inputs})["sr"]
             if tile.cols.start == 0 and tile.cols.stop == out_w:
                 yield tile.rows.start, sr
