@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (a CI result must not depend on the draw); explore new
+# ones locally with `pytest --hypothesis-profile=explore`. Failures print the example and its reproduce blob.
+settings.register_profile("default", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile("default")
 
 sys.path.insert(0, str(Path(__file__).parent))  # the oracle module lives beside the tests
 
