@@ -175,8 +175,6 @@ def stop_service(embedded: bool) -> None:
 
 def run_service(app, options: ServeOptions, say: Callable[[str], None] = print) -> None:
     """:func:`start_service`, then wait; on SIGINT/SIGTERM (a ``KeyboardInterrupt``) shut down and re-raise."""
-    if options.address is None:
-        check_port(options.host, options.port)
     try:
         start_service(app, options)
         say(f"metasr serve: listening on http://{options.host}:{options.port} (POST /v1/upscale, GET /healthz, "

@@ -19,7 +19,7 @@ __all__ = ["register"]
 def cmd_serve(args: argparse.Namespace) -> int:
     from metasr.runtime.ray_env import require_ray
     from metasr.runtime.serve_api import ServiceConfig
-    from metasr.runtime.serving import DeploymentLimits, ServeOptions, build_app, run_service
+    from metasr.runtime.serving import DeploymentLimits, ServeOptions, build_app, check_port, run_service
 
     require_ray()  # missing: one line naming the serve extra, before anything starts
     if args.artifacts:
@@ -40,6 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )  # fmt: skip
     limits = DeploymentLimits(args.replicas, args.cpus_per_replica, args.max_ongoing_requests, args.max_queued_requests)
     options = ServeOptions(args.host, args.port, args.request_timeout, args.address)
+    if options.address is None:
+        check_port(options.host, options.port)  # before Ray starts: a port in use fails in a second
     run_service(build_app(config, limits), options, say=lambda line: print(line, flush=True))
     return 0
 
