@@ -17,8 +17,9 @@ Failures: an actor that dies (killed, out of memory, a lost node) is restarted a
 ``max_task_retries=-1``); the retry's atomic write replaces nothing partial (a killed writer's
 temporary is removed by the next write of that output), so each output is written once, whole. An error
 inside a job (an input changed since it was checked) stops the run with that job's one-line message.
-Resume: :func:`split_complete` counts an output as complete when it exists and opens as an image of exactly the
-expected size (writes are atomic: a partial file never exists under the output's name).
+Resume: :func:`split_complete` counts an output as complete when it exists, decodes fully and has exactly the
+expected size (this engine's writes are atomic, so it never leaves a partial file under an output's name; a
+file cut short by something else fails the decode and is written again).
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ def expected_size(c: CheckedJob, opts: UpscaleOptions) -> tuple[int, int]:
 def _complete(path: Path, size: tuple[int, int]) -> bool:
     try:
         with Image.open(path) as im:
+            im.load()  # decodes fully: a file cut short elsewhere (a copy, another tool) is not complete
             return im.size == size
-    except Exception:  # missing or not an image: not complete
+    except Exception:  # missing, truncated, or not an image: not complete
         return False
 
 
 def split_complete(checked: list[CheckedJob], opts: UpscaleOptions) -> tuple[list[CheckedJob], list[CheckedJob]]:
-    """(jobs to run, jobs whose output is already complete: an image of the expected size)."""
+    """(jobs to run, jobs whose output is already complete: a fully decodable image of the expected size)."""
     todo, done = [], []
     for c in checked:
         (done if _complete(c.job.target, expected_size(c, opts)) else todo).append(c)

@@ -160,17 +160,20 @@ def start_service(app, options: ServeOptions) -> None:
 
 
 def stop_service(embedded: bool) -> None:
-    """Remove the application and Serve; an embedded Ray is shut down too."""
+    """Embedded Ray: stop Serve and Ray. A joined cluster: delete this application only (other applications
+    and Serve itself stay)."""
     import ray
     from ray import serve
 
     if not ray.is_initialized():
         return
+    if not embedded:
+        serve.delete(APP_NAME)
+        return
     try:
         serve.shutdown()
     finally:
-        if embedded:
-            ray.shutdown()
+        ray.shutdown()
 
 
 def run_service(app, options: ServeOptions, say: Callable[[str], None] = print) -> None:
