@@ -21,6 +21,7 @@ in the replica's log). One replica runs one upscale at a time (a lock: the memor
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -43,6 +44,7 @@ __all__ = ["MEDIA_TYPES", "Reply", "RequestError", "ServiceConfig", "Upscaler", 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp",
                "tiff": "image/tiff", "bmp": "image/bmp"}  # fmt: skip
 _BODY_TYPES = ("image/", "application/octet-stream")
+_log = logging.getLogger("ray.serve")  # in a replica, Serve's logger; elsewhere an ordinary one
 
 
 class RequestError(Exception):
@@ -183,6 +185,9 @@ class Upscaler:
             reply = Reply.json(e.status, {"error": str(e)})
         except (ImageError, UnsupportedScaleError, MemoryBudgetError, ManifestError, ValueError) as e:
             reply = Reply.json(_status_of(e), {"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+        except Exception:  # a fault of the service, not of the request: logged in full, answered in one line
+            _log.exception("%s %s failed", method, path[:80])
+            reply = Reply.json(500, {"error": "internal error"})
         ms = (time.perf_counter() - t0) * 1000
         line = f"{method} {path} {reply.status} in {len(body)} B out {len(reply.body)} B {reply.log} {ms:.0f} ms"
         return Reply(reply.status, reply.media_type, reply.body, " ".join(line.split()))

@@ -117,3 +117,12 @@ def test_address_and_workers_need_the_ray_engine(capsys, tmp_path):
     msg = one_line_error(capsys, code)
     assert "--engine ray" in msg
     assert not (tmp_path / "o.png").exists()
+
+
+def test_an_internal_fault_is_a_one_line_500(service, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("metasr.runtime.serve_api.upscale_bytes", broken)
+    reply = service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", png_bytes(small_rgb()))
+    assert reply.status == 500 and _error(reply) == "internal error"
