@@ -3,8 +3,9 @@
 Three runs of the real command line, each a fresh process writing into its own empty folder: the local engine
 (``--engine local``), the Ray engine (embedded Ray, ``--workers`` actors of 1 CPU), and the Ray engine again
 with one actor killed (SIGKILL) once ``--kill-after`` outputs exist. Per run: wall time, throughput
-(images/s), peak memory of the whole process tree (the command, and for Ray its GCS, raylet, workers: summed
-``VmRSS`` of every descendant, sampled every 0.2 s, so a short peak between samples can be missed), and whether
+(images/s), peak memory of the whole process tree (the command, and for Ray its GCS, raylet, workers: the summed PSS
+of every descendant, and the summed RSS, which counts shared pages once per process; sampled every 0.2 s, so a
+short peak between samples can be missed), and whether
 every output is present and byte-identical to the local engine's (no temporary left). Ends with the
 ratios against the local engine. Prints the CPU and whether it has AVX-512 VNNI. ``--limit N`` runs the first
 N images of BSD200 (the full set at x2 takes minutes on a small machine).
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_load import _descendants, tree_rss_mib
+from serve_load import _descendants, tree_memory_mib
 
 from metasr.measure import cpu_summary
 
@@ -45,9 +46,10 @@ def _run(cmd: list[str], out: Path, kill_after: int | None) -> dict[str, object]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    peak, killed = 0.0, None
+    peak, peak_rss, killed = 0.0, 0.0, None
     while proc.poll() is None:
-        peak = max(peak, tree_rss_mib(proc.pid))
+        rss, pss = tree_memory_mib(proc.pid)
+        peak, peak_rss = max(peak, pss), max(peak_rss, rss)
         if kill_after is not None and killed is None and len(list(out.glob("*.png"))) >= kill_after:
             actors = _actor_pids(proc.pid)
             if actors:
@@ -58,7 +60,7 @@ def _run(cmd: list[str], out: Path, kill_after: int | None) -> dict[str, object]
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         sys.exit(f"{cmd[3:]} failed ({proc.returncode}): {err[-1500:]}")
-    return {"wall": wall, "peak": peak, "killed": killed}
+    return {"wall": wall, "peak": peak, "peak_rss": peak_rss, "killed": killed}
 
 
 def _identical(a: Path, b: Path) -> str:
@@ -109,12 +111,13 @@ def main() -> int:
             same = "reference" if folder == "local" else _identical(Path(tmp) / folder, Path(tmp) / "local")
             extra = f", killed actor pid {r['killed']}" if kill else ""
             print(f"{name}: {n} images x{args.scale:g} in {r['wall']:.1f} s = {n / r['wall']:.2f} images/s, "
-                  f"peak tree RSS {r['peak']:.0f} MiB{extra}; outputs {same}")  # fmt: skip
+                  f"peak tree PSS {r['peak']:.0f} MiB (RSS sum {r['peak_rss']:.0f}){extra}; "
+                  f"outputs {same}")  # fmt: skip
         local = results["local"]
         for name, r in list(results.items())[1:]:
             print(f"{name} / local: throughput {local['wall'] / r['wall']:.2f}x, peak memory "
-                  f"{r['peak'] / local['peak']:.2f}x")  # fmt: skip
-    print(f"load average after {os.getloadavg()[0]:.2f}; this process {tree_rss_mib(os.getpid()):.0f} MiB")
+                  f"{r['peak'] / local['peak']:.2f}x (PSS)")  # fmt: skip
+    print(f"load average after {os.getloadavg()[0]:.2f}")
     return 0
 
 

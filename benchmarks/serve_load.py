@@ -3,10 +3,11 @@
 Starts an embedded Ray in this process (the cold start is timed: ``ray.init`` + Serve + replicas ready), deploys
 the bundled model's service (``--artifacts`` for another) with 1 and then 2 replicas of 1 CPU each, and sends
 ``--requests`` POSTs per cell at concurrency 1, 2 and 4 for a small and a large image at ``--scale``. Per cell:
-p50 / p95 latency (ms), throughput (requests/s), errors (any non-200: must be 0), and the resident memory of
-this process tree (this driver, Ray's GCS, raylet, proxy, controller, replicas: summed ``VmRSS`` of every
-descendant, sampled after the cell). Ends with the 2-replica / 1-replica throughput ratios. Prints the CPU and
-whether it has AVX-512 VNNI. Needs the serve extra; listens on 127.0.0.1 only.
+p50 / p95 latency (ms), throughput (requests/s), errors (any non-200: must be 0), and the memory of this
+process tree (this driver, Ray's GCS, raylet, proxy, controller, replicas: the summed PSS of every descendant,
+and the summed RSS, which counts shared pages once per process; sampled after the cell). Ends with the
+2-replica / 1-replica throughput ratios. Prints the CPU and whether it has AVX-512 VNNI. Needs the serve
+extra; listens on 127.0.0.1 only.
 
     python benchmarks/serve_load.py [--requests 12] [--scale 2] [--port 8765] [--concurrency 1 2 4]
 """
@@ -47,17 +48,26 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_mib(pid: int | None = None) -> float:
-    """Summed VmRSS (MiB) of ``pid`` (default: this process) and all its descendants."""
-    total = 0
+def tree_memory_mib(pid: int | None = None) -> tuple[float, float]:
+    """(summed RSS, summed PSS) in MiB of ``pid`` (default: this process) and all its descendants. RSS counts
+    each shared page (libraries, Ray's shared-memory object store) once per process that maps it, so its sum
+    overstates a tree; PSS splits shared pages between their processes: its sum is the tree's real share."""
+    rss = pss = 0
     for p in _descendants(pid or os.getpid()):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
         except OSError:
             continue
-    return total / 1024
+    return rss / 1024, pss / 1024
+
+
+def _memory() -> str:
+    rss, pss = tree_memory_mib()
+    return f"tree PSS {pss:.0f} MiB (RSS sum {rss:.0f})"
 
 
 def _images() -> dict[str, bytes]:
@@ -131,7 +141,7 @@ def main() -> int:
             start_service(build_app(config, limits), ServeOptions(port=args.port))
             if replicas == 1:
                 print(f"cold start (embedded Ray + Serve + 1 replica ready): {time.perf_counter() - t0:.1f} s; "
-                      f"process tree {tree_rss_mib():.0f} MiB")  # fmt: skip
+                      f"{_memory()}")  # fmt: skip
             for name, body in images.items():
                 _post(url, body)  # warm-up
                 for c in args.concurrency:
@@ -139,7 +149,7 @@ def main() -> int:
                     throughput[(replicas, name, c)] = r["rps"]
                     print(f"replicas {replicas}  {name} x{args.scale:g}  concurrency {c}: p50 {r['p50']:.0f} ms, "
                           f"p95 {r['p95']:.0f} ms, {r['rps']:.2f} req/s, errors {r['errors']}, "
-                          f"tree RSS {tree_rss_mib():.0f} MiB")  # fmt: skip
+                          f"{_memory()}")  # fmt: skip
     finally:
         stop_service(embedded=True)
     print("throughput ratio, 2 replicas / 1 replica:")
