@@ -1,12 +1,13 @@
 """Starting or joining Ray for ``metasr serve`` and ``metasr upscale --engine ray``, with nothing phoning home.
 
 :func:`init_ray` sets ``RAY_USAGE_STATS_ENABLED=0`` before Ray is imported (no usage report is ever sent),
-then either starts an embedded local Ray (``address=None``: no dashboard, Ray's logs at WARNING) or joins a
-running cluster (``address="HOST:PORT"`` or ``"auto"``; that cluster's own settings apply there). The
-caller's SIGINT / SIGTERM handlers are put back after ``ray.init`` (Ray installs its own, which dumps a
-stack), so an interrupt still unwinds through every ``finally``. Ray is
-imported here and only here, lazily: without it the caller gets a ``ModuleNotFoundError`` for ``ray`` that
-the command line turns into "metasr COMMAND needs ray ... (pip install 'metasr[serve]')".
+then either starts an embedded local Ray (``address=None``: a new instance even where ``ray start`` runs or
+``RAY_ADDRESS`` is set; no dashboard; Ray's logs at WARNING) or joins a running cluster (``address=
+"HOST:PORT"`` or ``"auto"``; that cluster's own settings apply there). The caller's SIGINT / SIGTERM handlers
+are put back after ``ray.init`` (Ray installs its own, which dumps a stack), so an interrupt still unwinds
+through every ``finally``. Ray is imported only by the functions here, lazily: without it the caller gets a
+``ModuleNotFoundError`` for ``ray`` that the command line turns into "metasr COMMAND needs ray ... (pip
+install 'metasr[serve]')".
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> ModuleT
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        # address="local": always a new instance, never a cluster found on this machine or in RAY_ADDRESS
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=True)  # fmt: skip
     for s, handler in handlers.items():  # Ray's own SIGTERM handler prints a stack dump: keep the caller's
         if handler is not None:
             signal.signal(s, handler)

@@ -156,6 +156,7 @@ class Upscaler:
 
     def __init__(self, config: ServiceConfig, threads: int = 1) -> None:
         self.config = config
+        self.threads = threads
         self.pipelines = {p: Pipeline(config.artifacts, config.backend, threads=threads, precision=p)
                           for p in config.precisions}  # fmt: skip
         self._lock = threading.Lock()  # one upscale at a time: the memory bound is per replica
@@ -171,6 +172,7 @@ class Upscaler:
             "artifacts": Path(self.config.artifacts).name,
             "scales": {"min_exclusive": max(1.0, p.min_scale), "max": p.max_scale},
             "precisions": list(self.pipelines),
+            "threads": self.threads,  # ONNX Runtime threads per graph in this replica (its CPU share)
             "formats": sorted(set(MEDIA_TYPES) - {"jpg"}),
             "max_body_bytes": self.config.max_body_bytes,
             "max_pixels": self.config.max_pixels,

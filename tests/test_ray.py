@@ -1,6 +1,6 @@
 """`metasr serve` and `metasr upscale --engine ray` on a local Ray cluster of 2 simulated nodes (marker `ray`).
 
-One cluster (ray.cluster_utils.Cluster, 2 nodes of 2 logical CPUs) and one service (2 replicas) are shared by
+One cluster (ray.cluster_utils.Cluster, 2 nodes of 3 logical CPUs) and one service (2 replicas) are shared by
 the whole module, so Ray's cold start is paid once. Everything listens on 127.0.0.1 only. Skipped, with the
 reason, where the serve extra is not installed.
 """
@@ -8,6 +8,7 @@ reason, where the serve extra is not installed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import os
 import shutil
 import signal
@@ -37,8 +38,8 @@ def cluster():
     os.environ.update(no_telemetry_env())
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    c.add_node(num_cpus=2)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False})
+    c.add_node(num_cpus=3)
     ray = init_ray(c.address)
     yield c
     ray.shutdown()
@@ -53,13 +54,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def service(cluster, bundled_artifacts):
-    """2 replicas, small queues (a flood meets 503s), a 4 MiB body limit; yields the base URL."""
+    """2 replicas of 2 CPUs, small queues (a flood meets 503s), a 4 MiB body limit; yields the base URL."""
     from metasr.runtime.serve_api import ServiceConfig
     from metasr.runtime.serving import DeploymentLimits, ServeOptions, build_app, start_service, stop_service
 
     port = _free_port()
     config = ServiceConfig(str(bundled_artifacts), max_body_bytes=4 * 2**20)
-    limits = DeploymentLimits(replicas=2, cpus_per_replica=1.0, max_ongoing_requests=2, max_queued_requests=4)
+    limits = DeploymentLimits(replicas=2, cpus_per_replica=2.0, max_ongoing_requests=2, max_queued_requests=4)
     start_service(build_app(config, limits), ServeOptions(port=port, address=cluster.address))
     yield f"http://127.0.0.1:{port}"
     stop_service(embedded=False)
@@ -97,7 +98,9 @@ def test_service_matches_metasr_upscale(service, bundled_artifacts, tmp_path):
         out = tmp_path / "o.png"
         assert main(["upscale", str(src), "-o", str(out), "--artifacts", str(bundled_artifacts), *args]) == 0
         assert status == 200 and body == out.read_bytes()
-    assert _get(service, "/healthz") == 200 and _get(service, "/v1/models") == 200
+    assert _get(service, "/healthz") == 200
+    with urllib.request.urlopen(f"{service}/v1/models", timeout=30) as r:
+        assert json.load(r)["threads"] == 2  # ONNX Runtime threads = the replica's 2 CPUs
 
 
 def test_hostile_requests_get_4xx_and_the_service_keeps_answering(service):
