@@ -126,3 +126,14 @@ def test_an_internal_fault_is_a_one_line_500(service, monkeypatch):
     monkeypatch.setattr("metasr.runtime.serve_api.upscale_bytes", broken)
     reply = service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", png_bytes(small_rgb()))
     assert reply.status == 500 and _error(reply) == "internal error"
+
+
+def test_an_image_over_the_memory_bound_is_a_413(bundled_artifacts):
+    """memory_mb=128 is below what this test process already holds (PyTorch is loaded): every image is refused
+    before decoding, with the number, as `metasr upscale --memory-mb` refuses it."""
+    s = Upscaler(ServiceConfig(str(bundled_artifacts), memory_mb=128), threads=1)
+    try:
+        reply = s.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", png_bytes(small_rgb()))
+    finally:
+        s.close()
+    assert reply.status == 413 and "MiB" in _error(reply), reply.body
