@@ -62,6 +62,15 @@ COMMANDS = {
             "--feature-tile": NUMBERS,
             "--png-compress": NUMBERS,
             "--memory-mb": NUMBERS,
+            "--workers": NUMBERS,
+        },
+    ),
+    "serve": (
+        ["serve", "--artifacts", "{missing}"],
+        {
+            o: NUMBERS
+            for o in ("--replicas", "--cpus-per-replica", "--port", "--max-body-mb", "--max-pixels", "--memory-mb",
+                      "--max-ongoing-requests", "--max-queued-requests", "--request-timeout")
         },
     ),
     "parity": (

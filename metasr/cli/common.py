@@ -45,6 +45,8 @@ EXTRAS = {
     "triton": "triton",
     "matplotlib": "plot",
     "openvino": "openvino",
+    "ray": "serve",
+    "starlette": "serve",
 }
 
 

@@ -1,4 +1,9 @@
-"""``metasr upscale``: image files through the ONNX artifacts (no PyTorch needed)."""
+"""``metasr upscale``: image files through the ONNX artifacts (no PyTorch needed).
+
+``--engine local`` (default) runs the jobs in this process; ``--engine ray`` runs the same checked jobs as a
+Ray Data pipeline (:mod:`metasr.runtime.ray_batch`, the ``serve`` extra): embedded local Ray, or the cluster at
+``--address``; outputs already complete are skipped (a resumed run).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from metasr.cli.common import SCALE, THREADS, float_range, int_range, pair
+from metasr.cli.common import SCALE, THREADS, CLIError, float_range, int_range, pair
 from metasr.limits import MAX_IMAGE_PIXELS, MAX_SIDE
 
 __all__ = ["register"]
@@ -30,6 +35,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         feature_tile=args.feature_tile,
         png_compress=args.png_compress,
     )
+    if args.engine == "ray":
+        from metasr.runtime.ray_env import require_ray
+
+        require_ray()  # missing: one line naming the serve extra, before any work
+    elif args.address or args.workers:
+        raise CLIError("--address and --workers need --engine ray")
     jobs = plan_jobs(args.inputs, args.output, force=args.force)  # every output checked before any work
     if args.artifacts:
         artifacts = Path(args.artifacts)
@@ -48,6 +59,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         checked = check_jobs(jobs, pipeline, opts, decode=len(jobs) > 1)
         for note in (n for c in checked for n in c.notes):
             print(f"metasr: note: {note}", file=sys.stderr)
+        if args.engine == "ray":
+            return _run_on_ray(args, artifacts, checked, opts)
         bar = Progress(checked, "upscale", unit="image", enabled=len(jobs) > 1)  # on a terminal only
         for c in bar:
             timings = Timings()
@@ -58,6 +71,23 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 wall = time.perf_counter() - t0
                 bar.write(f"  timings: {timings}; wall {wall:.2f} s")
                 bar.write(f"  memory: {timings.memory.describe()}")
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, artifacts: Path, checked: list, opts) -> int:
+    from metasr.progress import Progress
+    from metasr.runtime.ray_batch import RayJobConfig, run_ray_jobs, split_complete
+
+    todo, done = split_complete(checked, opts)
+    if done:
+        print(f"metasr: {len(done)} of {len(checked)} outputs already complete: skipped", file=sys.stderr)
+    config = RayJobConfig(str(artifacts.resolve()), args.backend, args.precision, args.workers, 1.0, args.address)
+    results = run_ray_jobs(todo, config, opts)
+    bar = Progress(results, "upscale", unit="image", total=len(checked), initial=len(done), enabled=len(todo) > 1)
+    for r in bar:
+        bar.write(f"{r.target} ({r.size[0]}x{r.size[1]})")
+        if args.timings:
+            bar.write(f"  {r.seconds:.2f} s in worker pid {r.pid}")
     return 0
 
 
@@ -109,4 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs to run")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+        help="local: this process; ray: a Ray Data job (serve extra), skips complete outputs")  # fmt: skip
+    p.add_argument("--address", help="with --engine ray: the Ray cluster HOST:PORT (default: an embedded local Ray)")
+    p.add_argument("--workers", type=int_range(0, 4096), default=0,
+        help="with --engine ray: actors, one Pipeline each (0: one per CPU, at most one per image)")  # fmt: skip
     p.set_defaults(func=cmd_upscale)

@@ -1,0 +1,139 @@
+"""The upscale service's HTTP contract without a server (metasr.runtime.serve_api; no Ray needed), and the
+`metasr serve` / `--engine ray` command lines' refusals before anything starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import socket
+
+import pytest
+from conftest import data_path, one_line_error
+from hostile import grey16_png, hostile_cases, png_bytes, small_rgb
+from metasr.runtime.batch import UpscaleOptions, upscale_bytes
+from metasr.runtime.pipeline import Pipeline
+from metasr.runtime.serve_api import ServiceConfig, Upscaler
+from PIL import Image
+
+from metasr.cli import main
+
+
+@pytest.fixture(scope="module")
+def service(bundled_artifacts):
+    s = Upscaler(ServiceConfig(str(bundled_artifacts), max_body_bytes=4 * 2**20), threads=1)
+    yield s
+    s.close()
+
+
+def _error(reply) -> str:
+    assert reply.media_type == "application/json"
+    assert b"\n" not in reply.body
+    return json.loads(reply.body)["error"]
+
+
+def test_upscale_equals_the_file_path(service, bundled_artifacts, tmp_path):
+    """The reply is byte for byte what `metasr upscale` writes for the same image and scale / size."""
+    src = data_path("Set5", "bird.png")
+    body = src.read_bytes()
+    for query, args in (({"scale": "2.5"}, ["--scale", "2.5"]), ({"size": "500x300"}, ["--size", "500x300"])):
+        reply = service.handle("POST", "/v1/upscale", query, "image/png", body)
+        assert reply.status == 200 and reply.media_type == "image/png", reply.body[:200]
+        out = tmp_path / f"{next(iter(query))}.png"
+        assert main(["upscale", str(src), "-o", str(out), "--artifacts", str(bundled_artifacts), *args]) == 0
+        assert reply.body == out.read_bytes()
+        assert reply.log.startswith("POST /v1/upscale 200") and " ms" in reply.log and "\n" not in reply.log
+
+
+def test_16_bit_grey_comes_back_16_bit(service, bundled_artifacts):
+    body = grey16_png()
+    reply = service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", body)
+    assert reply.status == 200
+    with Pipeline(bundled_artifacts) as p:
+        expected, _, _ = upscale_bytes(p, body, UpscaleOptions(scale=2.0, max_pixels=16_777_216), "PNG", "image")
+    assert reply.body == expected
+    assert Image.open(io.BytesIO(reply.body)).mode == "I;16"
+
+
+@pytest.mark.parametrize("case", range(18))
+def test_hostile_requests_get_one_line_4xx(service, case):
+    good = png_bytes(small_rgb())
+    name, query, ctype, body, status, fragment = hostile_cases(good)[case]
+    reply = service.handle("POST", "/v1/upscale", query, ctype, body)
+    assert reply.status == status, (name, reply.body)
+    assert fragment in _error(reply), (name, reply.body)
+    assert service.handle("GET", "/healthz", {}, "", b"").status == 200  # still answering
+
+
+def test_limits_and_routes(service):
+    big = b"\x89PNG" + bytes(4 * 2**20)
+    assert service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", big).status == 413
+    assert service.handle("GET", "/v1/upscale", {}, "", b"").status == 405
+    assert service.handle("GET", "/nope", {}, "", b"").status == 404
+    models = json.loads(service.handle("GET", "/v1/models", {}, "", b"").body)
+    assert models["model"]["name"] == "small" and models["precisions"] == ["fp32"] and models["scales"]["max"] == 4.0
+
+
+def test_formats(service):
+    body = png_bytes(small_rgb())
+    for fmt, magic in (("jpeg", b"\xff\xd8"), ("webp", b"RIFF"), ("png", b"\x89PNG"), ("bmp", b"BM")):
+        reply = service.handle("POST", "/v1/upscale", {"scale": "2", "format": fmt}, "image/png", body)
+        assert reply.status == 200 and reply.body.startswith(magic) and reply.media_type.startswith("image/")
+
+
+def test_config_is_range_checked(bundled_artifacts):
+    for bad in ({"precisions": ()}, {"precisions": ("int4",)}, {"max_body_bytes": 0}, {"max_pixels": 0},
+                {"memory_mb": float("nan")}):  # fmt: skip
+        with pytest.raises(ValueError):
+            ServiceConfig(str(bundled_artifacts), **bad)
+
+
+def test_serve_without_ray_names_the_extra(monkeypatch, capsys, bundled_artifacts):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    code = main(["serve", "--artifacts", str(bundled_artifacts)])
+    msg = one_line_error(capsys, code)
+    assert "metasr serve needs ray" in msg and "pip install 'metasr[serve]'" in msg
+    code = main(["upscale", str(data_path("Set5", "bird.png")), "-o", "x/", "--scale", "2", "--engine", "ray"])
+    assert "metasr upscale needs ray" in one_line_error(capsys, code)
+
+
+def test_serve_refuses_bad_options_in_one_line(capsys, bundled_artifacts, tmp_path):
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    for args in (["--port", "0"], ["--port", "70000"], ["--replicas", "0"], ["--request-timeout", "nan"],
+                 ["--max-body-mb", "-1"], ["--cpus-per-replica", "0"], ["--artifacts", str(tmp_path)]):  # fmt: skip
+        one_line_error(capsys, main(["serve", *args]))
+    with socket.socket() as s:  # a port in use: refused before Ray starts
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        msg = one_line_error(capsys, main(["serve", "--artifacts", str(bundled_artifacts), "--port", str(port)]))
+        assert f"cannot listen on 127.0.0.1:{port}" in msg
+
+
+def test_address_and_workers_need_the_ray_engine(capsys, tmp_path):
+    src = str(data_path("Set5", "bird.png"))
+    code = main(["upscale", src, "-o", str(tmp_path / "o.png"), "--scale", "2", "--workers", "2"])
+    msg = one_line_error(capsys, code)
+    assert "--engine ray" in msg
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_an_internal_fault_is_a_one_line_500(service, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("metasr.runtime.serve_api.upscale_bytes", broken)
+    reply = service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", png_bytes(small_rgb()))
+    assert reply.status == 500 and _error(reply) == "internal error"
+
+
+def test_an_image_over_the_memory_bound_is_a_413(bundled_artifacts):
+    """memory_mb=128 is below what this test process already holds (PyTorch is loaded): every image is refused
+    before decoding, with the number, as `metasr upscale --memory-mb` refuses it."""
+    s = Upscaler(ServiceConfig(str(bundled_artifacts), memory_mb=128), threads=1)
+    try:
+        reply = s.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", png_bytes(small_rgb()))
+    finally:
+        s.close()
+    assert reply.status == 413 and "MiB" in _error(reply), reply.body
