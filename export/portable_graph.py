@@ -51,7 +51,6 @@ def portable_upscale(upscale: onnx.ModelProto, form: str, merge_tol: float) -> o
     nodes = [*plan_nodes(form, merge_tol), *g.node]
     del g.node[:]
     g.node.extend(nodes)
-    g.output[0].type.tensor_type.shape.dim[0].dim_value = 1
     g.name = f"metasr_upscale_portable_{form}"
     return proto
 

@@ -103,3 +103,26 @@ def test_size_form_is_the_covering_scale_centre_cropped(bundled_artifacts, h, w,
     y0, x0 = (full.shape[2] - th) // 2, (full.shape[3] - tw) // 2
     assert got.shape == (1, 3, th, tw)
     np.testing.assert_array_equal(got, full[:, :, y0 : y0 + th, x0 : x0 + tw])
+
+
+def test_cli_graph_portable_equals_two(bundled_artifacts, tmp_path):
+    from metasr.cli import main
+    from PIL import Image
+
+    src = data_path("Set5", "bird.png")  # 288x288
+    for target in (["--scale", "2.3"], ["--size", "576x400"]):  # x2, centre-cropped
+        outs = []
+        for graph in ("two", "portable"):
+            out = tmp_path / f"{graph}.png"
+            args = ["upscale", str(src), "-o", str(out), *target, "--artifacts", str(bundled_artifacts)]
+            assert main([*args, "--graph", graph, "--force"]) == 0
+            outs.append(np.asarray(Image.open(out)))
+        assert outs[0].shape == outs[1].shape and np.array_equal(outs[0], outs[1]), target
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0, float("nan"), 4.5])
+def test_portable_pipeline_refuses_bad_scales(bundled_artifacts, scale):
+    from metasr.runtime.projection import UnsupportedScaleError
+
+    with Pipeline(bundled_artifacts, graph="portable") as p, pytest.raises(UnsupportedScaleError, match="scale must"):
+        p(np.zeros((8, 8, 3), dtype=np.uint8), scale)
