@@ -106,8 +106,9 @@ def test_size_form_is_the_covering_scale_centre_cropped(bundled_artifacts, h, w,
 
 
 def test_cli_graph_portable_equals_two(bundled_artifacts, tmp_path):
-    from metasr.cli import main
     from PIL import Image
+
+    from metasr.cli import main
 
     src = data_path("Set5", "bird.png")  # 288x288
     for target in (["--scale", "2.3"], ["--size", "576x400"]):  # x2, centre-cropped
