@@ -7,8 +7,9 @@ Per set, precision and case it prints the largest difference in uint8 levels, th
 and whether every output size agreed, between ``metasr.portable.onnx`` (one call: uint8 image and scale in,
 uint8 image out) and :class:`~metasr.runtime.pipeline.Pipeline` (the two-graph runtime, plan computed in
 Python, tiled) on the same backend and precision. The exact-size case runs ``metasr.portable.size.onnx`` on the
-centre ``--size-lr`` crop of each image (default 150x240: an exact size from a whole Set14 image needs a scale
-with hundreds of phases, whose untiled filters need GBs; docs/portable.md) against the runtime's
+centre ``--size-lr`` crop of each image at least that large (default 150x240, the scale 333/150 = 2.22 with 111
+phases: an exact size from a whole image needs a scale with hundreds of phases, whose untiled filters take GBs;
+docs/portable.md) against the runtime's
 ``scale_for_size`` output centre-cropped, as ``metasr upscale --size``. Then the float32 edge cases that
 ``runtime/projection.py`` documents (sizes only, on random images). Shared data: METASR_DATA.
 """
@@ -84,6 +85,8 @@ def run(art: Path, sets: list[str], precisions: list[str], backend: str, scales:
                 t = Tally()
                 th, tw = size
                 for img in images:
+                    if img.shape[0] < size_lr[0] or img.shape[1] < size_lr[1]:
+                        continue  # (Set5 woman, 228 wide: another scale, 517/228, with 517 phases)
                     lr = _crop(img, *size_lr)
                     r = scale_for_size(lr.shape[0], lr.shape[1], tw, th, two.max_scale)
                     full = two(lr, r)
