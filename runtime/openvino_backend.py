@@ -164,7 +164,7 @@ class OpenVinoBackend:
         check_feeds(self.spec, feeds)
         if self.compiled is None:
             raise BackendError(f"{self.spec.file}: the OpenVINO backend is closed")
-        inputs = {name: np.ascontiguousarray(feeds[name]) for name in self.inputs}
+        inputs = {name: np.asarray(feeds[name], order="C") for name in self.inputs}  # (rank 0 stays rank 0)
         with self._lock:
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         try:

@@ -127,3 +127,23 @@ def test_portable_pipeline_refuses_bad_scales(bundled_artifacts, scale):
 
     with Pipeline(bundled_artifacts, graph="portable") as p, pytest.raises(UnsupportedScaleError, match="scale must"):
         p(np.zeros((8, 8, 3), dtype=np.uint8), scale)
+
+
+def test_calibrate_adds_portable_variants(calibrated_artifacts):
+    """FP16 (both stages) and INT8 (each form's feature graph with the FP32 upscale stage): every precision has a
+    portable form, and it gives the two-graph runtime's pixels."""
+    m = Manifest.read(calibrated_artifacts)
+    files = {g.file for g in m.graphs}
+    for name in ("metasr.portable.fp16.onnx", "metasr.portable.size.fp16.onnx", "upscale.portable.fp16.onnx",
+                 "upscale.portable.size.fp16.onnx", "metasr.portable.int8.trt.onnx", "metasr.portable.int8.cpu.onnx",
+                 "metasr.portable.size.int8.trt.onnx", "metasr.portable.size.int8.cpu.onnx"):  # fmt: skip
+        assert name in files
+    img = (np.random.default_rng(1).random((40, 56, 3)) * 255).astype(np.uint8)
+    for precision in ("fp16", "int8"):
+        with Pipeline(calibrated_artifacts, precision=precision) as two, \
+                Pipeline(calibrated_artifacts, precision=precision, graph="portable") as portable:  # fmt: skip
+            tag = "fp16" if precision == "fp16" else "int8.cpu"  # ort runs the CPU INT8 form
+            assert portable._portable.spec.file == f"metasr.portable.{tag}.onnx"
+            for scale in (2.0, 2.7):
+                a, b = two(img, scale), portable(img, scale)
+                assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1, (precision, scale)
