@@ -11,7 +11,7 @@ from conftest import data_path
 ort = pytest.importorskip("onnxruntime")
 
 from metasr.runtime.batch import scale_for_size  # noqa: E402
-from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, check_hints, plan_feeds  # noqa: E402
+from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, check_hints, plan_feeds, signature_hints  # noqa: E402
 from metasr.runtime.manifest import Manifest  # noqa: E402
 from metasr.runtime.pipeline import Pipeline  # noqa: E402
 from metasr.runtime.projection import project  # noqa: E402
@@ -66,7 +66,11 @@ def test_plan_in_the_graph_equals_the_runtime(plan_session, h, w):
         ref = plan_feeds(project(h, w, scale))
         for name in PLAN[:7]:  # the projection and the merged offsets: bit for bit
             assert got[name].dtype == ref[name].dtype and np.array_equal(got[name], ref[name]), (scale, name)
-        check_hints(got)  # the graph's own (simpler) grouping hints are valid
+        check_hints(got)  # the graph's own (simpler) grouping hints are valid, and the ones Python estimates with
+        for axis in ("row", "col"):
+            ref_hints = signature_hints(got[f"{axis}_src"], got[f"{axis}_idx"])
+            for name, a in zip(("groups", "slots", "pick"), ref_hints, strict=True):
+                assert np.array_equal(got[f"{axis}_{name}"], a), (scale, axis, name)
 
 
 def test_merge_follows_the_sequential_rule_on_long_axes(plan_session):
