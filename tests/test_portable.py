@@ -162,3 +162,14 @@ def test_openvino_refuses_the_portable_graphs(bundled_artifacts):
     with pytest.raises(BackendError, match="OpenVINO computes float64 in float32") as e:
         Pipeline(bundled_artifacts, "openvino", graph="portable")
     assert "\n" not in str(e.value)
+
+
+def test_parity_runs_the_portable_graphs(bundled_artifacts, tmp_path):
+    from PIL import Image
+
+    from metasr.parity import run_parity
+
+    (tmp_path / "imgs").mkdir()
+    Image.open(data_path("Set5", "bird.png")).crop((0, 0, 96, 64)).save(tmp_path / "imgs" / "bird.png")
+    run = run_parity(bundled_artifacts, [tmp_path / "imgs"], [2.3], backends=["ort"], graph="portable")
+    assert run.passed and [c.backend for c in run.cases] == ["ort+portable"]

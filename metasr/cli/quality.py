@@ -42,6 +42,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         overrides=args.threshold,
         given_lr=args.lr_given,
         keep_polygraphy=keep,
+        graph=args.graph,
     )
     if not run.cases:
         reasons = "; ".join(f"{b}/{p}: {r}" for b, p, r in run.skipped)
@@ -160,6 +161,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=SCALE, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
     p.add_argument("--backends", nargs="+", help="default: all known; unavailable ones are skipped with the reason")
     p.add_argument("--precisions", nargs="+", help="default: every precision the artifacts hold")
+    p.add_argument(
+        "--graph", choices=["two", "portable"], default="two", help="the two graphs or the portable ones (portable.md)"
+    )
     p.add_argument(
         "--threshold",
         action="append",
