@@ -173,3 +173,11 @@ def test_parity_runs_the_portable_graphs(bundled_artifacts, tmp_path):
     Image.open(data_path("Set5", "bird.png")).crop((0, 0, 96, 64)).save(tmp_path / "imgs" / "bird.png")
     run = run_parity(bundled_artifacts, [tmp_path / "imgs"], [2.3], backends=["ort"], graph="portable")
     assert run.passed and [c.backend for c in run.cases] == ["ort+portable"]
+
+
+def test_bench_runs_the_portable_graphs(bundled_artifacts):
+    from metasr.bench import format_bench, run_bench
+
+    res = run_bench(None, (24, 32), 2.0, repeats=1, memory_output=None, artifacts=bundled_artifacts, graph="portable")
+    assert res["graph"] == "portable" and res["ort"]["e2e_s"] > 0
+    assert "ONNX Runtime (portable graphs)" in format_bench(res)

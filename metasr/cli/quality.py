@@ -142,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         precision=args.precision,
         backend=args.backend,
+        graph=args.graph,
     )
     print(format_bench(res))
     if json_path:
@@ -228,4 +229,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", help="run ONNX Runtime on this artifact directory instead of a fresh export")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs / engines to run")
     p.add_argument("--backend", default="ort", help="runtime backend beside PyTorch: ort, ort-cuda, trt or openvino")
+    p.add_argument("--graph", choices=["two", "portable"], default="two", help="the runtime's graphs (portable.md)")
     p.set_defaults(func=cmd_bench)
