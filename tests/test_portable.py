@@ -181,3 +181,37 @@ def test_bench_runs_the_portable_graphs(bundled_artifacts):
     res = run_bench(None, (24, 32), 2.0, repeats=1, memory_output=None, artifacts=bundled_artifacts, graph="portable")
     assert res["graph"] == "portable" and res["ort"]["e2e_s"] > 0
     assert "ONNX Runtime (portable graphs)" in format_bench(res)
+
+
+@pytest.mark.parametrize("target", [["--scale", "0"], ["--scale", "1"], ["--scale", "nan"], ["--scale", "4.5"],
+                                    ["--size", "0x0"], ["--size", "5000x5000"]])  # fmt: skip
+def test_cli_portable_refuses_bad_targets_in_one_line(bundled_artifacts, tmp_path, capsys, target):
+    from conftest import one_line_error
+
+    from metasr.cli import main
+
+    src = data_path("Set5", "bird.png")
+    try:
+        code = main(["upscale", str(src), "-o", str(tmp_path / "o.png"), *target, "--graph", "portable",
+                     "--artifacts", str(bundled_artifacts)])  # fmt: skip
+    except SystemExit as e:  # argparse refuses the option itself
+        code = e.code
+    one_line_error(capsys, code)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_portable_refuses_what_does_not_fit_memory_whole(bundled_artifacts, tmp_path, capsys):
+    """Not tiled: an input whose upscale stage does not fit --memory-mb in one call is refused before any work
+    (the two-graph runtime tiles the same input within the bound)."""
+    from conftest import one_line_error
+
+    from metasr.cli import main
+
+    from metasr.runtime.memory import MIB, resident_bytes
+
+    src = data_path("Set5", "baby.png")  # 512x512 -> 2048x2048: the portable upscale stage ~480 MiB at once
+    bound = str(resident_bytes() // MIB + 250)  # this process (the test session's) plus 250 MiB
+    args = ["upscale", str(src), "--scale", "4", "--artifacts", str(bundled_artifacts), "--memory-mb", bound]
+    code = main([*args, "-o", str(tmp_path / "p.png"), "--graph", "portable"])
+    assert "needs at least" in one_line_error(capsys, code) and not (tmp_path / "p.png").exists()
+    assert main([*args, "-o", str(tmp_path / "t.png")]) == 0
