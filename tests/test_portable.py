@@ -204,10 +204,9 @@ def test_cli_portable_refuses_what_does_not_fit_memory_whole(bundled_artifacts, 
     """Not tiled: an input whose upscale stage does not fit --memory-mb in one call is refused before any work
     (the two-graph runtime tiles the same input within the bound)."""
     from conftest import one_line_error
+    from metasr.runtime.memory import MIB, resident_bytes
 
     from metasr.cli import main
-
-    from metasr.runtime.memory import MIB, resident_bytes
 
     src = data_path("Set5", "baby.png")  # 512x512 -> 2048x2048: the portable upscale stage ~480 MiB at once
     bound = str(resident_bytes() // MIB + 250)  # this process (the test session's) plus 250 MiB
