@@ -43,7 +43,8 @@ __all__ = ["JobResult", "RayJobConfig", "expected_size", "run_ray_jobs", "split_
 @dataclass(frozen=True)
 class RayJobConfig:
     """The graphs every actor loads, the pool (``workers`` actors of ``cpus_per_worker`` CPUs: ORT threads;
-    ``workers=0``: one per CPU of the cluster, at most one per job) and the cluster (None: embedded Ray)."""
+    ``workers=0``: one per CPU of the cluster, at most one per job), the cluster (None: embedded Ray) and the
+    graph form (``Pipeline``'s ``graph``: "two" or "portable")."""
 
     artifacts: str
     backend: str = "ort"
@@ -51,6 +52,7 @@ class RayJobConfig:
     workers: int = 0
     cpus_per_worker: float = 1.0
     address: str | None = None
+    graph: str = "two"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.workers, int) and 0 <= self.workers <= 4096):
@@ -105,7 +107,9 @@ class _Upscaler:
 
         config = self.config
         threads = max(1, round(replica_cpus(config.cpus_per_worker)))
-        self.pipeline = Pipeline(config.artifacts, config.backend, threads=threads, precision=config.precision)
+        self.pipeline = Pipeline(
+            config.artifacts, config.backend, threads=threads, precision=config.precision, graph=config.graph
+        )
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"target": [], "w": [], "h": [], "seconds": [], "pid": [], "error": []}

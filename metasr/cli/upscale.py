@@ -54,6 +54,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         threads=args.threads,
         feature_tile=args.feature_tile,
         precision=args.precision,
+        graph=args.graph,
     ) as pipeline:
         # every input is checked (headers, memory plans, then a full decode in batches) before any output
         checked = check_jobs(jobs, pipeline, opts, decode=len(jobs) > 1)
@@ -81,7 +82,9 @@ def _run_on_ray(args: argparse.Namespace, artifacts: Path, checked: list, opts) 
     todo, done = split_complete(checked, opts)
     if done:
         print(f"metasr: {len(done)} of {len(checked)} outputs already complete: skipped", file=sys.stderr)
-    config = RayJobConfig(str(artifacts.resolve()), args.backend, args.precision, args.workers, 1.0, args.address)
+    config = RayJobConfig(
+        str(artifacts.resolve()), args.backend, args.precision, args.workers, 1.0, args.address, args.graph
+    )
     results = run_ray_jobs(todo, config, opts)
     bar = Progress(results, "upscale", unit="image", total=len(checked), initial=len(done), enabled=len(todo) > 1)
     for r in bar:
@@ -144,4 +147,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="with --engine ray: the Ray cluster HOST:PORT (default: an embedded local Ray)")
     p.add_argument("--workers", type=int_range(0, 4096), default=0,
         help="with --engine ray: actors, one Pipeline each (0: one per CPU, at most one per image)")  # fmt: skip
+    p.add_argument(
+        "--graph",
+        choices=["two", "portable"],
+        default="two",
+        help="two: feature + upscale graphs, the plan computed here, tiled (default); portable: the graphs that "
+        "compute the plan themselves (docs/portable.md; not tiled: the output must fit --memory-mb whole)",
+    )
     p.set_defaults(func=cmd_upscale)
