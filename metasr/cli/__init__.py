@@ -1,9 +1,9 @@
 """The ``metasr`` command: a thin dispatcher over one small module per command group.
 
 ``metasr.cli.model`` (train, eval, export-onnx, demo: PyTorch), ``metasr.cli.upscale`` (torch-free),
-``metasr.cli.quality`` (parity, calibrate, bench), ``metasr.cli.engine`` (build-engine: TensorRT). Bad input
-exits 2 with a one-line error (``metasr: error: ...``), never a traceback; an interrupt exits 130 (SIGINT) or
-143 (SIGTERM) after every cleanup ran.
+``metasr.cli.quality`` (parity, calibrate, bench), ``metasr.cli.engine`` (build-engine: TensorRT),
+``metasr.cli.view`` (view: the browser page). Bad input exits 2 with a one-line error (``metasr: error:
+...``), never a traceback; an interrupt exits 130 (SIGINT) or 143 (SIGTERM) after every cleanup ran.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from metasr.cli import engine, model, quality, upscale
+from metasr.cli import engine, model, quality, upscale, view
 from metasr.cli.common import CLIError, missing_dependency
 from metasr.interrupts import Terminated, handle_signals
 
@@ -61,6 +61,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ("metasr.export", "ExportError"),
         ("metasr.export.trt_build", "EngineBuildError"),
         ("metasr.parity", "ParityError"),
+        ("metasr.view", "ViewError"),
     ):
         if module in sys.modules:  # a module never imported cannot have raised (and importing torch is slow)
             errors += (getattr(sys.modules[module], name),)
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     upscale.register(sub)
     quality.register(sub)
     engine.register(sub)
+    view.register(sub)
     return ap
 
 
