@@ -16,6 +16,7 @@ import torch
 from metasr.export import metaupscale_op as op
 from metasr.export.feature_graph import export_feature_graph
 from metasr.export.memory_estimate import work_bytes_per_pixel
+from metasr.export.portable_graph import PORTABLE_FILES, compose_portable, portable_upscale
 from metasr.export.upscale_graph import build_upscale_graph
 from metasr.runtime.compare import Comparison, compare
 from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, plan_feeds
@@ -28,7 +29,7 @@ from metasr.imresize import imresize
 from metasr.limits import MAX_OPSET, MAX_STATIC_LR, MIN_OPSET, float_problem, int_problem
 from metasr.model import MetaSR
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "ExportResult", "export_onnx", "verify_with_onnxruntime"]
+__all__ = ["DEFAULT_OPSET", "ExportError", "ExportResult", "export_onnx", "portable_protos", "verify_with_onnxruntime"]
 
 DEFAULT_OPSET = 17
 # ORT FP32 vs PyTorch: measured max |d| <= 2e-4 (random-weight RDN) on the 0..255 scale; the issue's limits:
@@ -58,7 +59,13 @@ def _check(path: Path) -> None:
 
 
 def _specs(proto: onnx.ModelProto, which: str) -> tuple[TensorSpec, ...]:
-    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
+    names = {
+        onnx.TensorProto.FLOAT: "float32",
+        onnx.TensorProto.INT64: "int64",
+        onnx.TensorProto.FLOAT16: "float16",
+        onnx.TensorProto.DOUBLE: "float64",
+        onnx.TensorProto.UINT8: "uint8",
+    }
     values = proto.graph.input if which == "inputs" else proto.graph.output
     init = {i.name for i in proto.graph.initializer}
     out = []
@@ -90,7 +97,8 @@ def _tool_versions() -> dict[str, str]:
 def verify_with_onnxruntime(
     directory: Path, manifest: Manifest, model: MetaSR, lr: np.ndarray, scales: Sequence[float]
 ) -> list[Comparison]:
-    """Run both graphs with ONNX Runtime (CPU) on ``lr`` (uint8 (h, w, 3)) and compare with PyTorch."""
+    """Run both graphs with ONNX Runtime (CPU) on ``lr`` (uint8 (h, w, 3)) and compare with PyTorch (and the
+    portable upscale graph with the two-graph one)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -101,6 +109,11 @@ def verify_with_onnxruntime(
     upscale = ort.InferenceSession(
         str(directory / manifest.graph("upscale").file), opts, providers=["CPUExecutionProvider"]
     )
+    portable = None
+    if any(g.kind == "upscale-portable" for g in manifest.graphs):
+        portable = ort.InferenceSession(
+            str(directory / manifest.graph("upscale-portable").file), opts, providers=["CPUExecutionProvider"]
+        )
     x = np.ascontiguousarray(lr.transpose(2, 0, 1))[None].astype(np.float32)  # (1, 3, h, w)
     feats = feature.run(["features"], {"lr": x})[0]
     results = []
@@ -112,7 +125,20 @@ def verify_with_onnxruntime(
             sr = upscale.run(["sr"], {"features": feats, **plan_feeds(plan)})[0]
             ref = model.upscale(ref_feats, plan).numpy()
             results.append(compare(f"x{scale:g} {plan.out_size[1]}x{plan.out_size[0]}", sr, ref, ATOL, MIN_UINT8_EQUAL))
+            if portable is not None:  # the plan computed in the graph: the same output (measured: <= 8e-6)
+                got = portable.run(["sr"], {"features": feats, "scale": np.array(scale, dtype=np.float64)})[0]
+                results.append(compare(f"portable x{scale:g}", got, sr, ATOL, MIN_UINT8_EQUAL))
     return results
+
+
+def portable_protos(feature: onnx.ModelProto, upscale: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
+    """The four portable graphs (:mod:`metasr.export.portable_graph`) of one precision, by manifest kind."""
+    out = {}
+    for form, suffix in (("scale", ""), ("size", "-size")):
+        up = portable_upscale(upscale, form, MERGE_TOL)
+        out[f"upscale-portable{suffix}"] = up
+        out[f"portable{suffix}"] = compose_portable(feature, up)
+    return out
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
@@ -139,7 +165,8 @@ def export_onnx(
     verify_image: np.ndarray | None = None,
     verify_scales: Sequence[float] = (1.5, 2.3, 3.7, 4.0),
 ) -> ExportResult:
-    """Write ``feature.onnx``, ``upscale.onnx`` and ``manifest.json`` to ``out_dir``.
+    """Write ``feature.onnx``, ``upscale.onnx``, the portable graphs (dynamic sizes only; docs/portable.md) and
+    ``manifest.json`` to ``out_dir``.
 
     Both graphs pass the full ONNX checker and strict shape inference; with ``verify_image`` (uint8 HR
     (H, W, 3)) both run on ONNX Runtime against PyTorch at ``verify_scales``; any failure raises
@@ -165,9 +192,13 @@ def export_onnx(
     tmp = make_temp_dir(out_dir.parent, out_dir.name)
     try:
         protos = {"feature": export_feature_graph(model, opset, lr_size), "upscale": build_upscale_graph(model, opset)}
+        files = {"feature": "feature", "upscale": "upscale"}
+        if not lr_size:  # the portable graphs take any image size
+            protos.update(portable_protos(protos["feature"], protos["upscale"]))
+            files.update(PORTABLE_FILES)
         graphs = []
         for kind, proto in protos.items():
-            path = tmp / f"{kind}.onnx"
+            path = tmp / f"{files[kind]}.onnx"
             onnx.save(proto, str(path))
             _check(path)
             extra: dict = {}
@@ -176,6 +207,8 @@ def export_onnx(
                 extra["work_bytes_per_pixel"] = work_bytes_per_pixel(proto)
                 if lr_size:
                     extra["lr_size"] = list(lr_size)
+            elif "portable" in kind:
+                extra["form"] = "size" if kind.endswith("-size") else "scale"
             graphs.append(
                 GraphSpec(
                     path.name,

@@ -52,10 +52,11 @@ SCHEMA_VERSION = 2
 MAX_MANIFEST_BYTES = 16 << 20  # the bundled model's is 5 KB; an INT8 one with its calibration record ~40 KB
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's own limit for one ONNX file; engines of these models are far smaller
 MAX_JSON_DEPTH = 64  # a manifest nests at most 6 deep (a calibration record)
-KINDS = ("feature", "upscale")
+# portable kinds (docs/portable.md): the plan computed inside; "-size": an exact output size instead of a scale
+KINDS = ("feature", "upscale", "upscale-portable", "upscale-portable-size", "portable", "portable-size")
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-DTYPES = ("float32", "float16", "int64", "int32", "uint8")
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8")
 MAX_MERGE_TOL = 1e-2  # offsets closer than this are one phase; above it, distinct phases would be merged
 MAX_SCALE_LIMIT = 16.0  # the largest max_scale a ModelConfig accepts
 MAX_WORK_BYTES_PER_PIXEL = 1e7  # Meta-RDN's feature graph needs ~15 KB per input pixel
@@ -102,7 +103,7 @@ class GraphSpec:
     """One file of the artifact (an ONNX graph or an engine)."""
 
     file: str
-    kind: str  # "feature" | "upscale"
+    kind: str  # one of KINDS
     format: str  # "onnx" | "tensorrt"
     precision: str  # "fp32" | "fp16" | "int8"
     inputs: tuple[TensorSpec, ...]

@@ -49,7 +49,7 @@ def check_consistency(manifest: Manifest) -> None:
     for g in manifest.graphs:
         if g.kind == "feature":
             _check_feature(g, config.features, radius)
-        elif g.kind == "upscale":
+        elif g.kind.startswith("upscale"):
             _check_channels(g, "features", g.inputs, config.features)
 
 
