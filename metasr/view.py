@@ -218,6 +218,7 @@ class ViewServer:
 def port_free(port: int) -> bool:
     """Whether 127.0.0.1:``port`` can be bound now (a helper for tests and messages)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no owner
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

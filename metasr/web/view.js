@@ -122,6 +122,12 @@ async function computeFeatures(bitmap) {
   state.featureRuns += 1;
 }
 
+function nextUp(x) { // the next double above a positive x (Python's math.nextafter(x, inf))
+  const f = Float64Array.of(x);
+  new BigInt64Array(f.buffer)[0] += 1n;
+  return f[0];
+}
+
 function checkTarget(target) { // the scale or exact size against the exported range; a message, or ""
   const { width: w, height: h } = state.image, lo = config.scale_min_exclusive, hi = config.scale_max;
   if ("scale" in target) {
@@ -130,7 +136,8 @@ function checkTarget(target) { // the scale or exact size against the exported r
   }
   const [H, W] = target.size;
   if (!Number.isInteger(H) || !Number.isInteger(W) || H < 1 || W < 1) return "width and height must be whole numbers >= 1";
-  const r = Math.max(H / h, W / w); // the smallest scale that covers the size
+  let r = Math.max(H / h, W / w); // the smallest scale that covers the size (runtime/batch.py scale_for_size)
+  while (Math.floor(r * h) < H || Math.floor(r * w) < W) r = nextUp(r);
   if (!(r > lo && r <= hi)) {
     return `${W}x${H} needs a scale of ${r.toFixed(3)} from ${w}x${h}; this model covers (${lo}, ${hi}] ` +
       `(${Math.floor(lo * w) + 1}..${Math.floor(hi * w)} wide at this aspect)`;
@@ -147,8 +154,8 @@ async function upscale(target) {
   state.busy = true;
   try {
     const role = "scale" in target ? "scale" : "size";
-    const s = sessions[role], feed = { [s.inputNames[0]]: features };
-    feed[s.inputNames[1]] = role === "scale"
+    const s = sessions[role], feed = { features };
+    feed[role] = role === "scale"
       ? new ort.Tensor("float64", Float64Array.of(target.scale), [])
       : new ort.Tensor("int64", BigInt64Array.of(BigInt(target.size[0]), BigInt(target.size[1])), [2]);
     const t0 = performance.now();
