@@ -128,6 +128,12 @@ function nextUp(x) { // the next double above a positive x (Python's math.nextaf
   return f[0];
 }
 
+function coveringScale(h, w, H, W) { // the smallest scale whose output covers H x W (batch.py scale_for_size)
+  let r = Math.max(H / h, W / w);
+  while (Math.floor(r * h) < H || Math.floor(r * w) < W) r = nextUp(r);
+  return r;
+}
+
 function checkTarget(target) { // the scale or exact size against the exported range; a message, or ""
   const { width: w, height: h } = state.image, lo = config.scale_min_exclusive, hi = config.scale_max;
   if ("scale" in target) {
@@ -136,8 +142,7 @@ function checkTarget(target) { // the scale or exact size against the exported r
   }
   const [H, W] = target.size;
   if (!Number.isInteger(H) || !Number.isInteger(W) || H < 1 || W < 1) return "width and height must be whole numbers >= 1";
-  let r = Math.max(H / h, W / w); // the smallest scale that covers the size (runtime/batch.py scale_for_size)
-  while (Math.floor(r * h) < H || Math.floor(r * w) < W) r = nextUp(r);
+  const r = coveringScale(h, w, H, W);
   if (!(r > lo && r <= hi)) {
     return `${W}x${H} needs a scale of ${r.toFixed(3)} from ${w}x${h}; this model covers (${lo}, ${hi}] ` +
       `(${Math.floor(lo * w) + 1}..${Math.floor(hi * w)} wide at this aspect)`;
@@ -196,8 +201,12 @@ function draw() { // the split view: bicubic on the left of the divider, Meta-SR
   const view = $("view"), { width: W, height: H } = state.output;
   if (view.width !== W || view.height !== H) { view.width = W; view.height = H; }
   const ctx = view.getContext("2d"), x = Math.round((W * Number($("split").value)) / 100);
+  const { width: w, height: h } = state.image, t = state.output.target;
+  // bicubic over the same geometry: the full int(r*h) x int(r*w) output, centre-cropped for an exact size
+  const r = "scale" in t ? t.scale : coveringScale(h, w, H, W);
+  const fw = Math.floor(r * w), fh = Math.floor(r * h);
   ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(lrBitmap, 0, 0, W, H);
+  ctx.drawImage(lrBitmap, -Math.floor((fw - W) / 2), -Math.floor((fh - H) / 2), fw, fh);
   if (x < W) ctx.drawImage(sr, x, 0, W - x, H, x, 0, W - x, H);
   ctx.fillStyle = "#fff"; ctx.fillRect(Math.max(0, x - 1), 0, 2, H);
 }
