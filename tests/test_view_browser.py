@@ -37,6 +37,8 @@ def _wait(page, expr: str, timeout: float) -> None:
     while time.monotonic() < end:
         if page.evaluate(expr):
             return
+        error = page.evaluate("window.metasrView?.state.error")
+        assert not error or "error" in expr, error  # a page that failed: say why at once
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {expr}: {page.evaluate('window.metasrView?.state')}")
 
@@ -139,6 +141,10 @@ def test_upscales_like_metasr_upscale_and_a_slider_move_runs_only_the_upscale_st
     s = _state(page)
     assert s["featureRuns"] == 1 and s["output"]["label"] == "x2.50", s
     _compare(_page_pixels(page), _cli_pixels(art, image, tmp_path / "x2.5.png", "--scale", "2.5"), "x2.5")
+    _set_range(page, "split", 40)  # the divider: bicubic on the left 40%
+    shot = tmp_path / "view.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
 
     page.fill("#width", "500")
     page.fill("#height", "333")
@@ -148,10 +154,7 @@ def test_upscales_like_metasr_upscale_and_a_slider_move_runs_only_the_upscale_st
     assert s["featureRuns"] == 1 and (s["output"]["width"], s["output"]["height"]) == (500, 333), s
     _compare(_page_pixels(page), _cli_pixels(art, image, tmp_path / "size.png", "--size", "500x333"), "size 500x333")
 
-    _set_range(page, "split", 40)
-    shot = tmp_path / "view.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"screenshot: {shot}; timings (ms): {s['timings']}")
+    print(f"timings (ms): {s['timings']}")
     assert page.errors == [] and page.blocked == [] and s["error"] == ""
 
 

@@ -48,6 +48,8 @@ async function init() {
   state.threads = self.crossOriginIsolated ? Math.min(navigator.hardwareConcurrency || 1, 16) : 1;
   ort.env.wasm.numThreads = state.threads;
   state.backend = await pickBackend();
+  // wasm runs in a worker (ORT's proxy), so the tab stays responsive during a run of seconds (docs/view.md)
+  ort.env.wasm.proxy = state.backend === "wasm";
   const options = { executionProviders: [state.backend], graphOptimizationLevel: "all" };
   for (const [role, url] of Object.entries(config.graphs)) {
     const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
@@ -95,6 +97,7 @@ async function loadFile(file) {
   lrBitmap = bitmap;
   state.image = { name: file.name, width: w, height: h };
   state.busy = true;
+  showTimings(`computing the features of ${w}x${h}…`);
   try {
     await computeFeatures(bitmap);
   } catch (e) {
@@ -117,8 +120,10 @@ async function computeFeatures(bitmap) {
   const t0 = performance.now();
   const out = await sessions.feature.run(feed);
   state.timings.feature.push(performance.now() - t0);
-  if (features) features.dispose?.();
-  features = out[sessions.feature.outputNames[0]];
+  const t = out[sessions.feature.outputNames[0]];
+  // kept as plain data: a run in the worker (ORT's proxy) takes its input buffers, so each run gets a copy
+  features = { data: t.data.slice(), dims: t.dims };
+  t.dispose?.();
   state.featureRuns += 1;
 }
 
@@ -159,7 +164,8 @@ async function upscale(target) {
   state.busy = true;
   try {
     const role = "scale" in target ? "scale" : "size";
-    const s = sessions[role], feed = { features };
+    const s = sessions[role];
+    const feed = { features: new ort.Tensor("float32", features.data.slice(), features.dims) };
     feed[role] = role === "scale"
       ? new ort.Tensor("float64", Float64Array.of(target.scale), [])
       : new ort.Tensor("int64", BigInt64Array.of(BigInt(target.size[0]), BigInt(target.size[1])), [2]);
