@@ -141,7 +141,8 @@ class CalibrationResult:
 
 
 def _graph_spec(path: Path, kind: str, precision: str, target: str, like: GraphSpec, extra: dict) -> GraphSpec:
-    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64"}
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
+             onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.UINT8: "uint8"}  # fmt: skip
     proto = onnx.load(str(path), load_external_data=False)
     for values, specs in ((proto.graph.input, like.inputs), (proto.graph.output, like.outputs)):
         got = [(v.name, names.get(v.type.tensor_type.elem_type)) for v in values]
@@ -315,6 +316,7 @@ def calibrate(
             "loss_db": {t: f["final"]["loss_db"] for t, f in forms.items()},
             "psnr_vs_fp32_db": {t: f["final"]["psnr_vs_fp32"] for t, f in forms.items()},
         }
+        specs += _portable_variants(work, manifest, specs)
         graphs = [g for g in manifest.graphs if g.precision != config.precision] + specs
         updated = dataclasses.replace(
             manifest, graphs=tuple(graphs), calibration={**manifest.calibration, config.precision: record}
@@ -331,6 +333,28 @@ def calibrate(
         return CalibrationResult(True, report, directory / md_path.name, directory / json_path.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _portable_variants(work: Path, manifest: Manifest, specs: list[GraphSpec]) -> list[GraphSpec]:
+    """The portable graphs (docs/portable.md) of each new feature graph: ``metasr.portable[.size].<tag>.onnx``
+    with the upscale graph it pairs with (INT8: the FP32 one); FP16 also ``upscale.portable[.size].fp16.onnx``."""
+    if not any(g.kind == "portable" for g in manifest.graphs):
+        return []  # a static export: no portable graphs to pair with
+    from metasr.export.onnx_export import portable_protos
+
+    out = []
+    for feature in (g for g in specs if g.kind == "feature"):
+        tag = feature.file[len("feature.") : -len(".onnx")]  # fp16, int8.trt, int8.cpu
+        up = next((g for g in specs if g.kind == "upscale"), None) or manifest.graph("upscale")
+        protos = portable_protos(onnx.load(str(work / feature.file)), onnx.load(str(work / up.file)))
+        for kind, proto in protos.items():
+            if kind.startswith("upscale") and up.precision != feature.precision:
+                continue  # INT8: the FP32 portable upscale graphs serve (Manifest.graph follows upscale_precision)
+            like = manifest.graph(kind)
+            path = work / like.file.replace(".onnx", f".{tag}.onnx")
+            _save_checked(proto, path)
+            out.append(_graph_spec(path, kind, feature.precision, feature.target, like, {}))
+    return out
 
 
 _MAX_RECORD_BYTES = 64 << 20  # a calibration record's ranges / report files (a few KB to a few MB)

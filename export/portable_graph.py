@@ -51,7 +51,6 @@ def portable_upscale(upscale: onnx.ModelProto, form: str, merge_tol: float) -> o
     nodes = [*plan_nodes(form, merge_tol), *g.node]
     del g.node[:]
     g.node.extend(nodes)
-    g.output[0].type.tensor_type.shape.dim[0].dim_value = 1
     g.name = f"metasr_upscale_portable_{form}"
     return proto
 
@@ -89,7 +88,9 @@ def _image_in_out(features: onnx.ModelProto, upscale: onnx.ModelProto) -> onnx.M
         [helper.make_tensor_value_info("sr_image", TensorProto.UINT8, ["H", "W", 3])],
         [*fg.initializer, *ug.initializer, *consts],
     )
-    opsets = {o.domain: o.version for o in [*features.opset_import, *upscale.opset_import]}
+    opsets: dict[str, int] = {}
+    for o in [*features.opset_import, *upscale.opset_import]:
+        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],

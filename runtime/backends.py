@@ -81,7 +81,7 @@ def out_of_memory(text: str, e: BaseException) -> str | None:
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-              "tensor(int32)": "int32", "tensor(uint8)": "uint8"}  # fmt: skip
+              "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(double)": "float64"}  # fmt: skip
 
 
 def check_graph_io(spec: GraphSpec, inputs: list[tuple[str, str, list]], outputs: list[tuple[str, str, list]]) -> None:

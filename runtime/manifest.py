@@ -208,7 +208,7 @@ class Manifest:
             for g in matches:
                 if g.target == wanted:
                     return g
-        if kind == "upscale" and not matches:  # e.g. INT8: the upscale stage runs in the precision named here
+        if kind.startswith("upscale") and not matches:  # e.g. INT8: the upscale stage runs in the precision named here
             for g in self.graphs:
                 paired = g.extra.get("upscale_precision")
                 if (g.kind, g.format, g.precision) == ("feature", fmt, precision) and paired not in (None, precision):

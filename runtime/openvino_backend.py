@@ -16,6 +16,8 @@ Three things differ from ONNX Runtime, and this module handles each:
 - **Computed convolution filters.** OpenVINO compiles a ``Conv`` only with a static output-channel count; the
   ``MetaUpscale`` body's convolution path (integer and half-integer scales) computes its filters from the plan,
   so the backend runs the body's general grouped path there (exact for every plan; slower at those scales).
+- **Float64.** The CPU plugin computes float64 in float32, so graphs with a float64 input (the portable graphs,
+  whose float64 scale arithmetic is the contract) are refused in one line (:data:`FLOAT64_REFUSAL`).
 - **Unused inputs.** OpenVINO drops graph inputs nothing reads (none in the graphs exported today; before
   ``MetaUpscale`` contract v2: ``row_src``, ``row_idx``, ``col_src``, ``col_idx``). Feeds are checked against the
   manifest in full and then only the inputs the compiled model has are passed, looked up by name: any ONNX graph
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROPERTIES",
+    "FLOAT64_REFUSAL",
     "INFERENCE_PRECISION",
     "OpenVinoBackend",
     "convolution_kernels",
@@ -53,6 +56,13 @@ __all__ = [
     "openvino_message",
 ]
 
+# OpenVINO's CPU plugin computes float64 in float32: the portable graphs' official float64 arithmetic (output size
+# int(r * h), float32(1 / r)) changes (measured: x2.3 on 40x56, inv_scale 0.43478262 for 0.4347826, 23 offsets for
+# 24, 1.7% of the values off by up to 71 levels); refused rather than run wrong (docs/portable.md)
+FLOAT64_REFUSAL = (
+    "{file}: OpenVINO computes float64 in float32 on the CPU, so this graph's float64 scale arithmetic would not be "
+    "the official one; use the two-graph form (--graph two) on openvino"
+)
 INFERENCE_PRECISION = "f32"  # for every graph, FP16 and INT8 included (see the module docstring)
 # one request at a time, all cores on it; threads not pinned to cores (OpenVINO's Linux default pins them: two
 # processes, or two pipelines, then share the same cores; on this shared 2-core machine unpinned was faster in 14
@@ -133,6 +143,8 @@ class OpenVinoBackend:
         if properties and "INFERENCE_PRECISION_HINT" in properties:
             raise ValueError(f"the inference precision is always {INFERENCE_PRECISION}; do not pass it")
         self.spec = spec
+        if any(t.dtype == "float64" for t in spec.inputs):
+            raise BackendError(FLOAT64_REFUSAL.format(file=spec.file))
         try:
             data = inline_functions(model)
         except BackendError as e:
@@ -164,7 +176,7 @@ class OpenVinoBackend:
         check_feeds(self.spec, feeds)
         if self.compiled is None:
             raise BackendError(f"{self.spec.file}: the OpenVINO backend is closed")
-        inputs = {name: np.ascontiguousarray(feeds[name]) for name in self.inputs}
+        inputs = {name: np.asarray(feeds[name], order="C") for name in self.inputs}  # (rank 0 stays rank 0)
         with self._lock:
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         try:

@@ -13,6 +13,10 @@ memory stays under ``upscale_budget_mb`` (:mod:`metasr.runtime.tiling`); the res
 untiled one. The feature stage tiles inputs larger than ``feature_tile`` pixels per side into tiles of equal
 cores overlapping by the backbone's receptive radius (equal to the untiled result; measured in the tests).
 
+``graph="portable"`` runs the portable graphs (docs/portable.md) instead: the upscale stage is
+``upscale.portable.onnx`` (the plan computed in the graph, one call for the whole output: no tiling, its memory
+counted as one tile) and ``__call__`` on a uint8 image is one call of ``metasr.portable.onnx``.
+
 Bounded memory for any input: :meth:`Pipeline.stream` never holds the whole feature map. It walks the
 upscale tiles top to bottom and computes the features stripe by stripe as the tiles need them
 (:class:`~metasr.runtime.stripes.FeatureRows`), with the tile sizes a
@@ -54,7 +58,9 @@ from metasr.runtime.tiling import (
 
 from metasr.metrics import quantize
 
-__all__ = ["DEFAULT_FEATURE_TILE", "DEFAULT_UPSCALE_BUDGET_MB", "Pipeline", "check_image"]
+__all__ = ["DEFAULT_FEATURE_TILE", "DEFAULT_UPSCALE_BUDGET_MB", "GRAPHS", "Pipeline", "check_image"]
+
+GRAPHS = ("two", "portable")  # the two-graph runtime (plan computed here, tiled) or the portable graphs
 
 DEFAULT_UPSCALE_BUDGET_MB = 512
 DEFAULT_FEATURE_TILE = 512
@@ -91,6 +97,7 @@ class Pipeline:
         upscale_budget_mb: float = DEFAULT_UPSCALE_BUDGET_MB,
         feature_tile: int = DEFAULT_FEATURE_TILE,
         precision: str = "fp32",
+        graph: str = "two",
     ) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0 (0: ONNX Runtime's default), got {threads!r}")
@@ -99,6 +106,11 @@ class Pipeline:
             raise ValueError(f"upscale_budget_mb must be a positive number, got {upscale_budget_mb}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}")
+        if graph == "portable" and BACKEND_FORMATS.get(backend, "onnx") != "onnx":
+            raise BackendError(f"the portable graphs are ONNX graphs; the {backend} backend runs engines")
+        self.graph = graph
         reason = backend_available(backend)
         if reason:
             raise BackendError(reason)
@@ -108,6 +120,10 @@ class Pipeline:
         self.manifest, blobs = read_consistent(self.directory, self._select)
         *feature_specs, self.upscale_spec = self._select(self.manifest)
         *feature_bytes, upscale_bytes = blobs
+        portable: tuple[GraphSpec, bytes] | None = None
+        if graph == "portable":  # the image-in / image-out graph comes last
+            (*feature_specs, self.upscale_spec), portable = feature_specs, (self.upscale_spec, upscale_bytes)
+            *feature_bytes, upscale_bytes = feature_bytes
         self.feature_spec = feature_specs[0]
         self.channels = int(self.manifest.model["features"])
         self.receptive_radius = int(self.feature_spec.extra.get("receptive_radius", 0))
@@ -128,9 +144,14 @@ class Pipeline:
                 self._features.append((spec, open_backend(backend, spec, blob, threads)))
             self._feature: Backend = self._features[0][1]
             self._upscale: Backend = open_backend(backend, self.upscale_spec, upscale_bytes, threads)
+            self._portable: Backend | None = None
+            if portable is not None:
+                self._portable = open_backend(backend, portable[0], portable[1], threads)
         except BaseException:
             for _, b in self._features:
                 b.close()
+            if hasattr(self, "_upscale"):
+                self._upscale.close()
             raise
         # a TensorRT upscale engine takes LR regions inside its optimization profile: tiles are cut to fit it
         self.profile = EngineInfo.from_extra("upscale", self.upscale_spec.extra).profile if backend == "trt" else None
@@ -143,6 +164,9 @@ class Pipeline:
         engine of that precision, largest first."""
         fmt = BACKEND_FORMATS.get(self.backend, "onnx")
         target = BACKEND_TARGETS.get(self.backend, "any")
+        if self.graph == "portable":
+            kinds = ("feature", "upscale-portable", "portable")
+            return [manifest.graph(kind, fmt, self.precision, target) for kind in kinds]
         upscale = manifest.graph("upscale", fmt, self.precision, target)
         if fmt != "tensorrt":
             return [manifest.graph("feature", fmt, self.precision, target), upscale]
@@ -176,7 +200,9 @@ class Pipeline:
             h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol, min_scale=self.min_scale
         )
         feeds = plan_feeds(plan)
-        if self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
+        if self.graph == "portable":  # one call for the whole output: one tile (its memory counted whole)
+            tiles = [UpscaleTile(slice(0, plan.out_size[0]), slice(0, plan.out_size[1]), slice(0, h), slice(0, w))]
+        elif self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
             tiles = plan_profile_tiles(feeds, h, w, self.profile)
         else:
             tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget)
@@ -306,6 +332,10 @@ class Pipeline:
         self, window: Callable[[slice, slice], np.ndarray], h: int, w: int, scale: float, budget: float
     ) -> Iterator[tuple[int, np.ndarray]]:
         _, feeds, tiles = self._plan(h, w, scale, budget)
+        if self.graph == "portable":
+            target = {"features": window(slice(0, h), slice(0, w)), "scale": np.array(scale, dtype=np.float64)}
+            yield 0, self._upscale.infer(target)["sr"]
+            return
         out_w = feeds["col_src"].size
         band: np.ndarray | None = None
         for tile in tiles:
@@ -333,6 +363,10 @@ class Pipeline:
 
     def __call__(self, image: np.ndarray, scale: float) -> np.ndarray:
         """RGB (h, w, 3) -> uint8 RGB (int(r*h), int(r*w), 3): clamped and rounded half-to-even."""
+        if self._portable is not None and check_image(image).dtype == np.uint8:
+            self.plan(*image.shape[:2], scale)  # the scale checked (the graph itself does not)
+            feeds = {"image": np.ascontiguousarray(image), "scale": np.array(scale, dtype=np.float64)}
+            return self._portable.infer(feeds)["sr_image"]
         features = self.encode(image)
         plan = self.plan(*features.shape[2:], scale)
         out = np.empty((*plan.out_size, 3), dtype=np.uint8)
@@ -344,6 +378,8 @@ class Pipeline:
         for _, backend in self._features:
             backend.close()
         self._upscale.close()
+        if self._portable is not None:
+            self._portable.close()
 
     def __enter__(self) -> Pipeline:
         return self

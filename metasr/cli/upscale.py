@@ -43,6 +43,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         threads=args.threads,
         feature_tile=args.feature_tile,
         precision=args.precision,
+        graph=args.graph,
     ) as pipeline:
         # every input is checked (headers, memory plans, then a full decode in batches) before any output
         checked = check_jobs(jobs, pipeline, opts, decode=len(jobs) > 1)
@@ -109,4 +110,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timings", action="store_true", help="print where the time went per image")
     p.add_argument("--force", action="store_true", help="allow overwriting an input file")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs to run")
+    p.add_argument(
+        "--graph",
+        choices=["two", "portable"],
+        default="two",
+        help="two: feature + upscale graphs, the plan computed here, tiled (default); portable: the graphs that "
+        "compute the plan themselves (docs/portable.md; not tiled: the output must fit --memory-mb whole)",
+    )
     p.set_defaults(func=cmd_upscale)
