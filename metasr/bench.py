@@ -41,11 +41,12 @@ BACKEND_LABELS = {"ort": "ONNX Runtime", "ort-cuda": "ONNX Runtime (CUDA)", "trt
 
 
 def _peak_child(
-    kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort"
-) -> float:
+    kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort",
+    graph: str = "two",
+) -> float:  # fmt: skip
     code = (
         "from metasr.bench import _child_peak; "
-        f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}, {precision!r}, {backend!r}))"
+        f"print(_child_peak({kind!r}, {target!r}, {lr_h}, {lr_w}, {scale}, {precision!r}, {backend!r}, {graph!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode:
@@ -57,14 +58,15 @@ def _peak_child(
 
 
 def _child_peak(
-    kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort"
-) -> float:
+    kind: str, target: str, lr_h: int, lr_w: int, scale: float, precision: str = "fp32", backend: str = "ort",
+    graph: str = "two",
+) -> float:  # fmt: skip
     """In a fresh process: peak resident memory (MiB) of the whole process through one end-to-end run."""
     img = (np.random.default_rng(0).random((lr_h, lr_w, 3)) * 255).astype(np.float32)
     if kind == "ort":
         from metasr.runtime.pipeline import Pipeline
 
-        with Pipeline(target, backend, precision=precision) as p:
+        with Pipeline(target, backend, precision=precision, graph=graph) as p:
             p(img, scale)
     else:
         import torch
@@ -99,11 +101,14 @@ def _torch_times(model: MetaSR, img: np.ndarray, scale: float, repeats: int) -> 
     return times
 
 
-def _runtime_times(art: Path, backend: str, precision: str, img: np.ndarray, scale: float, repeats: int) -> tuple:
-    """The runtime backend's stage times, and the continuous-zoom times, on ``img``."""
+def _runtime_times(
+    art: Path, backend: str, precision: str, img: np.ndarray, scale: float, repeats: int, graph: str = "two"
+) -> tuple:
+    """The runtime backend's stage times, and the continuous-zoom times, on ``img`` (``graph``: "two" or
+    "portable", :class:`~metasr.runtime.pipeline.Pipeline`'s)."""
     from metasr.runtime.pipeline import Pipeline
 
-    with Pipeline(art, backend, precision=precision) as p:
+    with Pipeline(art, backend, precision=precision, graph=graph) as p:
         feats = p.encode(img)
         times = {
             "feature_s": median_time(lambda: p.encode(img), repeats),
@@ -130,12 +135,14 @@ def run_bench(
     artifacts: str | Path | None = None,
     precision: str = "fp32",
     backend: str = "ort",
+    graph: str = "two",
 ) -> dict:
     """Measure everything listed in the module docstring; returns a JSON-able dict.
 
     The runtime ``backend`` ("ort", "ort-cuda", "trt", "openvino": its results under the key "ort") runs
     ``artifacts`` (default: a fresh FP32 export of ``model``; TensorRT needs engines built there) at ``precision``.
     ``model=None`` (no PyTorch): the runtime alone, on ``artifacts`` (required); no "torch" results.
+    ``graph="portable"``: the runtime runs the portable graphs (docs/portable.md).
     """
     h, w = lr_size
     check_int(repeats, "repeats", 1, 1000)
@@ -145,7 +152,7 @@ def run_bench(
     if model is None and artifacts is None:
         raise ValueError("without a PyTorch model the benchmark needs artifacts to run")
     img = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.float32)
-    res: dict = {"lr": f"{w}x{h}", "scale": scale, "precision": precision, "backend": backend}
+    res: dict = {"lr": f"{w}x{h}", "scale": scale, "precision": precision, "backend": backend, "graph": graph}
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             from metasr.runtime.manifest import Manifest
@@ -162,7 +169,7 @@ def run_bench(
             ckpt = save_model(model, Path(tmp) / "model.safetensors")
             res["model"], res["threads"] = model.config.name, torch.get_num_threads()
             res["torch"] = _torch_times(model, img, scale, repeats)
-        res["ort"], zoom, rerun = _runtime_times(art, backend, precision, img, scale, repeats)
+        res["ort"], zoom, rerun = _runtime_times(art, backend, precision, img, scale, repeats, graph)
         res["zoom"] = {
             "scales": list(ZOOM_SCALES),
             "encode_once_s": zoom,
@@ -182,7 +189,7 @@ def run_bench(
             res["memory"] = {
                 "output": f"{int(scale * lw)}x{int(scale * lh)}",
                 "lr": f"{lw}x{lh}",
-                "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale, precision, backend),
+                "ort_peak_mib": _peak_child("ort", str(art), lh, lw, scale, precision, backend, graph),
             }
             if model is not None:
                 res["memory"]["torch_peak_mib"] = _peak_child("torch", str(ckpt), lh, lw, scale)
@@ -207,6 +214,7 @@ def format_bench(res: dict) -> str:
     rows = []
     label = BACKEND_LABELS.get(res.get("backend", "ort"), "ONNX Runtime")
     ort_name = label + (f" {res['precision']}" if res.get("precision", "fp32") != "fp32" else "")
+    ort_name += " (portable graphs)" if res.get("graph") == "portable" else ""
     for name, key in (("PyTorch eager", "torch"), (ort_name, "ort")):
         if key not in res:  # no PyTorch here: the runtime's columns only
             continue

@@ -232,10 +232,10 @@ def _has_both_stages(manifest: Manifest, fmt: str, precision: str, target: str) 
     return True
 
 
-def open_candidate(artifacts: Path, backend: str, precision: str) -> Pipeline:
+def open_candidate(artifacts: Path, backend: str, precision: str, graph: str = "two") -> Pipeline:
     """The one place parity opens a candidate: the backend's own form of ``precision`` (INT8 on ``ort``: the
-    CPU Q/DQ form; see :meth:`Pipeline._select`)."""
-    return Pipeline(artifacts, backend, precision=precision)
+    CPU Q/DQ form; see :meth:`Pipeline._select`), as two graphs or the portable ones (``graph``)."""
+    return Pipeline(artifacts, backend, precision=precision, graph=graph)
 
 
 def _images(folders: Sequence[str | Path]) -> list[tuple[str, Path]]:
@@ -286,12 +286,14 @@ def run_parity(
     overrides: Sequence[str] = (),
     given_lr: bool = False,
     keep_polygraphy: bool = False,
+    graph: str = "two",
 ) -> ParityRun:
     """Run the reference and every candidate on every image x scale (see the module docstring).
 
     ``image_dirs`` hold HR images (LR made with the project's MATLAB bicubic, the official Meta-SR rule) or,
     with ``given_lr``, LR inputs (no ground truth). ``overrides``: ``PRECISION.FIELD=VALUE`` texts.
-    ``keep_polygraphy`` keeps every graph's reference feeds and outputs for Polygraphy files.
+    ``keep_polygraphy`` keeps every graph's reference feeds and outputs for Polygraphy files. ``graph``:
+    "portable" runs the portable graphs (docs/portable.md; cases labelled ``BACKEND+portable``).
     """
     thresholds = dict(DEFAULT_THRESHOLDS)
     for text in overrides:  # first: a bad limit is refused before anything is read
@@ -310,14 +312,15 @@ def run_parity(
     try:
         for backend, precision in pairs:
             try:
-                candidates[backend, precision] = open_candidate(artifacts, backend, precision)
+                candidates[backend, precision] = open_candidate(artifacts, backend, precision, graph)
             except BackendError as e:
                 result.skipped.append((backend, precision, str(e)))
+        label = {b: f"{b}+portable" if graph == "portable" else b for b, _ in pairs}
         for name, scale, lr, hr in _inputs(images, scales, given_lr):
             ref = _reference(reference, lr, scale, result if keep_polygraphy else None)
             for (backend, precision), pipe in candidates.items():
                 sr = pipe.upscale(pipe.encode(lr), scale)
-                result.cases.append(_case(name, scale, backend, precision, sr, ref, hr, thresholds[precision]))
+                result.cases.append(_case(name, scale, label[backend], precision, sr, ref, hr, thresholds[precision]))
     finally:
         for pipe in candidates.values():
             pipe.close()

@@ -64,6 +64,7 @@ __all__ = [
     "conv_path",
     "part_feeds",
     "plan_feeds",
+    "signature_hints",
     "slot_rows",
     "tile_feeds",
 ]
@@ -209,6 +210,29 @@ def axis_hints(
     slot = pos[order][np.searchsorted(flat_key[order], chunk * n_keys + key)]
     pick = (chunk * length + member_of_run[run_of]) * k + slot
     return groups, slots_out, pick
+
+
+def signature_hints(src: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The simpler grouping hints the portable graphs compute in-graph (:mod:`metasr.export.portable_plan`), bit for
+    bit: blocks of one input row; blocks whose hosted outputs have equal offset indices form a group (groups in
+    lexicographic order of those signatures, members in row order); no merging, no chunking. Returns
+    ``groups`` (G, L, 1), ``slots`` (G, K), ``pick`` (n,) as :func:`axis_hints` does."""
+    src, idx = np.asarray(src, dtype=np.int64), np.asarray(idx, dtype=np.int64)
+    n = src.size
+    _, first, block, counts = np.unique(src, return_index=True, return_inverse=True, return_counts=True)
+    k, nb, ks = int(counts.max()), first.size, np.arange(int(counts.max()))
+    sig = np.where(ks < counts[:, None], idx[np.minimum(first[:, None] + ks, n - 1)], -1)  # (B, K)
+    _, gfirst, group, gcounts = np.unique(sig, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    group, length = group.reshape(-1), int(gcounts.max())
+    order = np.argsort(group * nb + np.arange(nb))
+    rank = np.empty(nb, dtype=np.int64)
+    rank[order] = np.arange(nb) - np.r_[0, np.cumsum(gcounts)[:-1]][group[order]]
+    lead = first[gfirst]
+    members = np.repeat(lead[:, None], length, axis=1).reshape(-1)
+    members[group * length + rank] = first
+    slots = np.where(ks < counts[gfirst][:, None], lead[:, None] + ks, lead[:, None])
+    pick = (group[block] * length + rank[block]) * k + np.arange(n) - first[block]
+    return members.reshape(-1, length, 1), slots.astype(np.int64), pick.astype(np.int64)
 
 
 def slot_rows(src: np.ndarray, groups: np.ndarray, slots: np.ndarray, pick: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from metasr.runtime.backends import (
     open_backend,
 )
 from metasr.runtime.engines import EngineInfo
-from metasr.runtime.feeds import plan_feeds
+from metasr.runtime.feeds import plan_feeds, signature_hints
 from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
 from metasr.runtime.memory import UpscaleCost
 from metasr.runtime.projection import ProjectionPlan, project
@@ -200,7 +200,10 @@ class Pipeline:
             h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol, min_scale=self.min_scale
         )
         feeds = plan_feeds(plan)
-        if self.graph == "portable":  # one call for the whole output: one tile (its memory counted whole)
+        if self.graph == "portable":  # one call for the whole output: one tile, with the graph's own hints
+            for axis in ("row", "col"):
+                hints = signature_hints(feeds[f"{axis}_src"], feeds[f"{axis}_idx"])
+                feeds.update(zip((f"{axis}_groups", f"{axis}_slots", f"{axis}_pick"), hints, strict=True))
             tiles = [UpscaleTile(slice(0, plan.out_size[0]), slice(0, plan.out_size[1]), slice(0, h), slice(0, w))]
         elif self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
             tiles = plan_profile_tiles(feeds, h, w, self.profile)

@@ -11,7 +11,7 @@ from conftest import data_path
 ort = pytest.importorskip("onnxruntime")
 
 from metasr.runtime.batch import scale_for_size  # noqa: E402
-from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, check_hints, plan_feeds  # noqa: E402
+from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, check_hints, plan_feeds, signature_hints  # noqa: E402
 from metasr.runtime.manifest import Manifest  # noqa: E402
 from metasr.runtime.pipeline import Pipeline  # noqa: E402
 from metasr.runtime.projection import project  # noqa: E402
@@ -66,7 +66,11 @@ def test_plan_in_the_graph_equals_the_runtime(plan_session, h, w):
         ref = plan_feeds(project(h, w, scale))
         for name in PLAN[:7]:  # the projection and the merged offsets: bit for bit
             assert got[name].dtype == ref[name].dtype and np.array_equal(got[name], ref[name]), (scale, name)
-        check_hints(got)  # the graph's own (simpler) grouping hints are valid
+        check_hints(got)  # the graph's own (simpler) grouping hints are valid, and the ones Python estimates with
+        for axis in ("row", "col"):
+            ref_hints = signature_hints(got[f"{axis}_src"], got[f"{axis}_idx"])
+            for name, a in zip(("groups", "slots", "pick"), ref_hints, strict=True):
+                assert np.array_equal(got[f"{axis}_{name}"], a), (scale, axis, name)
 
 
 def test_merge_follows_the_sequential_rule_on_long_axes(plan_session):
@@ -158,3 +162,55 @@ def test_openvino_refuses_the_portable_graphs(bundled_artifacts):
     with pytest.raises(BackendError, match="OpenVINO computes float64 in float32") as e:
         Pipeline(bundled_artifacts, "openvino", graph="portable")
     assert "\n" not in str(e.value)
+
+
+def test_parity_runs_the_portable_graphs(bundled_artifacts, tmp_path):
+    from PIL import Image
+
+    from metasr.parity import run_parity
+
+    (tmp_path / "imgs").mkdir()
+    Image.open(data_path("Set5", "bird.png")).crop((0, 0, 96, 64)).save(tmp_path / "imgs" / "bird.png")
+    run = run_parity(bundled_artifacts, [tmp_path / "imgs"], [2.3], backends=["ort"], graph="portable")
+    assert run.passed and [c.backend for c in run.cases] == ["ort+portable"]
+
+
+def test_bench_runs_the_portable_graphs(bundled_artifacts):
+    from metasr.bench import format_bench, run_bench
+
+    res = run_bench(None, (24, 32), 2.0, repeats=1, memory_output=None, artifacts=bundled_artifacts, graph="portable")
+    assert res["graph"] == "portable" and res["ort"]["e2e_s"] > 0
+    assert "ONNX Runtime (portable graphs)" in format_bench(res)
+
+
+@pytest.mark.parametrize("target", [["--scale", "0"], ["--scale", "1"], ["--scale", "nan"], ["--scale", "4.5"],
+                                    ["--size", "0x0"], ["--size", "5000x5000"]])  # fmt: skip
+def test_cli_portable_refuses_bad_targets_in_one_line(bundled_artifacts, tmp_path, capsys, target):
+    from conftest import one_line_error
+
+    from metasr.cli import main
+
+    src = data_path("Set5", "bird.png")
+    try:
+        code = main(["upscale", str(src), "-o", str(tmp_path / "o.png"), *target, "--graph", "portable",
+                     "--artifacts", str(bundled_artifacts)])  # fmt: skip
+    except SystemExit as e:  # argparse refuses the option itself
+        code = e.code
+    one_line_error(capsys, code)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_portable_refuses_what_does_not_fit_memory_whole(bundled_artifacts, tmp_path, capsys):
+    """Not tiled: an input whose upscale stage does not fit --memory-mb in one call is refused before any work
+    (the two-graph runtime tiles the same input within the bound)."""
+    from conftest import one_line_error
+    from metasr.runtime.memory import MIB, resident_bytes
+
+    from metasr.cli import main
+
+    src = data_path("Set5", "baby.png")  # 512x512 -> 2048x2048: the portable upscale stage ~480 MiB at once
+    bound = str(resident_bytes() // MIB + 250)  # this process (the test session's) plus 250 MiB
+    args = ["upscale", str(src), "--scale", "4", "--artifacts", str(bundled_artifacts), "--memory-mb", bound]
+    code = main([*args, "-o", str(tmp_path / "p.png"), "--graph", "portable"])
+    assert "needs at least" in one_line_error(capsys, code) and not (tmp_path / "p.png").exists()
+    assert main([*args, "-o", str(tmp_path / "t.png")]) == 0

@@ -42,6 +42,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         overrides=args.threshold,
         given_lr=args.lr_given,
         keep_polygraphy=keep,
+        graph=args.graph,
     )
     if not run.cases:
         reasons = "; ".join(f"{b}/{p}: {r}" for b, p, r in run.skipped)
@@ -141,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         precision=args.precision,
         backend=args.backend,
+        graph=args.graph,
     )
     print(format_bench(res))
     if json_path:
@@ -160,6 +162,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=SCALE, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
     p.add_argument("--backends", nargs="+", help="default: all known; unavailable ones are skipped with the reason")
     p.add_argument("--precisions", nargs="+", help="default: every precision the artifacts hold")
+    p.add_argument(
+        "--graph", choices=["two", "portable"], default="two", help="the two graphs or the portable ones (portable.md)"
+    )
     p.add_argument(
         "--threshold",
         action="append",
@@ -224,4 +229,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", help="run ONNX Runtime on this artifact directory instead of a fresh export")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="graphs / engines to run")
     p.add_argument("--backend", default="ort", help="runtime backend beside PyTorch: ort, ort-cuda, trt or openvino")
+    p.add_argument("--graph", choices=["two", "portable"], default="two", help="the runtime's graphs (portable.md)")
     p.set_defaults(func=cmd_bench)
