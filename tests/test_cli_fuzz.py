@@ -93,6 +93,7 @@ COMMANDS = {
         ["build-engine", "--artifacts", "{missing}"],
         {"--lr-size": PAIRS, "--max-lr": PAIRS, "--workspace-mb": NUMBERS},
     ),
+    "view": (["view", "--artifacts", "{tmp}"], {"--port": NUMBERS}),  # an empty folder: no manifest, never binds
 }
 
 

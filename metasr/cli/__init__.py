@@ -1,9 +1,10 @@
 """The ``metasr`` command: a thin dispatcher over one small module per command group.
 
 ``metasr.cli.model`` (train, eval, export-onnx, demo: PyTorch), ``metasr.cli.upscale`` (torch-free),
-``metasr.cli.serve`` (Ray Serve), ``metasr.cli.quality`` (parity, calibrate, bench), ``metasr.cli.engine``
-(build-engine: TensorRT). Bad input exits 2 with a one-line error (``metasr: error: ...``), never a traceback;
-an interrupt exits 130 (SIGINT) or 143 (SIGTERM) after every cleanup ran.
+``metasr.cli.serve`` (Ray Serve), ``metasr.cli.view`` (view: the browser page), ``metasr.cli.quality`` (parity,
+calibrate, bench), ``metasr.cli.engine`` (build-engine: TensorRT). Bad input exits 2 with a one-line error
+(``metasr: error: ...``), never a traceback; an interrupt exits 130 (SIGINT) or 143 (SIGTERM) after every
+cleanup ran.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from metasr.cli import engine, model, quality, serve, upscale
+from metasr.cli import engine, model, quality, serve, upscale, view
 from metasr.cli.common import CLIError, missing_dependency
 from metasr.interrupts import Terminated, handle_signals
 
@@ -61,6 +62,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ("metasr.export", "ExportError"),
         ("metasr.export.trt_build", "EngineBuildError"),
         ("metasr.parity", "ParityError"),
+        ("metasr.view", "ViewError"),
     ):
         if module in sys.modules:  # a module never imported cannot have raised (and importing torch is slow)
             errors += (getattr(sys.modules[module], name),)
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.register(sub)
     engine.register(sub)
     serve.register(sub)
+    view.register(sub)
     return ap
 
 
