@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from conftest import data_path
 from PIL import Image
+from test_view import view_artifacts
 
 from metasr.cli import main
-from metasr.view import GRAPHS, MAX_INPUT_PIXELS, ORT_DIST, ViewServer, load_site
+from metasr.view import MAX_INPUT_PIXELS, ViewServer, load_site
 
 pytestmark = pytest.mark.browser
 
@@ -45,14 +46,7 @@ def _wait(page, expr: str, timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def served(bundled_artifacts):
-    from metasr.runtime.manifest import Manifest
-
-    files = {g.file for g in Manifest.read(bundled_artifacts).graphs}
-    missing = [f for f in GRAPHS.values() if f not in files]
-    if missing:
-        pytest.skip(f"the export has no {', '.join(missing)} (the portable graphs of issue 17 are not merged)")
-    if not (ORT_DIST / "ort.all.min.mjs").exists():
-        pytest.skip(f"onnxruntime-web not installed ({ORT_DIST} missing): npm ci --ignore-scripts --prefix metasr/web")
+    view_artifacts(bundled_artifacts)
     with ViewServer(load_site(bundled_artifacts), 0).start() as server:
         yield server.url, bundled_artifacts
 
