@@ -36,6 +36,7 @@ __all__ = [
     "ImageWriter",
     "carried_icc",
     "check_output",
+    "check_side",
     "encode_image",
     "held_bytes",
     "open_encoder",
@@ -67,6 +68,10 @@ _CHANNELS = {"L": (), "LA": (2,), "RGB": (3,), "RGBA": (4,), "I;16": ()}  # trai
 ALPHA_KINDS = frozenset({"LA", "RGBA"})
 _ICC_SPACE = {"L": b"GRAY", "LA": b"GRAY", "I;16": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB "}
 _HOLDS_ICC = {"PNG", "TIFF", "JPEG", "WEBP"}
+# the largest side each format's encoder writes (libjpeg's JPEG_MAX_DIMENSION, libwebp's WEBP_MAX_DIMENSION);
+# past them Pillow fails only after the whole upscale, as a 500 in the service ("broken data stream") and a
+# second line from libjpeg on stderr, so the writer refuses the size before any row is computed
+MAX_SIDES = {"JPEG": 65_500, "WEBP": 16_383}
 
 
 def output_format(target: str | os.PathLike[str]) -> str:
@@ -107,6 +112,17 @@ def check_output(info: ImageInfo, target: str | os.PathLike[str]) -> tuple[str, 
         )
     note = carried_icc(info.icc, info.kind, fmt)[1]
     return (f"{info.path.name} -> {Path(target).name}: {note}",) if note else ()
+
+
+def check_side(fmt: str, size: tuple[int, int]) -> None:
+    """Raise :class:`ImageError` when a ``size`` (w, h) result is wider or taller than ``fmt`` can encode."""
+    limit = MAX_SIDES.get(fmt)
+    if limit is not None and max(size) > limit:
+        can = sorted(f for f in _HOLDS if f not in MAX_SIDES)
+        raise ImageError(
+            f"{fmt} holds at most {limit:,} pixels a side; the {size[0]}x{size[1]} result does not fit: "
+            f"write {' or '.join(can)}"
+        )
 
 
 def _to_kind(rgb: np.ndarray, alpha: np.ndarray | None, kind: str) -> np.ndarray:
@@ -193,6 +209,7 @@ def open_encoder(
     fmt = output_format(fmt)
     if kind not in _HOLDS[fmt]:
         raise ImageError(f"{fmt} cannot hold a {_KIND_NAMES.get(kind, kind)} image")
+    check_side(fmt, size)
     writer = ImageWriter(f, fmt, kind, size, png_compress, icc)
     yield writer
     writer.finish()
@@ -211,6 +228,7 @@ def open_writer(
     fmt = output_format(path)
     if kind not in _HOLDS[fmt]:
         raise ImageError(f"{path}: {fmt} cannot hold a {_KIND_NAMES.get(kind, kind)} image")
+    check_side(fmt, size)
     with atomic_path(path) as tmp, open(tmp, "wb") as f, open_encoder(f, fmt, kind, size, png_compress, icc) as w:
         yield w
 

@@ -64,4 +64,9 @@ def hostile_cases(good: bytes) -> list[tuple[str, dict, str, bytes, int, str]]:
         ("wrong content type", {"scale": "2"}, "text/plain", good, 415, "must be an image"),
         ("no content type", {"scale": "2"}, "", good, 415, "must be an image"),
         ("not an image", {"scale": "2"}, "image/png", b"hello, world" * 10, 400, "not a readable image"),
+        # past libjpeg's / libwebp's largest side: a 500 ("broken data stream") after the whole upscale before
+        ("jpeg too wide", {"size": "65535x2", "format": "jpeg"}, "image/png", big_grey_png(16384, 1), 400,
+         "JPEG holds at most 65,500 pixels a side"),
+        ("webp too wide", {"scale": "4", "format": "webp"}, "image/png", big_grey_png(4100, 2), 400,
+         "WEBP holds at most 16,383 pixels a side"),
     ]

@@ -8,12 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import data_path, one_line_error
 from metasr.runtime.image_io import ImageError, probe_image, read_image, read_rgb8
 from metasr.runtime.image_write import check_output, write_image
 from metasr.runtime.png import PngWriter
 from PIL import Image, ImageFile
 
+from metasr.cli import main
 from metasr.data import load_rgb
 from metasr.metrics import quantize
 
@@ -112,6 +113,18 @@ def test_output_formats_hold_the_kind_or_are_refused(tmp_path):
             check_output(info, tmp_path / bad)
     with pytest.raises(ImageError, match=r"cannot write \.gif"):
         check_output(info, tmp_path / "o.gif")
+
+
+@pytest.mark.parametrize(("suffix", "args"), [(".jpg", ["--size", "65535x2"]), (".webp", ["--scale", "4"])])
+def test_a_result_wider_than_the_format_is_refused_first(tmp_path, capsys, bundled_artifacts, suffix, args):
+    """JPEG (65,500) and WebP (16,383) sides: Pillow failed after the whole upscale ("broken data stream" and a
+    second stderr line from libjpeg); now one line before any row is computed, and no file."""
+    src = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((1, 16384) if suffix == ".jpg" else (2, 4100), np.uint8)).save(src)
+    out = tmp_path / f"o{suffix}"
+    code = main(["upscale", str(src), "-o", str(out), "--artifacts", str(bundled_artifacts), *args])
+    assert "pixels a side" in one_line_error(capsys, code)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.png"]
 
 
 @pytest.mark.parametrize(("suffix", "mode"), [(".png", "I;16"), (".tif", "I;16")])

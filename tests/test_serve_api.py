@@ -55,7 +55,7 @@ def test_16_bit_grey_comes_back_16_bit(service, bundled_artifacts):
     assert Image.open(io.BytesIO(reply.body)).mode == "I;16"
 
 
-@pytest.mark.parametrize("case", range(18))
+@pytest.mark.parametrize("case", range(20))
 def test_hostile_requests_get_one_line_4xx(service, case):
     good = png_bytes(small_rgb())
     name, query, ctype, body, status, fragment = hostile_cases(good)[case]
