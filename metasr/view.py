@@ -14,7 +14,11 @@ Contract of the server (:class:`ViewServer`): a fixed route table, nothing else:
 - ``/artifacts/NAME``: the three graphs, read once at start through :func:`metasr.runtime.manifest.read_consistent`
   (their sha256 checked against the manifest) and served from memory.
 
-Any other path (``/../``, ``/artifacts/manifest.json``, ``/vendor/../package.json``) is a 404. Responses carry
+Any other path (``/../``, ``/artifacts/manifest.json``, ``/vendor/../package.json``) is a 404. A request whose
+``Host`` is not ``127.0.0.1`` / ``localhost`` (on this port) is a 403: a web page whose own name an attacker
+re-points at 127.0.0.1 (DNS rebinding) cannot read the server. Other methods are 501, oversized request lines
+and headers 414/431 (the standard library's limits), each a one-line plain-text body; an idle connection is
+closed after ``IDLE_TIMEOUT_S``; a client that goes away mid-response is ignored (no traceback). Responses carry
 ``Cross-Origin-Opener-Policy`` / ``Cross-Origin-Embedder-Policy`` (threaded wasm needs a cross-origin isolated
 page) and a Content-Security-Policy that allows connections to this origin only, so the page cannot reach
 the network. Standard library only (plus the manifest reader).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +55,9 @@ INSTALL_HINT = f"npm ci --ignore-scripts --prefix {WEB_DIR}"
 GRAPHS = {"feature": "feature.onnx", "scale": "upscale.portable.onnx", "size": "upscale.portable.size.onnx"}
 # the largest input the page accepts (LR pixels); see docs/view.md for the wasm time and memory behind it
 MAX_INPUT_PIXELS = 512 * 512
+# seconds a connection may sit without sending its request before it is closed (each holds a thread)
+IDLE_TIMEOUT_S = 30
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 PAGE_FILES = {"/": "index.html", "/view.js": "view.js", "/view.css": "view.css"}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -138,6 +146,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     site: Site  # set on the subclass ViewServer makes
     server_version = "metasr-view"
     sys_version = ""
+    timeout = IDLE_TIMEOUT_S
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s\n"  # one line (the standard library's is an HTML page)
 
     def do_GET(self) -> None:
         self._respond(body=True)
@@ -145,7 +156,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._respond(body=False)
 
+    def end_headers(self) -> None:  # the isolation headers on every answer, the errors included
+        for k, v in HEADERS.items():
+            self.send_header(k, v)
+        super().end_headers()
+
+    def _local_host(self) -> bool:
+        """Whether the ``Host`` header names this server on the loopback (absent: an HTTP/1.0 client)."""
+        host = self.headers.get("Host")
+        if host is None:
+            return True
+        name, colon, port = host.strip().lower().rpartition(":")
+        if not colon:
+            name, port = port, ""
+        return name in LOCAL_HOSTS and port in ("", str(self.server.server_address[1]))
+
     def _respond(self, body: bool) -> None:
+        if not self._local_host():
+            self._send(403, "text/plain; charset=utf-8", b"host not allowed: open http://127.0.0.1:PORT/\n", body)
+            return
         path = urlsplit(self.path).path
         route = self.site.routes.get(path)
         if route is None:
@@ -159,14 +188,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
-        for k, v in HEADERS.items():
-            self.send_header(k, v)
         self.end_headers()
         if body:
             self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:  # quiet: the command prints its URL only
         pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that closed its connection (or timed out) is not an error of the server: nothing printed;
+        anything else one line on stderr, never the standard library's traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        print(f"metasr view: a request from {client_address[0]} failed: {type(error).__name__}: {error}",
+              file=sys.stderr)  # fmt: skip
 
 
 class ViewServer:
@@ -180,12 +220,11 @@ class ViewServer:
             raise ViewError(f"port must be in 0..65535, got {port}")
         handler = type("Handler", (_Handler,), {"site": site})
         try:
-            self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+            self._httpd = _Server(("127.0.0.1", port), handler)
         except OSError as e:
             if e.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
                 raise ViewError(f"port {port} on 127.0.0.1 is in use: pick another with --port") from None
             raise ViewError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
-        self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,18 @@ import pytest
 from conftest import one_line_error, write_manifest
 
 from metasr.cli import main
-from metasr.view import GRAPHS, HEADERS, ORT_DIST, Site, ViewError, ViewServer, load_site, port_free, vendor_files
+from metasr.view import (
+    GRAPHS,
+    HEADERS,
+    IDLE_TIMEOUT_S,
+    ORT_DIST,
+    Site,
+    ViewError,
+    ViewServer,
+    load_site,
+    port_free,
+    vendor_files,
+)
 
 
 @pytest.fixture
@@ -132,3 +144,63 @@ def test_command_prints_url_and_exits_cleanly_on_ctrl_c(bundled_artifacts):
             proc.kill()
     assert proc.returncode == 130 and err.strip() == "metasr: interrupted", err
     assert port_free(int(port))  # the socket is closed
+
+
+def _raw(server: ViewServer, request: bytes, read: bool = True) -> bytes:
+    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        chunks = []
+        while read and (chunk := s.recv(65536)):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example", 403),
+        ("evil.example:{port}", 403),
+        ("127.0.0.1.evil.example:{port}", 403),
+        ("localhost:1", 403),
+        ("127.0.0.1:{port}", 200),
+        ("LOCALHOST:{port}", 200),
+        (None, 200),
+    ],
+)
+def test_other_host_names_are_refused(server, host, status):
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 sends its name as Host (it was served: 200)."""
+    port = server.url.rstrip("/").rsplit(":", 1)[1]
+    head = b"" if host is None else f"Host: {host.format(port=port)}\r\n".encode()
+    reply = _raw(server, b"GET /artifacts/feature.onnx HTTP/1.0\r\n" + head + b"\r\n")
+    assert reply.startswith(f"HTTP/1.0 {status} ".encode()), reply[:80]
+    assert reply.endswith(b"graph") == (status == 200)
+
+
+def test_other_methods_and_bad_requests_are_one_plain_line_with_the_headers(server):
+    for request, status in ((b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi", 501),
+                            (b"GET /" + b"a" * 70_000 + b" HTTP/1.0\r\n\r\n", 414),
+                            (b"GET / HTTP/1.0\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", 431)):  # fmt: skip
+        head, _, body = _raw(server, request).partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.0 {status} ".encode()), head[:80]
+        assert b"text/plain" in head and b"Cross-Origin-Embedder-Policy: require-corp" in head
+        assert body.count(b"\n") == 1 and body.startswith(str(status).encode())  # was a 500-byte HTML page
+
+
+def test_a_client_gone_mid_response_prints_nothing(tmp_path, capfd):
+    """A browser leaving while a graph downloads: the standard library printed a BrokenPipeError traceback."""
+    site = Site({"/big": ("application/octet-stream", bytes(32 * 2**20))})
+    with ViewServer(site, 0).start() as s:
+        for _ in range(3):
+            _raw(s, b"GET /big HTTP/1.0\r\n\r\n", read=False)  # closes at once, 32 MiB unread
+        assert _get(s, "/big")[0] == 200  # still serving
+    assert capfd.readouterr().err == ""
+
+
+def test_an_idle_connection_is_closed(server, monkeypatch):
+    """Each connection holds a thread: one that never sends its request is dropped after IDLE_TIMEOUT_S."""
+    assert server._httpd.RequestHandlerClass.timeout == IDLE_TIMEOUT_S == 30  # was None: held for ever
+    monkeypatch.setattr(server._httpd.RequestHandlerClass, "timeout", 0.5)
+    t0 = time.monotonic()
+    assert _raw(server, b"GET / HTTP/1.1\r\n") == b""  # closed by the server, no answer
+    assert time.monotonic() - t0 < 5
