@@ -3,7 +3,8 @@
 :func:`init_ray` sets ``RAY_USAGE_STATS_ENABLED=0`` before Ray is imported (no usage report is ever sent),
 then either starts an embedded local Ray (``address=None``: a new instance even where ``ray start`` runs or
 ``RAY_ADDRESS`` is set; no dashboard; Ray's logs at WARNING) or joins a running cluster (``address=
-"HOST:PORT"`` or ``"auto"``; that cluster's own settings apply there). The caller's SIGINT / SIGTERM handlers
+"HOST:PORT"`` or ``"auto"``; that cluster's own settings apply there; a HOST:PORT where nothing listens is a
+one-line ``ValueError`` before Ray is imported). The caller's SIGINT / SIGTERM handlers
 are put back after ``ray.init`` (Ray installs its own, which dumps a stack), so an interrupt still unwinds
 through every ``finally``. Ray is imported only by the functions here, lazily: without it the caller gets a
 ``ModuleNotFoundError`` for ``ray`` that the command line turns into "metasr COMMAND needs ray ... (pip
@@ -15,10 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from types import ModuleType
 
-__all__ = ["init_ray", "no_telemetry_env", "replica_cpus", "require_ray"]
+__all__ = ["check_reachable", "init_ray", "no_telemetry_env", "replica_cpus", "require_ray"]
 
 # set in this process and handed to every Ray process it starts
 _QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
@@ -41,6 +43,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> ModuleT
     """Start an embedded local Ray (``num_cpus``: None for all) or join the cluster at ``address``; returns
     the ``ray`` module. A Ray already initialised in this process is kept as it is."""
     os.environ.update(_QUIET)
+    if address:
+        check_reachable(address)
     import ray
 
     if ray.is_initialized():
@@ -57,6 +61,23 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> ModuleT
         if handler is not None:
             signal.signal(s, handler)
     return ray
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse (``ValueError``, one line) a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing listens: Ray's
+    own client retried for minutes (``--address 127.0.0.1:1`` ran past 150 s, printing GCS warnings). Other
+    forms (``auto``) are left to Ray."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ValueError(
+            f"no Ray cluster answers at {address} ({reason}): start one (`ray start --head`) or leave out --address"
+        ) from None
 
 
 def replica_cpus(default: float = 1.0) -> float:

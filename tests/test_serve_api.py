@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import socket
+import time
 
 import pytest
 from conftest import data_path, one_line_error
@@ -109,6 +110,24 @@ def test_serve_refuses_bad_options_in_one_line(capsys, bundled_artifacts, tmp_pa
         port = s.getsockname()[1]
         msg = one_line_error(capsys, main(["serve", "--artifacts", str(bundled_artifacts), "--port", str(port)]))
         assert f"cannot listen on 127.0.0.1:{port}" in msg
+
+
+def test_an_address_where_no_cluster_listens_is_refused_at_once(capsys, bundled_artifacts, tmp_path):
+    """Ray's client retried for minutes (`--address 127.0.0.1:1` ran past 150 s with GCS warnings)."""
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    with socket.socket() as s, socket.socket() as free:  # a port nothing listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        free.bind(("127.0.0.1", 0))
+        address, port = f"127.0.0.1:{s.getsockname()[1]}", str(free.getsockname()[1])
+        free.close()  # the port serve would listen on
+        src = str(data_path("Set5", "bird.png"))
+        for args in (["upscale", src, "-o", str(tmp_path / "out") + "/", "--scale", "2", "--engine", "ray"],
+                     ["serve", "--port", port]):  # fmt: skip
+            t0 = time.monotonic()
+            code = main([*args, "--artifacts", str(bundled_artifacts), "--address", address])
+            assert f"no Ray cluster answers at {address}" in one_line_error(capsys, code)
+            assert time.monotonic() - t0 < 60  # a bound on a hang, not a speed figure
+    assert not (tmp_path / "out").exists()
 
 
 def test_address_and_workers_need_the_ray_engine(capsys, tmp_path):
