@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -150,7 +151,9 @@ class LoadedImage:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    """The error's first line, without the object reprs Pillow names ("cannot identify image file
+    <_io.BytesIO object at 0x7f...>": an address in every service reply)."""
+    text = re.sub(r" ?<[\w.]+ object at 0x[0-9a-f]+>", "", str(e)).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
