@@ -37,7 +37,8 @@ __all__ = [
 
 # ONNX Runtime / PyTorch thread pools: more threads than a small multiple of the cores only adds contention
 MAX_THREADS = 4 * (os.cpu_count() or 1)
-# an image side: JPEG's and WebP's own limit (65,535), far beyond any model's practical input or output
+# an image side: 65,535 (a JPEG header's 16-bit field), far beyond any model's practical input or output; the
+# encoders are stricter and checked when writing (JPEG 65,500, WebP 16,383: runtime/image_write.py MAX_SIDES)
 MAX_SIDE = 65_535
 # a static feature graph's LR side: exporting traces and verifies the model at that size
 MAX_STATIC_LR = 4096
