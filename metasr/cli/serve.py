@@ -42,6 +42,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(args.host, args.port, args.request_timeout, args.address)
     if options.address is None:
         check_port(options.host, options.port)  # before Ray starts: a port in use fails in a second
+    else:
+        from metasr.runtime.ray_env import check_reachable
+
+        check_reachable(options.address)  # no cluster there: one line, not "shutting down" after a failed start
     run_service(build_app(config, limits), options, say=lambda line: print(line, flush=True))
     return 0
 
