@@ -231,8 +231,9 @@ class Pipeline:
             # the planner kept every band of this height within the budget (it checks each one); only at its
             # smallest tiles can one exceed it: then (and for a few tiles, where it is cheap) each is counted
             return UpscaleCost(int(budget), rows, window)
+        cache: dict = {}  # each band's row feeds and each column part's feeds computed once
         worst = max(
-            tile_bytes(window_feeds(feeds, t), self.channels, t.in_rows.stop - t.in_rows.start,
+            tile_bytes(window_feeds(feeds, t, cache=cache), self.channels, t.in_rows.stop - t.in_rows.start,
                        t.in_cols.stop - t.in_cols.start)
             for t in tiles
         )  # fmt: skip
@@ -341,9 +342,10 @@ class Pipeline:
             return
         out_w = feeds["col_src"].size
         band: np.ndarray | None = None
+        cache: dict = {}  # the column parts repeat in every band: their feeds computed once
         for tile in tiles:
             features = window(tile.in_rows, tile.in_cols)
-            plan_inputs = window_feeds(feeds, tile)
+            plan_inputs = window_feeds(feeds, tile, cache=cache)
             sr = self._upscale.infer({"features": features, **plan_inputs})["sr"]
             if tile.cols.start == 0 and tile.cols.stop == out_w:
                 yield tile.rows.start, sr

@@ -79,6 +79,7 @@ def test_upscale_tiles_cover_the_output_once_and_read_what_they_need(h, w, r, bu
     tiles = plan_upscale_tiles(feeds, h, w, c, budget_mb * 2**20)
     covered = np.zeros((out_h, out_w), dtype=np.int64)
     over_budget = False
+    cache: dict = {}  # the per-axis cache the runtime uses: the same feeds as computing every tile afresh
     order = [(t.rows.start, t.cols.start) for t in tiles]
     assert order == sorted(order)  # row-major
     for t in tiles:
@@ -91,6 +92,8 @@ def test_upscale_tiles_cover_the_output_once_and_read_what_they_need(h, w, r, bu
         assert t.in_rows.start == max(rows_src.min() - before_r, 0) and t.in_rows.stop == min(rows_src.max() + 2, h)
         assert t.in_cols.start == max(cols_src.min() - before_c, 0) and t.in_cols.stop == min(cols_src.max() + 2, w)
         tf = window_feeds(feeds, t)
+        cached = window_feeds(feeds, t, cache=cache)
+        assert tf.keys() == cached.keys() and all(np.array_equal(tf[k], cached[k]) for k in tf)
         assert tf["row_src"].min() >= 0 and tf["row_src"].max() < t.in_rows.stop - t.in_rows.start
         check_hints(tf)  # valid hints, sources inside the window
         assert tf["col_src"].min() >= 0 and tf["col_src"].max() < t.in_cols.stop - t.in_cols.start
