@@ -54,6 +54,7 @@ from metasr.calibration.ranges import METHODS, collect_ranges
 from metasr.calibration.report import write_report
 from metasr.calibration.sensitivity import DEFAULT_REFERENCE_PSNR_DB, Scorer, choose_float_tensors
 from metasr.export.memory_estimate import work_bytes_per_pixel
+from metasr.export.onnx_export import ONNX_DTYPES
 from metasr.runtime.manifest import MAX_MANIFEST_BYTES, GraphSpec, Manifest, sha256_file
 
 from metasr.fileio import atomic_path, make_temp_dir, remove_stale_dirs, replace_dir, resolve_dir
@@ -141,11 +142,9 @@ class CalibrationResult:
 
 
 def _graph_spec(path: Path, kind: str, precision: str, target: str, like: GraphSpec, extra: dict) -> GraphSpec:
-    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
-             onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.UINT8: "uint8"}  # fmt: skip
     proto = onnx.load(str(path), load_external_data=False)
     for values, specs in ((proto.graph.input, like.inputs), (proto.graph.output, like.outputs)):
-        got = [(v.name, names.get(v.type.tensor_type.elem_type)) for v in values]
+        got = [(v.name, ONNX_DTYPES.get(v.type.tensor_type.elem_type)) for v in values]
         if got != [(t.name, t.dtype) for t in specs]:
             raise CalibrationError(f"{path.name}: inputs/outputs {got} differ from the float graph's")
     if kind == "feature":  # this graph's own working memory (the memory bound of metasr upscale)

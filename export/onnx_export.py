@@ -29,7 +29,15 @@ from metasr.imresize import imresize
 from metasr.limits import MAX_OPSET, MAX_STATIC_LR, MIN_OPSET, float_problem, int_problem
 from metasr.model import MetaSR
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "ExportResult", "export_onnx", "portable_protos", "verify_with_onnxruntime"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "ONNX_DTYPES",
+    "ExportError",
+    "ExportResult",
+    "export_onnx",
+    "portable_protos",
+    "verify_with_onnxruntime",
+]
 
 DEFAULT_OPSET = 17
 # ORT FP32 vs PyTorch: measured max |d| <= 2e-4 (random-weight RDN) on the 0..255 scale; the limits:
@@ -58,14 +66,17 @@ def _check(path: Path) -> None:
         Path(str(path) + ".inferred").unlink(missing_ok=True)
 
 
+# ONNX element types -> the manifest's dtype names (every dtype an exported or calibrated graph has at its boundary)
+ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.UINT8: "uint8",
+}
+
+
 def _specs(proto: onnx.ModelProto, which: str) -> tuple[TensorSpec, ...]:
-    names = {
-        onnx.TensorProto.FLOAT: "float32",
-        onnx.TensorProto.INT64: "int64",
-        onnx.TensorProto.FLOAT16: "float16",
-        onnx.TensorProto.DOUBLE: "float64",
-        onnx.TensorProto.UINT8: "uint8",
-    }
     values = proto.graph.input if which == "inputs" else proto.graph.output
     init = {i.name for i in proto.graph.initializer}
     out = []
@@ -74,7 +85,7 @@ def _specs(proto: onnx.ModelProto, which: str) -> tuple[TensorSpec, ...]:
             continue
         t = v.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim)
-        out.append(TensorSpec(v.name, names[t.elem_type], dims))
+        out.append(TensorSpec(v.name, ONNX_DTYPES[t.elem_type], dims))
     return tuple(out)
 
 
