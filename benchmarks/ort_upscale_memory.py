@@ -59,6 +59,7 @@ def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
     window = window.astype(np.float32)
     estimate = tile_bytes(tf, c, *window.shape[2:]) / 2**20
     base = reset_peak_rss()
+    window = window.copy()  # the runtime's copy of the tile's window (``tile_bytes`` counts it)
     out = sess.run(None, {"features": window, **tf})[0]
     peak = (status_kib("VmHWM") - base) / 1024
     per_pixel = out.shape[2] * out.shape[3] * c * 27 * 4 / 2**20

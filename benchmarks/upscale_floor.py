@@ -6,7 +6,9 @@ once with the feature graph. Per scale, three things run in interleaved repeats 
 host-side feeds, read from git: ``--before-feeds-ref``), the upscale graph of ``--after DIR`` (default: the
 bundled model exported by this checkout) with this checkout's feeds, and ONNX Runtime's own 3x3 convolution
 32 -> 32 channels on the same feature map with constant weights, like the feature graph's (the rate the floor
-uses). Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared machine).
+uses). On the convolution path also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's
+computed filters: the least any graph built on that op pays). Medians of the repeats (``--clock cpu``: minima
+of the process's CPU time, for a shared machine).
 
 floor = 1728 FLOP per output pixel (2 * C * 9 * 3, C = 32) at that convolution's rate; ratio = stage time /
 (output pixels x floor). The stage is the whole upscale graph: weight prediction, MetaUpscale, add_mean. The
@@ -57,6 +59,25 @@ def _conv_floor_graph(c: int, h: int, w: int) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     return model.SerializeToString()
+
+
+def _body_conv_graph() -> list[bytes]:
+    """The convolution the body's convolution path runs, alone: features (1, C, h, w) with computed (graph-input)
+    filters (3*K_r*K_c, C, T, T); one-pixel blocks 3 x 3 with one pixel of padding, 2-pixel blocks 4 x 4 at
+    stride 2 (the same products as the body's space-to-depth form). What any graph built on ONNX Runtime's
+    ``Conv`` pays at least on that path."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    wt = helper.make_tensor_value_info("w", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    n1 = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    n2 = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 2, 2], strides=[2, 2])
+    out = []
+    for node in (n1, n2):
+        model = helper.make_model(helper.make_graph([node], "body_conv", [x, wt], [y]),
+                                  opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+        model.ir_version = 9
+        out.append(model.SerializeToString())
+    return out
 
 
 def _before_feeds(ref: str) -> types.ModuleType:
@@ -128,6 +149,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
     load = os.getloadavg()
     what = "median wall time" if spin else "minimum process CPU time (no spinning)"
     print(f"{_cpu()}; ONNX Runtime {ort.__version__}, {th} threads, {what}; load average before {load[0]:.1f}")
+    body_conv = [_session(g, th, spin) for g in _body_conv_graph()]
+    rng = np.random.default_rng(2)
     rows = []
     for (h, w), (lr, feats) in inputs.items():
         c = feats.shape[1]
@@ -146,7 +169,15 @@ def run(args: argparse.Namespace, after: Path) -> None:
                 "conv": lambda feats=feats, s=floor_sess: s.run(None, {"x": feats})[0],
                 "feature": lambda lr=lr: feature.run(None, {"lr": lr})[0],
             }
+            on_conv = conv_path(new)
+            if on_conv:  # the body's convolution alone, with this plan's shapes
+                s_blk, kk = new["row_groups"].shape[2], new["row_slots"].shape[1] * new["col_slots"].shape[1]
+                t = 3 if s_blk == 1 else 4
+                wts = (rng.standard_normal((3 * kk, c, t, t)) * 0.02).astype(np.float32)
+                sess = body_conv[0 if s_blk == 1 else 1]
+                calls["body_conv"] = lambda feats=feats, wts=wts, sess=sess: sess.run(None, {"x": feats, "w": wts})[0]
             outs = {k: f() for k, f in calls.items()}  # warm-up (and the outputs compared below)
+            outs.pop("body_conv", None)
             times: dict[str, list[float]] = {k: [] for k in calls}
             for _ in range(args.repeats):
                 for k, f in calls.items():
@@ -162,13 +193,14 @@ def run(args: argparse.Namespace, after: Path) -> None:
                     size=f"{h}x{w}",
                     scale=scale,
                     out=f"{plan.out_size[0]}x{plan.out_size[1]}",
-                    path="conv" if conv_path(new) else "grouped",
+                    path="conv" if on_conv else "grouped",
                     conv_gflops=rate / 1e9,
                     floor_ms=floor_s * 1e3,
                     before_ms=med["before"] * 1e3,
                     after_ms=med["after"] * 1e3,
                     before_x_floor=med["before"] / floor_s,
                     after_x_floor=med["after"] / floor_s,
+                    body_conv_x_floor=med["body_conv"] / floor_s if on_conv else None,
                     speedup=med["before"] / med["after"],
                     feature_ms=med["feature"] * 1e3,
                     before_share=med["before"] / (med["before"] + med["feature"]),
@@ -179,7 +211,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
             r = rows[-1]
             print(f"  {r['size']} x{scale:g}: before {r['before_ms']:.1f} ms, after {r['after_ms']:.1f} ms", flush=True)
     head = ("input h x w", "scale", "output", "path", "conv GFLOP/s", "floor ms", "before ms", "after ms",
-            "before / floor", "after / floor", "speed-up", "feature ms", "share before", "share after",
+            "before / floor", "after / floor", "body conv alone / floor", "speed-up", "feature ms", "share before",
+            "share after",
             "max |diff|")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -188,6 +221,7 @@ def run(args: argparse.Namespace, after: Path) -> None:
             f"| {r['size']} | x{r['scale']:g} | {r['out']} | {r['path']} | {r['conv_gflops']:.0f} | "
             f"{r['floor_ms']:.2f} | "
             f"{r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['before_x_floor']:.1f}x | {r['after_x_floor']:.1f}x | "
+            f"{'-' if r['body_conv_x_floor'] is None else format(r['body_conv_x_floor'], '.1f') + 'x'} | "
             f"{r['speedup']:.1f}x | {r['feature_ms']:.1f} | {100 * r['before_share']:.0f}% | "
             f"{100 * r['after_share']:.0f}% | {r['max_abs_diff']:.1e} |"
         )

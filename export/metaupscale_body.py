@@ -10,9 +10,12 @@ shared      Fp = F zero-padded by one pixel (N, C, h+2, w+2); members' input row
             filters of every slot pair of every group pair ``wrc`` (G_r, K_r, G_c, K_c, 27C); each output
             row's (group, member, slot) (H,) x 3 decoded from ``row_pick``, columns alike.
 conv path   (one group per axis and the output columns a contiguous run of the slot-major layout: every
-            integer scale) the members' bounding box of Fp (N, C, Hb+2, Wb+2), one Conv with the K_r*K_c*3
-            filters (N, 3*K_r*K_c, Hb, Wb), laid out as (N, 3, K_r*Hb, Wb*K_c) by two transposes that each keep
-            a contiguous inner block, then a Gather of whole output rows and a Slice of the columns. This is
+            integer scale, r = p/2) one Conv of F with the K_r*K_c*3 filters: 3x3 with one pixel of padding for
+            one-pixel blocks (F itself, no padded copy), 2x2 on the space-to-depth of the padded box for
+            2-pixel blocks (the 4x4 windows) -> (N, 3*K_r*K_c, nb_r, nb_c), interleaved to
+            (N, 3, nb_r*K_r, nb_c*K_c) by one DepthToSpace when K_r = K_c (CRD is exactly this layout; its
+            block size is an attribute, so one branch per K in ``D2S_SLOTS``) or by two transposes, then one
+            Slice of the output rows and columns (a Gather of whole rows when they are not one run). This is
             the sub-pixel convolution: no patch matrix in memory, the convolution's own (cache-blocked) im2col.
 grouped     the members' neighbourhoods gathered once from channels-last Fp into the patch matrix
 path        (N, G_r, G_c, L_r*L_c, 9C), one batched MatMul with the filters (G_r, G_c, 9C, K_r*K_c*3) ->
@@ -22,7 +25,8 @@ path        (N, G_r, G_c, L_r*L_c, 9C), one batched MatMul with the filters (G_r
 Work: the conv path computes exactly the output pixels' products (plus the slots a member does not host and the
 box's few pixels that host nothing); the grouped path computes L_r*L_c*K_r*K_c*3 products per group pair, the
 exact work times the padding of groups (L) and slot lists (K). Memory (floats, besides the output): conv path
-about 3 * 3*K_r*K_c*Hb*Wb; grouped path (N*G_r*G_c*L_r*L_c) * (9C + K_r*K_c*3) plus a (H, W) int64 index.
+about 2 * 3*K_r*K_c*nb_r*nb_c (plus the box and its space-to-depth for 2-pixel blocks); grouped path
+(N*G_r*G_c*L_r*L_c) * (9C + K_r*K_c*3) plus a (H, W) int64 index.
 ``metasr.runtime.tiling.tile_bytes`` counts every buffer.
 """
 
@@ -187,14 +191,82 @@ def _conv_condition() -> list[onnx.NodeProto]:
     return n
 
 
-def _unit_blocks() -> onnx.GraphProto:
-    node = mk("Identity", ["cv_box"], ["ub_x"])
-    return helper.make_graph([node], "MetaUpscale_unit_blocks", [], [_float_out("ub_x")])
+def _unit_conv() -> onnx.GraphProto:
+    """One-pixel blocks: the window is the features with one zero pixel around, the convolution's own padding
+    (no padded copy)."""
+    node = mk("Conv", ["features", "cv_w"], ["uc_y"], pads=[1, 1, 1, 1])
+    return helper.make_graph([node], "MetaUpscale_unit_conv", [], [_float_out("uc_y")])
 
 
-def _pair_blocks() -> onnx.GraphProto:
-    node = mk("SpaceToDepth", ["cv_box"], ["pb_x"], blocksize=2)  # channels (sy, sx, c)
-    return helper.make_graph([node], "MetaUpscale_pair_blocks", [], [_float_out("pb_x")])
+def _pair_conv() -> onnx.GraphProto:
+    """Two-pixel blocks: the padded window, space-to-depth by 2 (channels (sy, sx, c)), a 2 x 2 convolution."""
+    n = [
+        mk("Pad", ["features", "cv_pads"], ["pc_box"], mode="constant"),  # (N, C, Hbox, Wbox)
+        mk("SpaceToDepth", ["pc_box"], ["pc_x"], blocksize=2),  # (N, 4C, Hbox/2, Wbox/2)
+        mk("Conv", ["pc_x", "cv_w"], ["pc_y"]),
+    ]
+    return helper.make_graph(n, "MetaUpscale_pair_conv", [], [_float_out("pc_y")])
+
+
+# slot counts the interleave runs as one DepthToSpace (its block size is an attribute, so one branch each):
+# integer scales (K = r), r = p/2 on 2-row blocks (K = p: x1.5 3, x2.5 5, x3.5 7); others take the transposes
+D2S_SLOTS = (2, 3, 4, 5, 6, 7, 8)
+
+
+def _transposes() -> onnx.GraphProto:  # its nodes end the interleave's last branch
+    """The general interleave (any K_r, K_c): two transposes that each keep a contiguous inner block."""
+    n = [
+        mk("Concat", ["N", "c3", "K_row", "K_col", "cv_row_nb1", "cv_col_nb1"], ["tr_y6_shape"], axis=0),
+        mk("Reshape", ["cv_y", "tr_y6_shape"], ["tr_y6"]),
+        mk("Transpose", ["tr_y6"], ["tr_yt"], perm=[0, 1, 4, 2, 3, 5]),  # (N, 3, nb_r, K_r, K_c, nb_c)
+        mk("Concat", ["cm1", "K_col", "cv_col_nb1"], ["tr_y3_shape"], axis=0),
+        mk("Reshape", ["tr_yt", "tr_y3_shape"], ["tr_y3"]),  # the Reshape keeps the two transposes apart
+        mk("Transpose", ["tr_y3"], ["tr_y3t"], perm=[0, 2, 1]),  # (N*3*nb_r*K_r, nb_c, K_c)
+        mk("Concat", ["N", "c3", "cv_rows", "cv_cols"], ["tr_yr_shape"], axis=0),
+        mk("Reshape", ["tr_y3t", "tr_yr_shape"], ["tr_yr"]),
+    ]
+    return helper.make_graph(n, "MetaUpscale_transposes", [], [_float_out("tr_yr")])
+
+
+def _interleave(slots: tuple[int, ...]) -> tuple[list[onnx.NodeProto], str]:
+    """``cv_y`` (N, 3*K_r*K_c, nb_r, nb_c), channels (o, kr, kc) -> (N, 3, nb_r*K_r, nb_c*K_c): a DepthToSpace
+    (CRD: exactly this layout) when K_r = K_c = slots[0], else the next branch. Returns the nodes and the output."""
+    if not slots:
+        return list(_transposes().node), "tr_yr"
+    k = slots[0]
+    inner, inner_out = _interleave(slots[1:])
+    d2s = helper.make_graph(
+        [mk("DepthToSpace", ["cv_y"], [f"d2s{k}_y"], blocksize=k, mode="CRD")],
+        f"MetaUpscale_d2s{k}", [], [_float_out(f"d2s{k}_y")],
+    )  # fmt: skip
+    rest = helper.make_graph(inner, f"MetaUpscale_not_d2s{k}", [], [_float_out(inner_out)])
+    cond = [
+        _const(f"cv_k{k}", [k]),
+        mk("Equal", ["K_row", f"cv_k{k}"], [f"cv_is{k}_n"]),
+        mk("And", [f"cv_is{k}_n", "cv_square"], [f"cv_is{k}_1"]),
+        mk("Reshape", [f"cv_is{k}_1", "scalar_shape"], [f"cv_is{k}"]),
+    ]
+    return [*cond, mk("If", [f"cv_is{k}"], [f"cv_i{k}"], then_branch=d2s, else_branch=rest)], f"cv_i{k}"
+
+
+def _rows_slice() -> onnx.GraphProto:
+    """Output rows one run of the (block row, K_r) layout: one Slice of rows and columns."""
+    n = [
+        mk("Concat", ["cv_ridx0", "cidx0"], ["rs_start"], axis=0),
+        mk("Concat", ["cv_rend", "cv_cend"], ["rs_end"], axis=0),
+        _const("rs_axes", [2, 3]),
+        mk("Slice", ["cv_yr", "rs_start", "rs_end", "rs_axes"], ["rs_out"]),
+    ]
+    return helper.make_graph(n, "MetaUpscale_rows_slice", [], [_float_out("rs_out")])
+
+
+def _rows_gather() -> onnx.GraphProto:
+    """Any output rows: a Gather of whole rows, then the Slice of the columns."""
+    n = [
+        mk("Gather", ["cv_yr", "cv_ridx"], ["rg_picked"], axis=2),  # (N, 3, H, nb_c*K_c)
+        mk("Slice", ["rg_picked", "cidx0", "cv_cend", "c3"], ["rg_out"]),  # (N, 3, H, W)
+    ]
+    return helper.make_graph(n, "MetaUpscale_rows_gather", [], [_float_out("rg_out")])
 
 
 def _conv_path() -> onnx.GraphProto:
@@ -218,10 +290,6 @@ def _conv_path() -> onnx.GraphProto:
     n += [
         _const("cv_before", [0, 0, 1, 1, 0, 0]),
         mk("Concat", ["cv_before", "cv_row_after1", "cv_col_after1"], ["cv_pads"], axis=0),
-        mk("Pad", ["features", "cv_pads"], ["cv_box"], mode="constant"),  # (N, C, Hbox, Wbox)
-        # space-to-depth by the block size (1 or 2): x (N, s*s*C, Hbox/s, Wbox/s), channels (sy, sx, c)
-        mk("Equal", ["row_s", "s1"], ["cv_unit"]),
-        mk("If", ["cv_unit"], ["cv_x"], then_branch=_unit_blocks(), else_branch=_pair_blocks()),
     ]
     n += _embedded("cv_")
     n += [
@@ -235,22 +303,32 @@ def _conv_path() -> onnx.GraphProto:
         mk("Mul", ["cv_Cs", "cv_col_s1"], ["cv_Css"]),
         mk("Concat", ["cm1", "cv_Css", "cv_ktr", "cv_ktc"], ["cv_w_shape"], axis=0),
         mk("Reshape", ["cv_w8t", "cv_w_shape"], ["cv_w"]),
-        mk("Conv", ["cv_x", "cv_w"], ["cv_y"]),  # (N, 3*K_r*K_c, nb_r, nb_c)
-        mk("Concat", ["N", "c3", "K_row", "K_col", "cv_row_nb1", "cv_col_nb1"], ["cv_y6_shape"], axis=0),
-        mk("Reshape", ["cv_y", "cv_y6_shape"], ["cv_y6"]),
-        mk("Transpose", ["cv_y6"], ["cv_yt"], perm=[0, 1, 2, 4, 3, 5]),  # (N, 3, K_r, nb_r, K_c, nb_c)
-        mk("Concat", ["cm1", "K_col", "cv_col_nb1"], ["cv_y3_shape"], axis=0),
-        mk("Reshape", ["cv_yt", "cv_y3_shape"], ["cv_y3"]),  # the Reshape keeps the two transposes apart
-        mk("Transpose", ["cv_y3"], ["cv_y3t"], perm=[0, 2, 1]),  # (N*3*K_r*nb_r, nb_c, K_c)
+        # the convolution over whole blocks: (N, 3*K_r*K_c, nb_r, nb_c)
+        mk("Equal", ["row_s", "s1"], ["cv_unit"]),
+        mk("If", ["cv_unit"], ["cv_y"], then_branch=_unit_conv(), else_branch=_pair_conv()),
         mk("Mul", ["K_row", "cv_row_nb1"], ["cv_rows"]),
         mk("Mul", ["cv_col_nb1", "K_col"], ["cv_cols"]),
-        mk("Concat", ["N", "c3", "cv_rows", "cv_cols"], ["cv_yr_shape"], axis=0),
-        mk("Reshape", ["cv_y3t", "cv_yr_shape"], ["cv_yr"]),  # (N, 3, K_r*nb_r, nb_c*K_c)
-        mk("Mul", ["row_k", "cv_row_nb"], ["cv_kb"]),  # (H,) row in the (K_r, nb_r) layout below
-        mk("Add", ["cv_kb", "row_blk"], ["cv_ridx"]),
-        mk("Gather", ["cv_yr", "cv_ridx"], ["cv_picked"], axis=2),  # (N, 3, H, nb_c*K_c)
+        mk("Equal", ["K_row", "K_col"], ["cv_square"]),
+    ]
+    inter, inter_out = _interleave(D2S_SLOTS)
+    n += inter
+    n += [
+        mk("Identity", [inter_out], ["cv_yr"]),  # (N, 3, nb_r*K_r, nb_c*K_c)
+        mk("Mul", ["row_blk", "K_row"], ["cv_bk"]),  # (H,) row in the (block row, K_r) layout
+        mk("Add", ["cv_bk", "row_k"], ["cv_ridx"]),
+        mk("Shape", ["row_pick"], ["H_1"]),
+        mk("Squeeze", ["H_1"], ["H_s"]),
+        mk("Range", ["s0", "H_s", "s1"], ["cv_ir"]),
+        mk("Gather", ["cv_ridx", "c0"], ["cv_ridx0"]),  # (1,)
+        mk("Sub", ["cv_ridx", "cv_ir"], ["cv_rshift"]),
+        mk("Sub", ["cv_rshift", "cv_ridx0"], ["cv_rdev"]),
+        mk("Abs", ["cv_rdev"], ["cv_rdev_abs"]),
+        mk("ReduceMax", ["cv_rdev_abs"], ["cv_rdev_max"], keepdims=1),
+        mk("Equal", ["cv_rdev_max", "c0"], ["cv_rrun_1"]),
+        mk("Reshape", ["cv_rrun_1", "scalar_shape"], ["cv_rrun"]),
+        mk("Add", ["cv_ridx0", "H_1"], ["cv_rend"]),
         mk("Add", ["cidx0", "W_1"], ["cv_cend"]),
-        mk("Slice", ["cv_picked", "cidx0", "cv_cend", "c3"], ["cv_out"]),  # (N, 3, H, W)
+        mk("If", ["cv_rrun"], ["cv_out"], then_branch=_rows_slice(), else_branch=_rows_gather()),  # (N, 3, H, W)
     ]
     return helper.make_graph(n, "MetaUpscale_conv", [], [_float_out("cv_out")])
 
