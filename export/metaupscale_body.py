@@ -10,9 +10,9 @@ shared      Fp = F zero-padded by one pixel (N, C, h+2, w+2); members' input row
             filters of every slot pair of every group pair ``wrc`` (G_r, K_r, G_c, K_c, 27C); each output
             row's (group, member, slot) (H,) x 3 decoded from ``row_pick``, columns alike.
 conv path   (one group per axis and the output columns a contiguous run of the slot-major layout: every
-            integer scale, r = p/2) one Conv of F with the K_r*K_c*3 filters: 3x3 with one pixel of padding for
-            one-pixel blocks (F itself, no padded copy), 2x2 on the space-to-depth of the padded box for
-            2-pixel blocks (the 4x4 windows) -> (N, 3*K_r*K_c, nb_r, nb_c), interleaved to
+            integer scale, r = p/2) one Conv of F itself (no padded copy) with the K_r*K_c*3 filters: 3x3 with
+            one pixel of padding for one-pixel blocks, 4x4 at stride 2 (the 2x2 block and its context) for
+            2-pixel blocks -> (N, 3*K_r*K_c, nb_r, nb_c), interleaved to
             (N, 3, nb_r*K_r, nb_c*K_c) by one DepthToSpace when K_r = K_c (CRD is exactly this layout; its
             block size is an attribute, so one branch per K in ``D2S_SLOTS``) or by two transposes, then one
             Slice of the output rows and columns (a Gather of whole rows when they are not one run). This is
@@ -25,7 +25,7 @@ path        (N, G_r, G_c, L_r*L_c, 9C), one batched MatMul with the filters (G_r
 Work: the conv path computes exactly the output pixels' products (plus the slots a member does not host and the
 box's few pixels that host nothing); the grouped path computes L_r*L_c*K_r*K_c*3 products per group pair, the
 exact work times the padding of groups (L) and slot lists (K). Memory (floats, besides the output): conv path
-about 2 * 3*K_r*K_c*nb_r*nb_c (plus the box and its space-to-depth for 2-pixel blocks); grouped path
+about 2 * 3*K_r*K_c*nb_r*nb_c; grouped path
 (N*G_r*G_c*L_r*L_c) * (9C + K_r*K_c*3) plus a (H, W) int64 index.
 ``metasr.runtime.tiling.tile_bytes`` counts every buffer.
 """
@@ -68,8 +68,8 @@ def _dim(shape: str, index: int, name: str) -> onnx.NodeProto:
 def _axis(axis: str) -> list[onnx.NodeProto]:
     """One axis' members, slots, block size s (the hints' shape) and each output position's (group, member, slot),
     and the one-hot tap placement ``{axis}_E`` (G, K, 3, T): slot k's kernel tap t lies at row d[k] + t of its
-    member's window of T = kt * s rows (kt = 3 for s = 1, 2 for s >= 2: the windows of the conv path's
-    space-to-depth). Every shape follows from the inputs' shapes."""
+    member's window of T = kt * s rows (kt = 3 for s = 1, 2 for s >= 2: a 2-row block's window is 4 rows).
+    Every shape follows from the inputs' shapes."""
     src, idx, groups, slots, pick = (f"{axis}_{n}" for n in ("src", "idx", "groups", "slots", "pick"))
     v = lambda name: f"{axis}_{name}"  # noqa: E731
     return [
@@ -199,13 +199,10 @@ def _unit_conv() -> onnx.GraphProto:
 
 
 def _pair_conv() -> onnx.GraphProto:
-    """Two-pixel blocks: the padded window, space-to-depth by 2 (channels (sy, sx, c)), a 2 x 2 convolution."""
-    n = [
-        mk("Pad", ["features", "cv_pads"], ["pc_box"], mode="constant"),  # (N, C, Hbox, Wbox)
-        mk("SpaceToDepth", ["pc_box"], ["pc_x"], blocksize=2),  # (N, 4C, Hbox/2, Wbox/2)
-        mk("Conv", ["pc_x", "cv_w"], ["pc_y"]),
-    ]
-    return helper.make_graph(n, "MetaUpscale_pair_conv", [], [_float_out("pc_y")])
+    """Two-pixel blocks: block b's 4 x 4 window starts at input row 2b - 1, so one 4 x 4 convolution at stride 2
+    with one zero row before and two after gives ceil(n / 2) blocks for either parity of n (no padded copy)."""
+    node = mk("Conv", ["features", "cv_w"], ["pc_y"], pads=[1, 1, 2, 2], strides=[2, 2])
+    return helper.make_graph([node], "MetaUpscale_pair_conv", [], [_float_out("pc_y")])
 
 
 # slot counts the interleave runs as one DepthToSpace (its block size is an attribute, so one branch each):
@@ -228,42 +225,55 @@ def _transposes() -> onnx.GraphProto:  # its nodes end the interleave's last bra
     return helper.make_graph(n, "MetaUpscale_transposes", [], [_float_out("tr_yr")])
 
 
-def _interleave(slots: tuple[int, ...]) -> tuple[list[onnx.NodeProto], str]:
+def _slot_conditions(slots: tuple[int, ...]) -> list[onnx.NodeProto]:
+    """``cv_is{k}``: K_r = K_c = k, rank-0, for every k in ``slots``."""
+    n = []
+    for k in slots:
+        n += [
+            _const(f"cv_k{k}", [k]),
+            mk("Equal", ["K_row", f"cv_k{k}"], [f"cv_is{k}_n"]),
+            mk("And", [f"cv_is{k}_n", "cv_square"], [f"cv_is{k}_1"]),
+            mk("Reshape", [f"cv_is{k}_1", "scalar_shape"], [f"cv_is{k}"]),
+        ]
+    return n
+
+
+def _d2s(k: int, prefix: str) -> onnx.GraphProto:
+    node = mk("DepthToSpace", ["cv_y"], [f"{prefix}{k}_y"], blocksize=k, mode="CRD")
+    return helper.make_graph([node], f"MetaUpscale_{prefix}{k}", [], [_float_out(f"{prefix}{k}_y")])
+
+
+def _interleave(slots: tuple[int, ...], prefix: str) -> tuple[list[onnx.NodeProto], str]:
     """``cv_y`` (N, 3*K_r*K_c, nb_r, nb_c), channels (o, kr, kc) -> (N, 3, nb_r*K_r, nb_c*K_c): a DepthToSpace
-    (CRD: exactly this layout) when K_r = K_c = slots[0], else the next branch. Returns the nodes and the output."""
+    (CRD: exactly this layout) when K_r = K_c = slots[0], else the next branch; after the last, the transposes
+    (``prefix`` "d2s") or the last slot count's DepthToSpace (the caller knows it is one of ``slots``).
+    Returns the nodes and their output's name."""
+    if len(slots) == 1 and prefix != "d2s":
+        return list(_d2s(slots[0], prefix).node), f"{prefix}{slots[0]}_y"
     if not slots:
         return list(_transposes().node), "tr_yr"
     k = slots[0]
-    inner, inner_out = _interleave(slots[1:])
-    d2s = helper.make_graph(
-        [mk("DepthToSpace", ["cv_y"], [f"d2s{k}_y"], blocksize=k, mode="CRD")],
-        f"MetaUpscale_d2s{k}", [], [_float_out(f"d2s{k}_y")],
-    )  # fmt: skip
-    rest = helper.make_graph(inner, f"MetaUpscale_not_d2s{k}", [], [_float_out(inner_out)])
-    cond = [
-        _const(f"cv_k{k}", [k]),
-        mk("Equal", ["K_row", f"cv_k{k}"], [f"cv_is{k}_n"]),
-        mk("And", [f"cv_is{k}_n", "cv_square"], [f"cv_is{k}_1"]),
-        mk("Reshape", [f"cv_is{k}_1", "scalar_shape"], [f"cv_is{k}"]),
-    ]
-    return [*cond, mk("If", [f"cv_is{k}"], [f"cv_i{k}"], then_branch=d2s, else_branch=rest)], f"cv_i{k}"
+    inner, inner_out = _interleave(slots[1:], prefix)
+    rest = helper.make_graph(inner, f"MetaUpscale_not_{prefix}{k}", [], [_float_out(inner_out)])
+    out = f"cv_{prefix}_i{k}"
+    return [mk("If", [f"cv_is{k}"], [out], then_branch=_d2s(k, prefix), else_branch=rest)], out
 
 
-def _rows_slice() -> onnx.GraphProto:
+def _rows_slice(interleaved: str) -> onnx.GraphProto:
     """Output rows one run of the (block row, K_r) layout: one Slice of rows and columns."""
     n = [
         mk("Concat", ["cv_ridx0", "cidx0"], ["rs_start"], axis=0),
         mk("Concat", ["cv_rend", "cv_cend"], ["rs_end"], axis=0),
         _const("rs_axes", [2, 3]),
-        mk("Slice", ["cv_yr", "rs_start", "rs_end", "rs_axes"], ["rs_out"]),
+        mk("Slice", [interleaved, "rs_start", "rs_end", "rs_axes"], ["rs_out"]),
     ]
     return helper.make_graph(n, "MetaUpscale_rows_slice", [], [_float_out("rs_out")])
 
 
-def _rows_gather() -> onnx.GraphProto:
+def _rows_gather(interleaved: str) -> onnx.GraphProto:
     """Any output rows: a Gather of whole rows, then the Slice of the columns."""
     n = [
-        mk("Gather", ["cv_yr", "cv_ridx"], ["rg_picked"], axis=2),  # (N, 3, H, nb_c*K_c)
+        mk("Gather", [interleaved, "cv_ridx"], ["rg_picked"], axis=2),  # (N, 3, H, nb_c*K_c)
         mk("Slice", ["rg_picked", "cidx0", "cv_cend", "c3"], ["rg_out"]),  # (N, 3, H, W)
     ]
     return helper.make_graph(n, "MetaUpscale_rows_gather", [], [_float_out("rg_out")])
@@ -271,38 +281,25 @@ def _rows_gather() -> onnx.GraphProto:
 
 def _conv_path() -> onnx.GraphProto:
     n = []
-    for axis, size in (("row", "h"), ("col", "w")):  # the window in whole blocks, with the last block's context
+    for axis, size in (("row", "h"), ("col", "w")):
         v = lambda name, axis=axis: f"cv_{axis}_{name}"  # noqa: E731
         n += [
             mk("Squeeze", [size], [v("n")]),
             mk("Add", [v("n"), f"{axis}_s"], [v("n_s")]),
             mk("Sub", [v("n_s"), "s1"], [v("n_s1")]),
             mk("Div", [v("n_s1"), f"{axis}_s"], [v("nb")]),  # scalar: blocks along the axis, ceil(n / s)
-            mk("Add", [v("nb"), f"{axis}_kt"], [v("nbk")]),
-            mk("Sub", [v("nbk"), "s1"], [v("nbk1")]),
-            mk("Mul", [v("nbk1"), f"{axis}_s"], [v("len")]),  # rows of the box
-            mk("Sub", [v("len"), v("n")], [v("len_n")]),
-            mk("Sub", [v("len_n"), "s1"], [v("after")]),  # zero rows after the window (one before)
-            mk("Unsqueeze", [v("after"), "c0"], [v("after1")]),
             mk("Unsqueeze", [v("nb"), "c0"], [v("nb1")]),
-            mk("Unsqueeze", [f"{axis}_s", "c0"], [v("s1")]),
         ]
-    n += [
-        _const("cv_before", [0, 0, 1, 1, 0, 0]),
-        mk("Concat", ["cv_before", "cv_row_after1", "cv_col_after1"], ["cv_pads"], axis=0),
-    ]
     n += _embedded("cv_")
     n += [
-        # (1, K_r, 1, K_c, kt_r*s_r, kt_c*s_c, (c, o)) -> (3*K_r*K_c, s_r*s_c*C, kt_r, kt_c), channels (o, kr, kc)
-        mk("Unsqueeze", ["row_kt", "c0"], ["cv_ktr"]),
-        mk("Unsqueeze", ["col_kt", "c0"], ["cv_ktc"]),
-        mk("Concat", ["K_row", "K_col", "cv_ktr", "cv_row_s1", "cv_ktc", "cv_col_s1", "C", "c3"], ["cv_w8s"], axis=0),
-        mk("Reshape", ["cv_emb", "cv_w8s"], ["cv_w8"]),
-        mk("Transpose", ["cv_w8"], ["cv_w8t"], perm=[7, 0, 1, 3, 5, 6, 2, 4]),  # (o, kr, kc, sy, sx, c, ty, tx)
-        mk("Mul", ["C", "cv_row_s1"], ["cv_Cs"]),
-        mk("Mul", ["cv_Cs", "cv_col_s1"], ["cv_Css"]),
-        mk("Concat", ["cm1", "cv_Css", "cv_ktr", "cv_ktc"], ["cv_w_shape"], axis=0),
-        mk("Reshape", ["cv_w8t", "cv_w_shape"], ["cv_w"]),
+        # (1, K_r, 1, K_c, T_r, T_c, (c, o)) -> (3*K_r*K_c, C, T_r, T_c), output channels (o, kr, kc)
+        mk("Unsqueeze", ["row_T", "c0"], ["cv_Tr"]),
+        mk("Unsqueeze", ["col_T", "c0"], ["cv_Tc"]),
+        mk("Concat", ["K_row", "K_col", "cv_Tr", "cv_Tc", "C", "c3"], ["cv_w6s"], axis=0),
+        mk("Reshape", ["cv_emb", "cv_w6s"], ["cv_w6"]),
+        mk("Transpose", ["cv_w6"], ["cv_w6t"], perm=[5, 0, 1, 4, 2, 3]),  # (o, kr, kc, c, ty, tx)
+        mk("Concat", ["cm1", "C", "cv_Tr", "cv_Tc"], ["cv_w_shape"], axis=0),
+        mk("Reshape", ["cv_w6t", "cv_w_shape"], ["cv_w"]),
         # the convolution over whole blocks: (N, 3*K_r*K_c, nb_r, nb_c)
         mk("Equal", ["row_s", "s1"], ["cv_unit"]),
         mk("If", ["cv_unit"], ["cv_y"], then_branch=_unit_conv(), else_branch=_pair_conv()),
@@ -310,10 +307,8 @@ def _conv_path() -> onnx.GraphProto:
         mk("Mul", ["cv_col_nb1", "K_col"], ["cv_cols"]),
         mk("Equal", ["K_row", "K_col"], ["cv_square"]),
     ]
-    inter, inter_out = _interleave(D2S_SLOTS)
-    n += inter
+    n += _slot_conditions(D2S_SLOTS)
     n += [
-        mk("Identity", [inter_out], ["cv_yr"]),  # (N, 3, nb_r*K_r, nb_c*K_c)
         mk("Mul", ["row_blk", "K_row"], ["cv_bk"]),  # (H,) row in the (block row, K_r) layout
         mk("Add", ["cv_bk", "row_k"], ["cv_ridx"]),
         mk("Shape", ["row_pick"], ["H_1"]),
@@ -328,8 +323,32 @@ def _conv_path() -> onnx.GraphProto:
         mk("Reshape", ["cv_rrun_1", "scalar_shape"], ["cv_rrun"]),
         mk("Add", ["cv_ridx0", "H_1"], ["cv_rend"]),
         mk("Add", ["cidx0", "W_1"], ["cv_cend"]),
-        mk("If", ["cv_rrun"], ["cv_out"], then_branch=_rows_slice(), else_branch=_rows_gather()),  # (N, 3, H, W)
+        # the output is the whole interleaved block (integer scales, untiled): the DepthToSpace is the result
+        _const("cv_d2s_lo", [D2S_SLOTS[0]]),
+        _const("cv_d2s_hi", [D2S_SLOTS[-1]]),
+        mk("GreaterOrEqual", ["K_row", "cv_d2s_lo"], ["cv_ge"]),
+        mk("LessOrEqual", ["K_row", "cv_d2s_hi"], ["cv_le"]),
+        mk("Add", ["cv_ridx0", "cidx0"], ["cv_start"]),
+        mk("Equal", ["cv_start", "c0"], ["cv_at0"]),  # both are >= 0
+        mk("Equal", ["H_1", "cv_rows"], ["cv_all_rows"]),
+        mk("Equal", ["W_1", "cv_cols"], ["cv_all_cols"]),
+        mk("And", ["cv_ge", "cv_le"], ["cv_d1"]),
+        mk("And", ["cv_d1", "cv_square"], ["cv_d2"]),
+        mk("And", ["cv_d2", "cv_at0"], ["cv_d3"]),
+        mk("And", ["cv_d3", "cv_all_rows"], ["cv_d4"]),
+        mk("And", ["cv_d4", "cv_all_cols"], ["cv_d5"]),
+        mk("And", ["cv_d5", "cv_rrun_1"], ["cv_d6"]),
+        mk("Reshape", ["cv_d6", "scalar_shape"], ["cv_direct"]),
     ]
+    direct, direct_out = _interleave(D2S_SLOTS, "direct")
+    general, general_out = _interleave(D2S_SLOTS, "d2s")
+    pick = {"then_branch": _rows_slice(general_out), "else_branch": _rows_gather(general_out)}
+    general.append(mk("If", ["cv_rrun"], ["cv_picked"], **pick))  # (N, 3, H, W)
+    whole = {
+        "then_branch": helper.make_graph(direct, "MetaUpscale_direct", [], [_float_out(direct_out)]),
+        "else_branch": helper.make_graph(general, "MetaUpscale_general", [], [_float_out("cv_picked")]),
+    }
+    n.append(mk("If", ["cv_direct"], ["cv_out"], **whole))
     return helper.make_graph(n, "MetaUpscale_conv", [], [_float_out("cv_out")])
 
 

@@ -146,8 +146,8 @@ def tile_bytes(feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_col
     pairs, G x L x K the grouping and T = 3 (one-pixel blocks) or 2s (blocks of s) the window of a member
     (see ``metaupscale_body``). Always: the window copy C*h*w; the weight predictor (3 + 3*256 + 2*27C) per
     pair; the slot filters G_r*K_r*P_c*27C and G_r*K_r*G_c*K_c*27C; the sr output, add_mean and the runtime's
-    copy 3 * 3*H*W. Conv path: for 2-pixel blocks the box and its space-to-depth 2*C*(h+T_r)*(w+T_c) (one-pixel
-    blocks convolve the window itself), the filter placement 4 * K_r*K_c*T_r*T_c*3C, the convolution output
+    copy 3 * 3*H*W. Conv path (it convolves the window itself): the filter placement 4 * K_r*K_c*T_r*T_c*3C,
+    the convolution output
     and its interleave (a DepthToSpace, or two transposes) 3 * 3*K_r*K_c*B (B member blocks, plus one per
     axis), the row pick and the column slice 2 * 3*H*W. Grouped path: padded features and their transpose
     2*C*(h+2)*(w+2); the window index 2 * M*T_r*T_c and the patch matrix M*T_r*T_c*C (M = G_r*G_c*L_r*L_c
@@ -168,8 +168,7 @@ def tile_bytes(feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_col
     filters = k_r * k_c * t_r * t_c * 3 * c
     if conv_path(feeds):
         blocks = (-(-h // s_r) + 1) * (-(-w // s_c) + 1)
-        box = 2 * c * (h + t_r) * (w + t_c) if s_r > 1 else 0
-        floats += box + 4 * filters + 3 * 3 * k_r * k_c * blocks + 2 * 3 * out_h * out_w
+        floats += 4 * filters + 3 * 3 * k_r * k_c * blocks + 2 * 3 * out_h * out_w
     else:
         m = g_r * g_c * l_r * l_c
         floats += 2 * c * (h + 2) * (w + 2) + m * t_r * t_c * (2 + c) + 4 * g_r * g_c * filters

@@ -5,8 +5,9 @@ The body holds two formulations of the same product (``export/metaupscale_body.p
 and columns or a ``Gather`` of rows) and the grouped path (a patch matrix and a batched ``MatMul``). The grouped
 path is the oracle here: the same graph with its path ``If`` replaced by the grouped branch (what the openvino
 backend runs), fed the same plan. Plans are chosen to reach each branch: integer and half-integer scales (the
-``DepthToSpace`` for K = 2 ... 7), narrow tiles whose slot counts differ per axis (the transposes), and valid
-hints whose row slots are listed in another order (rows not one run: the row ``Gather``).
+``DepthToSpace`` for K = 2 ... 7, as the whole output or sliced), narrow tiles whose slot counts differ per axis
+(the transposes), and valid hints whose row slots are listed in another order (rows not one run: the row
+``Gather``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], int, int]:
     feeds = plan_feeds(project(h, w, scale))
     if name == "narrow tile":  # one output column: K_c = 1, K_r = 2 (the transposes)
         feeds = tile_feeds(feeds, slice(4, 20), slice(6, 7))
+    if name == "tile x2":  # K_r = K_c = 2 inside the image: the DepthToSpace, then the Slice
+        feeds = tile_feeds(feeds, slice(4, 20), slice(6, 16))
     if name == "one pixel":  # K_r = K_c = 1: no DepthToSpace branch (the transposes)
         feeds = tile_feeds(feeds, slice(6, 7), slice(6, 7))
     if name == "row slots reversed":
@@ -58,7 +61,7 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], int, int]:
     return feeds, h, w
 
 
-CASES = ["x2", "x3", "x4", "x1.5", "x2.5", "x3.5", "narrow tile", "one pixel", "row slots reversed"]
+CASES = ["x2", "x3", "x4", "x1.5", "x2.5", "x3.5", "tile x2", "narrow tile", "one pixel", "row slots reversed"]
 
 
 @pytest.mark.parametrize("name", CASES)
