@@ -129,7 +129,7 @@ class Timings:
 def scale_for_size(h: int, w: int, target_w: int, target_h: int, max_scale: float, min_scale: float = 1.0) -> float:
     """The smallest scale whose output ``int(r*h) x int(r*w)`` covers ``target_h x target_w``."""
     if target_w < 1 or target_h < 1:
-        raise ValueError(f"--size must be positive, got {target_w}x{target_h}")
+        raise ValueError(f"the size must be positive, got {target_w}x{target_h}")
     r = max(target_w / w, target_h / h)
     while int(r * h) < target_h or int(r * w) < target_w:
         r = math.nextafter(r, math.inf)
@@ -137,7 +137,7 @@ def scale_for_size(h: int, w: int, target_w: int, target_h: int, max_scale: floa
         return check_scale(r, max_scale, min_scale)
     except UnsupportedScaleError:
         raise UnsupportedScaleError(
-            f"--size {target_w}x{target_h} from a {w}x{h} image needs scale {r:.4g}, "
+            f"size {target_w}x{target_h} from a {w}x{h} image needs scale {r:.4g}, "
             f"outside ({max(1.0, min_scale):g}, {max_scale:g}]"
         ) from None
 

@@ -11,8 +11,9 @@ tiff|bmp``, default PNG) with the encoded image as the body returns the upscaled
 .serving` puts this behind Ray Serve; the tests call it directly too.
 
 Every refusal is a :class:`Reply` with a 4xx status and a one-line JSON body ``{"error": "..."}``: 400 (a bad
-query or image: scale nan/0/100, a malformed size, a truncated file, a format that cannot hold the image),
-404/405 (route, method), 413 (a body over ``max_body_bytes``, pixels in or out over ``max_pixels``, a
+query or image: scale nan/0/100, a malformed size, an empty parameter (``precision=`` is not the default), a
+truncated file, a format that cannot hold the image), 404/405 (route; a method the route does not take, with an
+``Allow`` header), 413 (a body over ``max_body_bytes``, pixels in or out over ``max_pixels``, a
 decompression bomb, an image that cannot fit ``memory_mb``), 415 (a content type that is not ``image/*`` or
 ``application/octet-stream``). Anything else is a 500 whose body says only "internal error" (the exception is
 in the replica's log). One replica runs one upscale at a time (a lock: the memory bound holds per replica).
@@ -50,9 +51,10 @@ _log = logging.getLogger("ray.serve")  # in a replica, Serve's logger; elsewhere
 class RequestError(Exception):
     """A refused request: its HTTP status (4xx) and a one-line message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -80,16 +82,17 @@ class ServiceConfig:
 
 @dataclass(frozen=True)
 class Reply:
-    """An HTTP answer: status, media type, body, and the request's one log line."""
+    """An HTTP answer: status, media type, body, the request's one log line and extra headers (``Allow``)."""
 
     status: int
     media_type: str
     body: bytes
     log: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def json(cls, status: int, data: object, log: str = "") -> Reply:
-        return cls(status, "application/json", json.dumps(data, separators=(",", ":")).encode(), log)
+    def json(cls, status: int, data: object, log: str = "", headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+        return cls(status, "application/json", json.dumps(data, separators=(",", ":")).encode(), log, headers)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ class UpscaleQuery:
 
 
 def _one(query: Mapping[str, str], key: str) -> str | None:
+    """The parameter's value, None when absent; an empty value is refused (it does not mean the default)."""
     value = query.get(key)
+    if value is not None and not str(value).strip():
+        raise RequestError(400, f"{key} is empty: give a value or leave the parameter out")
     return None if value is None else str(value)
 
 
@@ -184,7 +190,7 @@ class Upscaler:
         try:
             reply = self._route(method, path.rstrip("/") or "/", query, content_type, body)
         except RequestError as e:
-            reply = Reply.json(e.status, {"error": str(e)})
+            reply = Reply.json(e.status, {"error": str(e)}, headers=e.headers)
         except (ImageError, UnsupportedScaleError, MemoryBudgetError, ManifestError, ValueError) as e:
             reply = Reply.json(_status_of(e), {"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
         except Exception:  # a fault of the service, not of the request: logged in full, answered in one line
@@ -192,14 +198,14 @@ class Upscaler:
             reply = Reply.json(500, {"error": "internal error"})
         ms = (time.perf_counter() - t0) * 1000
         line = f"{method} {path} {reply.status} in {len(body)} B out {len(reply.body)} B {reply.log} {ms:.0f} ms"
-        return Reply(reply.status, reply.media_type, reply.body, " ".join(line.split()))
+        return Reply(reply.status, reply.media_type, reply.body, " ".join(line.split()), reply.headers)
 
     def _route(self, method: str, path: str, query: Mapping[str, str], content_type: str, body: bytes) -> Reply:
         routes = {"/healthz": "GET", "/v1/models": "GET", "/v1/upscale": "POST"}
         if path not in routes:
             raise RequestError(404, f"no route {path[:80]!r}: POST /v1/upscale, GET /healthz, GET /v1/models")
         if method != routes[path]:
-            raise RequestError(405, f"{path} takes {routes[path]}, got {method[:10]}")
+            raise RequestError(405, f"{path} takes {routes[path]}, got {method[:10]}", (("Allow", routes[path]),))
         if path == "/healthz":
             return Reply.json(200, {"status": "ok"})
         if path == "/v1/models":
@@ -224,5 +230,5 @@ class Upscaler:
         else:
             out_h, out_w = output_size(h, w, q.options.scale)  # type: ignore[arg-type]
             target = (out_w, out_h)
-        how = f"size {target[0]}x{target[1]}" if q.options.size else f"scale {q.options.scale:g}"
+        how = f"size {target[0]}x{target[1]}" if q.options.size else f"scale {q.options.scale!r}"  # exact: 1.0000001
         return Reply(200, MEDIA_TYPES[q.fmt], data, f"{w}x{h} -> {target[0]}x{target[1]} {how} {q.precision} {q.fmt}")

@@ -107,7 +107,7 @@ class MetaSRReplica:
             )  # fmt: skip
             line = reply.log
         _log.info("%s (%.0f ms with the wait)", line, (time.perf_counter() - t0) * 1000)
-        return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
+        return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=dict(reply.headers))
 
     def pid(self) -> int:
         """This replica's process id (the tests kill one)."""

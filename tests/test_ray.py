@@ -110,6 +110,11 @@ def test_hostile_requests_get_4xx_and_the_service_keeps_answering(service):
         assert got == status and fragment.encode() in answer and answer.startswith(b'{"error":'), (name, answer)
     got, _ = _post(service, "scale=2", b"\x89PNG" + bytes(5 * 2**20))  # over the 4 MiB body limit
     assert got == 413
+    try:  # a GET of the POST route: 405 with the Allow header through Ray Serve too
+        urllib.request.urlopen(f"{service}/v1/upscale", timeout=30)
+        raise AssertionError("GET /v1/upscale answered 2xx")
+    except urllib.error.HTTPError as e:
+        assert e.code == 405 and e.headers.get("Allow") == "POST", (e.code, dict(e.headers))
     assert _post(service, "scale=2", good)[0] == 200 and _get(service, "/healthz") == 200
 
 

@@ -70,7 +70,8 @@ def test_hostile_requests_get_one_line_4xx(service, case):
 def test_limits_and_routes(service):
     big = b"\x89PNG" + bytes(4 * 2**20)
     assert service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", big).status == 413
-    assert service.handle("GET", "/v1/upscale", {}, "", b"").status == 405
+    wrong = service.handle("GET", "/v1/upscale", {}, "", b"")
+    assert wrong.status == 405 and dict(wrong.headers) == {"Allow": "POST"}  # RFC 9110: a 405 names the methods
     assert service.handle("GET", "/nope", {}, "", b"").status == 404
     models = json.loads(service.handle("GET", "/v1/models", {}, "", b"").body)
     assert models["model"]["name"] == "small" and models["precisions"] == ["fp32"] and models["scales"]["max"] == 4.0
@@ -159,3 +160,15 @@ def test_an_image_over_the_memory_bound_is_a_413(bundled_artifacts):
     finally:
         s.close()
     assert reply.status == 413 and "MiB" in _error(reply), reply.body
+
+
+def test_empty_parameters_are_refused_and_the_log_has_the_exact_scale(service):
+    """Before: ``precision=`` and ``format=`` silently meant the defaults, and scale=1.0000001 was logged as
+    "scale 1"."""
+    body = png_bytes(small_rgb())
+    for key in ("precision", "format", "scale", "size"):
+        query = {"scale": "2", key: ""} if key not in ("scale", "size") else {key: ""}
+        reply = service.handle("POST", "/v1/upscale", query, "image/png", body)
+        assert reply.status == 400 and f"{key} is empty" in _error(reply), (key, reply.body)
+    reply = service.handle("POST", "/v1/upscale", {"scale": "1.0000001"}, "image/png", body)
+    assert reply.status == 200 and "scale 1.0000001 " in reply.log, reply.log
