@@ -12,10 +12,12 @@ output atomically with :func:`~metasr.runtime.batch.run_job`, so outputs are byt
 engine's. Rows stream: at most a few jobs are in flight per actor, each under ``opts.memory_mb``, so the job's
 memory is about ``workers * memory_mb`` plus Ray's own processes, whatever the number of images.
 
-Failures: an actor that dies (killed, out of memory, a lost node) is restarted and its job retried
-(Ray Data's defaults for actor pools: ``max_restarts=-1``,
-``max_task_retries=-1``); the retry's atomic write replaces nothing partial (a killed writer's
-temporary is removed by the next write of that output), so each output is written once, whole. An error
+Failures: an actor that dies (killed, out of memory, a lost node) is restarted and its job retried, each at
+most :data:`MAX_ATTEMPTS` - 1 times (Ray Data's defaults, ``max_restarts=-1`` and ``max_task_retries=-1``,
+retry for ever: a job that kills its worker every time, such as an input that crashes a decoder, never ended the
+run); past that the run stops with one line (:class:`ImageError`), the outputs written so far complete, and a
+re-run resumes. The retry's atomic write replaces nothing partial (a killed writer's temporary is removed by the
+next write of that output), so each output is written once, whole. An error
 inside a job (an input changed since it was checked) stops the run with that job's one-line message.
 Resume: :func:`split_complete` counts an output as complete when it exists, decodes fully and has exactly the
 expected size (this engine's writes are atomic, so it never leaves a partial file under an output's name; a
@@ -37,7 +39,9 @@ from metasr.runtime.image_io import ImageError
 from metasr.runtime.projection import output_size
 from PIL import Image
 
-__all__ = ["JobResult", "RayJobConfig", "expected_size", "run_ray_jobs", "split_complete"]
+__all__ = ["MAX_ATTEMPTS", "JobResult", "RayJobConfig", "expected_size", "run_ray_jobs", "split_complete"]
+
+MAX_ATTEMPTS = 4  # runs of one job whose worker dies (and restarts of one actor) before the run stops
 
 
 @dataclass(frozen=True)
@@ -158,15 +162,28 @@ def run_ray_jobs(todo: list[CheckedJob], config: RayJobConfig, opts: UpscaleOpti
     ctx.enable_progress_bars = False  # the caller shows its own progress, one line per output
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
-    rows = [{"job": pickle.dumps(c)} for c in todo]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))  # one job per block: fine-grained streaming
+    items = [{"job": pickle.dumps(c)} for c in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one job per block: fine-grained streaming
     ds = ds.map_batches(
         _actor_class(config, opts),
         batch_size=1,
         compute=ActorPoolStrategy(size=_pool_size(config, len(todo), ray)),
         num_cpus=config.cpus_per_worker,
-    )  # Ray Data's actor defaults: max_restarts=-1, max_task_retries=-1 (a dead actor's job is retried)
-    for row in ds.iter_rows():
+        max_restarts=MAX_ATTEMPTS - 1,  # bounded: Ray Data's defaults (-1) retry a job that kills its worker for ever
+        max_task_retries=MAX_ATTEMPTS - 1,
+    )
+    rows = iter(ds.iter_rows())
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except ray.exceptions.RayError as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ImageError(
+                f"a worker died {MAX_ATTEMPTS} times running the same job (killed, out of memory, or an input that "
+                f"crashes it): the run stops; the outputs written so far are complete, a re-run resumes ({first})"
+            ) from None
         if row["error"]:
             raise ImageError(str(row["error"]))
         yield JobResult(str(row["target"]), (int(row["w"]), int(row["h"])), float(row["seconds"]), int(row["pid"]))

@@ -211,6 +211,59 @@ def test_batch_with_a_killed_actor_loses_and_duplicates_nothing(cluster, images,
     print(f"batch: {len(results)} outputs from actors {sorted({r.pid for r in results})}, killed {killed}")
 
 
+def test_batch_whose_workers_always_die_stops_with_one_line(cluster, images, bundled_artifacts, tmp_path):
+    """Before: Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1) retried a job whose worker dies
+    every time for ever (the run never ended). Every upscaler actor of this cluster is killed as soon as it is
+    alive: the run must stop with one ImageError line, within the deadline, leaving no partial file."""
+    import threading
+
+    from metasr.runtime.image_io import ImageError
+    from metasr.runtime.ray_batch import MAX_ATTEMPTS, RayJobConfig, run_ray_jobs
+    from ray._private import state  # internal, test-only: the actor table's pids (the cluster has no dashboard)
+
+    checked, opts = _checked(images, tmp_path / "ray", bundled_artifacts)
+    stop, kills = threading.Event(), []
+
+    def killer() -> None:
+        while not stop.is_set():
+            for a in state.actors().values():
+                if "MetaSRUpscaler" in a["ActorClassName"] and a["State"] == "ALIVE" and a["Pid"] not in kills:
+                    kills.append(a["Pid"])
+                    try:
+                        os.kill(a["Pid"], signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            config = RayJobConfig(str(bundled_artifacts), workers=1, address=cluster.address)
+            outcome.append(list(run_ray_jobs(checked[:2], config, opts)))
+        except Exception as e:  # inspected below
+            outcome.append(e)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=240)
+    stop.set()
+    assert not runner.is_alive(), f"the run did not end within 240 s ({len(kills)} workers killed)"
+    assert isinstance(outcome[0], ImageError), str(outcome)[:300]
+    assert f"died {MAX_ATTEMPTS} times" in str(outcome[0]) and "\n" not in str(outcome[0]), outcome[0]
+    out = tmp_path / "ray"
+    visible = [p for p in out.glob("*") if not p.name.startswith(".")] if out.exists() else []
+    assert all(p.name in {c.job.target.name for c in checked[:2]} for p in visible), visible
+    # a killed writer leaves only its hidden temporary (.NAME.<pid>-<random>.tmp); the re-run's write of that
+    # output removes it, and writes every output whole
+    config = RayJobConfig(str(bundled_artifacts), workers=1, address=cluster.address)
+    assert len(list(run_ray_jobs(checked[:2], config, opts))) == 2
+    assert sorted(p.name for p in out.glob("*")) == sorted(c.job.target.name for c in checked[:2])
+    print(f"poison run: stopped after {len(kills)} kills: {outcome[0]}")
+
+
 def test_batch_cli_resumes_past_complete_outputs(cluster, images, local_outputs, bundled_artifacts, tmp_path):
     """The command line on the cluster (--address): a re-run writes only what is missing or incomplete."""
     out = tmp_path / "cli"
