@@ -48,7 +48,7 @@ def _permute_row_slots(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _case(name: str) -> tuple[dict[str, np.ndarray], int, int]:
     h, w = 23, 19
-    scale = {"x2": 2.0, "x3": 3.0, "x4": 4.0, "x1.5": 1.5, "x2.5": 2.5, "x3.5": 3.5}.get(name, 2.0)
+    scale = {"x2": 2.0, "x3": 3.0, "x4": 4.0, "x1.5": 1.5, "x2.5": 2.5, "x3.5": 3.5}.get(name.split()[0], 2.0)
     feeds = plan_feeds(project(h, w, scale))
     if name == "narrow tile":  # one output column: K_c = 1, K_r = 2 (the transposes)
         feeds = tile_feeds(feeds, slice(4, 20), slice(6, 7))
@@ -61,7 +61,8 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], int, int]:
     return feeds, h, w
 
 
-CASES = ["x2", "x3", "x4", "x1.5", "x2.5", "x3.5", "tile x2", "narrow tile", "one pixel", "row slots reversed"]
+CASES = ["x2", "x3", "x4", "x1.5", "x2.5", "x3.5", "tile x2", "narrow tile", "one pixel", "row slots reversed",
+         "x3 batch of 2", "x2.5 batch of 2"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -74,10 +75,11 @@ def test_convolution_path_equals_grouped_path(sessions, name):
         assert k_r != k_c or k_r not in D2S_SLOTS
     else:
         assert k_r == k_c in D2S_SLOTS
-    feats = np.random.default_rng(0).standard_normal((1, 32, h, w)).astype(np.float32) * 3
+    n = 2 if "batch" in name else 1
+    feats = np.random.default_rng(0).standard_normal((n, 32, h, w)).astype(np.float32) * 3
     feeds = {"features": feats, **feeds}
     got = conv.run(None, feeds)[0]
     want = grouped.run(None, feeds)[0]
-    assert got.shape == want.shape == (1, 3, feeds["row_src"].size, feeds["col_src"].size)
+    assert got.shape == want.shape == (n, 3, feeds["row_src"].size, feeds["col_src"].size)
     # measured: at most 1.5e-5 on outputs of magnitude ~130 (float32 summation order of Conv vs MatMul)
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
