@@ -26,7 +26,7 @@ Work: the conv path computes exactly the output pixels' products (plus the slots
 box's few pixels that host nothing); the grouped path computes L_r*L_c*K_r*K_c*3 products per group pair, the
 exact work times the padding of groups (L) and slot lists (K). Memory (floats, besides the output): conv path
 about 2 * 3*K_r*K_c*nb_r*nb_c; grouped path
-(N*G_r*G_c*L_r*L_c) * (9C + K_r*K_c*3) plus a (H, W) int32 index.
+(N*G_r*G_c*L_r*L_c) * (9C + K_r*K_c*3) plus a (H, W) int64 index.
 ``metasr.runtime.tiling.tile_bytes`` counts every buffer.
 """
 
@@ -398,13 +398,8 @@ def _grouped_path() -> onnx.GraphProto:
         mk("Min", ["gm_cols0", "gm_wp1"], ["gm_cols"]),
         _const("gm_ru", [1, 3, 5]),
         _const("gm_cu", [0, 2, 4]),
-        # int32 indices (half the bytes of the largest index tensors): ONNX Runtime checks Gather indices, so an
-        # index past 2**31 would be an error, never a wrong pixel; it would need a 2**31-pixel window (a patch
-        # matrix of 2.4 TB at C = 32)
-        mk("Cast", ["gm_rbase"], ["gm_rbase32"], to=TensorProto.INT32),
-        mk("Cast", ["gm_cols"], ["gm_cols32"], to=TensorProto.INT32),
-        mk("Unsqueeze", ["gm_rbase32", "gm_ru"], ["gm_rb6"]),  # (G_r, 1, L_r, 1, T_r, 1)
-        mk("Unsqueeze", ["gm_cols32", "gm_cu"], ["gm_cc6"]),  # (1, G_c, 1, L_c, 1, T_c)
+        mk("Unsqueeze", ["gm_rbase", "gm_ru"], ["gm_rb6"]),  # (G_r, 1, L_r, 1, T_r, 1)
+        mk("Unsqueeze", ["gm_cols", "gm_cu"], ["gm_cc6"]),  # (1, G_c, 1, L_c, 1, T_c)
         mk("Add", ["gm_rb6", "gm_cc6"], ["gm_pix"]),
         mk("Gather", ["gm_fflat", "gm_pix"], ["gm_patch"], axis=1),  # (N, G_r, G_c, L_r, L_c, T_r, T_c, C)
         mk("Mul", ["L_row", "L_col"], ["gm_M"]),
@@ -434,10 +429,8 @@ def _grouped_path() -> onnx.GraphProto:
         mk("Mul", ["col_l", "gm_KK"], ["gm_c2"]),
         mk("Add", ["gm_c1", "gm_c2"], ["gm_c12"]),
         mk("Add", ["gm_c12", "col_k"], ["gm_colpart"]),  # (W,)
-        mk("Cast", ["gm_rowpart"], ["gm_rowpart32"], to=TensorProto.INT32),  # int32, as the window index
-        mk("Cast", ["gm_colpart"], ["gm_colpart32"], to=TensorProto.INT32),
-        mk("Unsqueeze", ["gm_rowpart32", "c1"], ["gm_rp2"]),  # (H, 1)
-        mk("Add", ["gm_rp2", "gm_colpart32"], ["gm_flatidx"]),  # (H, W)
+        mk("Unsqueeze", ["gm_rowpart", "c1"], ["gm_rp2"]),  # (H, 1)
+        mk("Add", ["gm_rp2", "gm_colpart"], ["gm_flatidx"]),  # (H, W)
         mk("Concat", ["N", "cm1", "c3"], ["gm_rq_shape"], axis=0),
         mk("Reshape", ["gm_R", "gm_rq_shape"], ["gm_Rq"]),  # (N, Q, 3)
         mk("Gather", ["gm_Rq", "gm_flatidx"], ["gm_picked"], axis=1),  # (N, H, W, 3)
