@@ -30,6 +30,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,14 +165,16 @@ def run_ray_jobs(todo: list[CheckedJob], config: RayJobConfig, opts: UpscaleOpti
     ctx.print_on_execution_start = False
     items = [{"job": pickle.dumps(c)} for c in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one job per block: fine-grained streaming
-    ds = ds.map_batches(
-        _actor_class(config, opts),
-        batch_size=1,
-        compute=ActorPoolStrategy(size=_pool_size(config, len(todo), ray)),
-        num_cpus=config.cpus_per_worker,
-        max_restarts=MAX_ATTEMPTS - 1,  # bounded: Ray Data's defaults (-1) retry a job that kills its worker for ever
-        max_task_retries=MAX_ATTEMPTS - 1,
-    )
+    with warnings.catch_warnings():  # Ray 2.60 (pinned) has no named parameter for the two retry limits yet
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(
+            _actor_class(config, opts),
+            batch_size=1,
+            compute=ActorPoolStrategy(size=_pool_size(config, len(todo), ray)),
+            num_cpus=config.cpus_per_worker,
+            max_restarts=MAX_ATTEMPTS - 1,  # bounded: Ray Data's defaults (-1) retry a poison job for ever
+            max_task_retries=MAX_ATTEMPTS - 1,
+        )
     rows = iter(ds.iter_rows())
     while True:
         try:

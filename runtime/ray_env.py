@@ -51,6 +51,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> ModuleT
         return ray
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    # Ray 2.60 warns on every start that token authentication is on (it stays on): not news on a run's stderr
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
