@@ -1,4 +1,4 @@
-"""Peak memory of the ONNX Runtime upscale graph for one output tile, against the runtime's estimate.
+"""Peak memory of the ONNX Runtime (or OpenVINO) upscale graph for one output tile, against the runtime's estimate.
 
 One output tile (default 256x256) fed the way the Pipeline feeds it (only its feature window, sources shifted
 into it: ``metasr.runtime.tiling.window_feeds``) from C features (EDSR-baseline-sized upscale graph, random
@@ -6,9 +6,11 @@ weights), CPU provider. Peak = Linux VmHWM minus VmRSS just before the call, in 
 (session created and warmed on a tiny input first, so the number is the call's working memory, arena growth
 included). Beside it: which path the ``MetaUpscale`` body takes, ``tile_bytes`` (the estimate the Pipeline sizes its
 tiles with) and their ratio (the estimate must not be below the measurement), and the per-pixel weight tensor the
-official code would build. ``tests/test_runtime.py`` runs the child mode and checks the bounds.
+official code would build. ``tests/test_runtime.py`` (and ``tests/test_openvino.py``, ``--backend openvino``: the
+graph as that backend compiles it, the grouped path alone) run the child mode and check the bounds.
 
     python benchmarks/ort_upscale_memory.py [--tile 256] [--scales 1.1 2 3.3 4] [--preset edsr-baseline]
+                                            [--backend ort|openvino]
 """
 
 from __future__ import annotations
@@ -34,8 +36,24 @@ from metasr.measure import reset_peak_rss, status_kib
 from metasr.model import MetaSR
 
 
-def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
-    """In this process: peak extra MiB of one tile and the runtime's estimate for it."""
+class _OpenVino:
+    """The upscale graph as ``--backend openvino`` compiles it (functions inlined, the grouped path alone)."""
+
+    def __init__(self, data: bytes) -> None:
+        import openvino as ov
+        from metasr.runtime.openvino_backend import DEFAULT_PROPERTIES, INFERENCE_PRECISION, inline_functions
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION, **DEFAULT_PROPERTIES}
+        self.compiled = core.compile_model(core.read_model(inline_functions(data)), "CPU", config)
+
+    def run(self, _: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.compiled(feeds)[0]]
+
+
+def measure(tile: int, scale: float, preset_name: str, backend: str = "ort") -> dict[str, float]:
+    """In this process: peak extra MiB of one tile and the runtime's estimate for it (``backend`` ort or
+    openvino: the estimate as the Pipeline makes it for that backend)."""
     model = MetaSR(preset(preset_name)).eval()
     c = model.config.features
     with tempfile.TemporaryDirectory() as d:
@@ -44,6 +62,8 @@ def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
         opts = ort.SessionOptions()
         opts.log_severity_level = 4
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if backend == "openvino":
+            sess = _OpenVino(path.read_bytes())
     rng = np.random.default_rng(0)
     warm = project(8, 8, scale)
     sess.run(None, {"features": rng.standard_normal((1, c, 8, 8), dtype=np.float32), **plan_feeds(warm)})
@@ -57,13 +77,13 @@ def measure(tile: int, scale: float, preset_name: str) -> dict[str, float]:
     tf = window_feeds(feeds, t)
     window = rng.standard_normal((1, c, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start))
     window = window.astype(np.float32)
-    estimate = tile_bytes(tf, c, *window.shape[2:]) / 2**20
+    estimate = tile_bytes(tf, c, *window.shape[2:], grouped=backend == "openvino") / 2**20
     base = reset_peak_rss()
     window = window.copy()  # the runtime's copy of the tile's window (``tile_bytes`` counts it)
     out = sess.run(None, {"features": window, **tf})[0]
     peak = (status_kib("VmHWM") - base) / 1024
     per_pixel = out.shape[2] * out.shape[3] * c * 27 * 4 / 2**20
-    path = "conv" if conv_path(tf) else "grouped"
+    path = "conv" if conv_path(tf) and backend == "ort" else "grouped"  # openvino: the grouped path alone
     return dict(scale=scale, c=c, path=path, peak_mib=peak, estimate_mib=estimate, per_pixel_mib=per_pixel)
 
 
@@ -72,12 +92,14 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.1, 2.0, 3.3, 4.0])
     ap.add_argument("--preset", default="edsr-baseline")
+    ap.add_argument("--backend", choices=("ort", "openvino"), default="ort")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(args.tile, args.scales[0], args.preset)))
+        print(json.dumps(measure(args.tile, args.scales[0], args.preset, args.backend)))
         return
-    print(f"ORT {ort.__version__} CPU, upscale graph of preset {args.preset}, one {args.tile}x{args.tile} output tile")
+    what = f"{args.backend} (ORT {ort.__version__})"
+    print(f"{what} CPU, upscale graph of preset {args.preset}, one {args.tile}x{args.tile} output tile")
     head = "scale | C | body path | measured peak MiB | estimate (tile_bytes) MiB | estimate / measured"
     head += " | per-pixel weights MiB"
     print(f"| {head} |")
@@ -93,6 +115,8 @@ def main() -> None:
             str(s),
             "--preset",
             args.preset,
+            "--backend",
+            args.backend,
         ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(

@@ -116,6 +116,8 @@ class Pipeline:
             raise BackendError(reason)
         self.directory = Path(artifacts)
         self.backend = backend
+        # openvino runs the MetaUpscale body's grouped path alone (openvino_backend): tiles sized for it
+        self._grouped_only = backend == "openvino"
         self.precision = precision
         self.manifest, blobs = read_consistent(self.directory, self._select)
         *feature_specs, self.upscale_spec = self._select(self.manifest)
@@ -208,7 +210,7 @@ class Pipeline:
         elif self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
             tiles = plan_profile_tiles(feeds, h, w, self.profile)
         else:
-            tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget)
+            tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget, grouped=self._grouped_only)
         return plan, feeds, tiles
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:
@@ -234,7 +236,7 @@ class Pipeline:
         cache: dict = {}  # each band's row feeds and each column part's feeds computed once
         worst = max(
             tile_bytes(window_feeds(feeds, t, cache=cache), self.channels, t.in_rows.stop - t.in_rows.start,
-                       t.in_cols.stop - t.in_cols.start)
+                       t.in_cols.stop - t.in_cols.start, grouped=self._grouped_only)
             for t in tiles
         )  # fmt: skip
         return UpscaleCost(int(worst), rows, window)

@@ -137,10 +137,15 @@ def window_feeds(
     return out
 
 
-def tile_bytes(feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_cols: int) -> int:
+def tile_bytes(
+    feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_cols: int, *, grouped: bool = False
+) -> int:
     """Bytes of every buffer one call of the upscale graph (and the runtime around it) holds for a tile with
     these (windowed) ``feeds`` and a feature window of ``in_rows`` x ``in_cols``: an upper bound, as if no
-    buffer were freed or reused before the call ends.
+    buffer were freed or reused before the call ends. ``grouped``: the backend runs the grouped path whatever
+    the feeds (openvino replaces the convolution path by it, ``metasr.runtime.openvino_backend``); its terms
+    are then counted even where :func:`conv_path` holds (x2 there: OpenVINO's peak 2.6x the convolution
+    path's count, over ``--memory-mb``).
 
     Terms in floats (int64 counts as two), with C channels, h x w the window, H x W the tile, P_r x P_c offset
     pairs, G x L x K the grouping and T = 3 (one-pixel blocks) or 2s (blocks of s) the window of a member
@@ -166,7 +171,7 @@ def tile_bytes(feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_col
     floats = c * h * w + pairs * (3 + 3 * 256 + 2 * 27 * c) + g_r * k_r * (p_c + g_c * k_c) * 27 * c
     floats += 3 * 3 * out_h * out_w
     filters = k_r * k_c * t_r * t_c * 3 * c
-    if conv_path(feeds):
+    if not grouped and conv_path(feeds):
         blocks = (-(-h // s_r) + 1) * (-(-w // s_c) + 1)
         floats += 4 * filters + 3 * 3 * k_r * k_c * blocks + 2 * 3 * out_h * out_w
     else:
@@ -191,9 +196,10 @@ def _fits(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int, budget
 
 
 def plan_upscale_tiles(
-    feeds: dict[str, np.ndarray], in_h: int, in_w: int, channels: int, budget_bytes: float
+    feeds: dict[str, np.ndarray], in_h: int, in_w: int, channels: int, budget_bytes: float, *, grouped: bool = False
 ) -> list[UpscaleTile]:
-    """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible.
+    """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible
+    (``grouped``: as there).
 
     Full-width row bands of equal height (the tallest that fits, checked on every real band, and at most
     :data:`MAX_TILE_PIXELS` output pixels); columns are split into equal parts only when a band of
@@ -206,7 +212,7 @@ def plan_upscale_tiles(
     while True:
         col_slices = _axis_slices(feeds, "col", n_cols)
         # every column part, not only the widest: an inner part reads one more context column than an edge one
-        rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes) for c in col_slices)
+        rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes, grouped) for c in col_slices)
         narrower = math.ceil(out_w / (2 * n_cols))
         if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
             break
@@ -242,13 +248,13 @@ def _even_slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
-def _band_bytes(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int) -> int:
+def _band_bytes(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int, grouped: bool) -> int:
     size = (tile.in_rows.stop - tile.in_rows.start, tile.in_cols.stop - tile.in_cols.start)
-    return tile_bytes(window_feeds(feeds, tile), channels, *size)
+    return tile_bytes(window_feeds(feeds, tile), channels, *size, grouped=grouped)
 
 
 def _rows_that_fit(
-    feeds: dict[str, np.ndarray], cols: slice, in_h: int, in_w: int, channels: int, budget: float
+    feeds: dict[str, np.ndarray], cols: slice, in_h: int, in_w: int, channels: int, budget: float, grouped: bool
 ) -> int:
     """The most output rows per band (at these columns) whose every band fits ``budget`` (0 if none).
 
@@ -256,15 +262,15 @@ def _rows_that_fit(
     shrinks until every band of that height fits."""
     out_h = feeds["row_src"].size
     r1, r2 = min(out_h, 16), min(out_h, 64)
-    c1 = _band_bytes(feeds, _tile(feeds, slice(0, r1), cols, in_h, in_w), channels)
+    c1 = _band_bytes(feeds, _tile(feeds, slice(0, r1), cols, in_h, in_w), channels, grouped)
     if c1 > budget:
         return 0
-    c2 = _band_bytes(feeds, _tile(feeds, slice(0, r2), cols, in_h, in_w), channels)
+    c2 = _band_bytes(feeds, _tile(feeds, slice(0, r2), cols, in_h, in_w), channels, grouped)
     per_row = max((c2 - c1) / max(r2 - r1, 1), 1.0)
     rows = min(out_h, max(r1, int(r1 + (budget - c1) / per_row)))
     while rows >= 1:
         bands = [_tile(feeds, r, cols, in_h, in_w) for r in _axis_slices(feeds, "row", math.ceil(out_h / rows))]
-        if all(_band_bytes(feeds, t, channels) <= budget for t in bands):
+        if all(_band_bytes(feeds, t, channels, grouped) <= budget for t in bands):
             return rows
         rows = rows - max(1, rows // 20)
     return 0

@@ -355,3 +355,23 @@ def test_bench_runs_on_openvino(capsys, bundled_artifacts):
     args = ["bench", "--backend", "openvino", "--artifacts", str(bundled_artifacts), "--lr-size", "16x24"]
     assert main([*args, "--scale", "2", "--repeats", "1", "--no-memory"]) == 0
     assert "OpenVINO end to end / PyTorch eager" in capsys.readouterr().out
+
+
+@needs_openvino
+@pytest.mark.parametrize("scale", [2.0, 1.5])  # plans of the convolution path (1- and 2-pixel blocks)
+def test_tile_bytes_bounds_the_measured_peak_on_openvino(scale):
+    """openvino runs the ``MetaUpscale`` body's grouped path alone, so the tiles are sized by its terms. Before:
+    ``tile_bytes`` counted the convolution path wherever the plan takes it; one 256x256 tile at x2 peaked at
+    44.6-48.7 MiB on openvino against an estimate of 10.5 (x1.5: 44.1 against 14.2), and ``metasr upscale
+    --backend openvino --memory-mb 600 --scale 2`` of a 1200x800 image peaked at 678.5 MiB (now 356 MiB).
+    Measured (C = 64, fresh process, VmHWM; benchmarks/ort_upscale_memory.py --backend openvino): estimate /
+    peak x2 55.0 / 44.6-48.7 MiB, x1.5 58.0 / 44.1, x4 18.5 / 9.1; 512 px tiles x2 218.0 / 180.1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ort_upscale_memory.py"
+    cmd = [sys.executable, str(script), "--child", "--tile", "256", "--scales", str(scale), "--backend", "openvino"]
+    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    assert r["path"] == "grouped"
+    assert r["peak_mib"] <= r["estimate_mib"] <= 2.5 * r["peak_mib"] + 8, r
