@@ -12,13 +12,14 @@ output atomically with :func:`~metasr.runtime.batch.run_job`, so outputs are byt
 engine's. Rows stream: at most a few jobs are in flight per actor, each under ``opts.memory_mb``, so the job's
 memory is about ``workers * memory_mb`` plus Ray's own processes, whatever the number of images.
 
-Failures: an actor that dies (killed, out of memory, a lost node) is restarted and its job retried, each at
-most :data:`MAX_ATTEMPTS` - 1 times (Ray Data's defaults, ``max_restarts=-1`` and ``max_task_retries=-1``,
-retry for ever: a job that kills its worker every time, such as an input that crashes a decoder, never ended the
-run); past that the run stops with one line (:class:`ImageError`), the outputs written so far complete, and a
-re-run resumes. The retry's atomic write replaces nothing partial (a killed writer's temporary is removed by the
-next write of that output), so each output is written once, whole. An error
-inside a job (an input changed since it was checked) stops the run with that job's one-line message.
+Failures: an actor that dies (killed, out of memory, a lost node) is restarted (no limit: deaths spread over a
+long run are not the jobs' fault) and its job retried, at most :data:`MAX_ATTEMPTS` - 1 times per job (Ray
+Data's default, ``max_task_retries=-1``, retried for ever: a job that kills its worker every time, such as an
+input that crashes a decoder, never ended the run); past that the run stops with one line
+(:class:`ImageError`), the outputs written so far complete, and a re-run resumes. The retry's atomic write
+replaces nothing partial (a killed writer's temporary is removed by the next write of that output), so each
+output is written once, whole. An error inside a job (an input changed since it was checked) stops the run
+with that job's one-line message.
 Resume: :func:`split_complete` counts an output as complete when it exists, decodes fully and has exactly the
 expected size (this engine's writes are atomic, so it never leaves a partial file under an output's name; a
 file cut short by something else fails the decode and is written again).
@@ -42,7 +43,7 @@ from PIL import Image
 
 __all__ = ["MAX_ATTEMPTS", "JobResult", "RayJobConfig", "expected_size", "run_ray_jobs", "split_complete"]
 
-MAX_ATTEMPTS = 4  # runs of one job whose worker dies (and restarts of one actor) before the run stops
+MAX_ATTEMPTS = 4  # runs of one job whose worker dies before the run stops
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,8 @@ def run_ray_jobs(todo: list[CheckedJob], config: RayJobConfig, opts: UpscaleOpti
             batch_size=1,
             compute=ActorPoolStrategy(size=_pool_size(config, len(todo), ray)),
             num_cpus=config.cpus_per_worker,
-            max_restarts=MAX_ATTEMPTS - 1,  # bounded: Ray Data's defaults (-1) retry a poison job for ever
-            max_task_retries=MAX_ATTEMPTS - 1,
+            max_restarts=-1,  # actors: as Ray Data's default (a long run's unrelated deaths add up)
+            max_task_retries=MAX_ATTEMPTS - 1,  # jobs: bounded (the default, -1, retries a poison job for ever)
         )
     rows = iter(ds.iter_rows())
     while True:
@@ -182,11 +183,14 @@ def run_ray_jobs(todo: list[CheckedJob], config: RayJobConfig, opts: UpscaleOpti
         except StopIteration:
             return
         except ray.exceptions.RayError as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ImageError(
-                f"a worker died {MAX_ATTEMPTS} times running the same job (killed, out of memory, or an input that "
-                f"crashes it): the run stops; the outputs written so far are complete, a re-run resumes ({first})"
-            ) from None
+            text = str(e).strip()
+            if isinstance(e, ray.exceptions.RayActorError) or "actor died" in text.lower():
+                raise ImageError(
+                    f"a job's worker died {MAX_ATTEMPTS} times (killed, out of memory, or an input that crashes it): "
+                    "the run stops; the outputs written so far are complete, a re-run resumes"
+                ) from None
+            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+            raise ImageError(f"the Ray run failed: {first[:300]}") from None
         if row["error"]:
             raise ImageError(str(row["error"]))
         yield JobResult(str(row["target"]), (int(row["w"]), int(row["h"])), float(row["seconds"]), int(row["pid"]))

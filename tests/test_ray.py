@@ -211,6 +211,25 @@ def test_batch_with_a_killed_actor_loses_and_duplicates_nothing(cluster, images,
     print(f"batch: {len(results)} outputs from actors {sorted({r.pid for r in results})}, killed {killed}")
 
 
+def test_batch_survives_more_worker_deaths_than_the_per_job_limit(cluster, images, local_outputs,
+                                                                    bundled_artifacts, tmp_path):  # fmt: skip
+    """The retry limit is per job: one worker killed after each of its first MAX_ATTEMPTS + 1 outputs (each death
+    during a different job) is restarted every time, and the run writes every output once."""
+    from metasr.runtime.ray_batch import MAX_ATTEMPTS, RayJobConfig, run_ray_jobs
+
+    checked, opts = _checked(images, tmp_path / "ray", bundled_artifacts)
+    config = RayJobConfig(str(bundled_artifacts), workers=1, address=cluster.address)
+    results, kills = [], []
+    for r in run_ray_jobs(checked, config, opts):
+        results.append(r)
+        if len(kills) <= MAX_ATTEMPTS and r.pid not in kills:
+            kills.append(r.pid)
+            os.kill(r.pid, signal.SIGKILL)
+    assert len(kills) == MAX_ATTEMPTS + 1, kills
+    assert sorted(r.target for r in results) == sorted(str(c.job.target) for c in checked)
+    _same_dirs(tmp_path / "ray", local_outputs)
+
+
 def test_batch_whose_workers_always_die_stops_with_one_line(cluster, images, bundled_artifacts, tmp_path):
     """Before: Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1) retried a job whose worker dies
     every time for ever (the run never ended). Every upscaler actor of this cluster is killed as soon as it is
@@ -252,7 +271,7 @@ def test_batch_whose_workers_always_die_stops_with_one_line(cluster, images, bun
     stop.set()
     assert not runner.is_alive(), f"the run did not end within 240 s ({len(kills)} workers killed)"
     assert isinstance(outcome[0], ImageError), str(outcome)[:300]
-    assert f"died {MAX_ATTEMPTS} times" in str(outcome[0]) and "\n" not in str(outcome[0]), outcome[0]
+    assert f"worker died {MAX_ATTEMPTS} times" in str(outcome[0]) and "\n" not in str(outcome[0]), outcome[0]
     out = tmp_path / "ray"
     visible = [p for p in out.glob("*") if not p.name.startswith(".")] if out.exists() else []
     assert all(p.name in {c.job.target.name for c in checked[:2]} for p in visible), visible
