@@ -111,6 +111,33 @@ def _axis(axis: str) -> list[onnx.NodeProto]:
     ]
 
 
+def _all(conditions: list[str], out: str) -> list[onnx.NodeProto]:
+    """``out`` = the And of ``conditions`` (each (1,) bool), one node per term."""
+    nodes, acc = [], conditions[0]
+    for i, c in enumerate(conditions[1:]):
+        name = out if i == len(conditions) - 2 else f"{out}_{i}"
+        nodes.append(mk("And", [acc, c], [name]))
+        acc = name
+    return nodes
+
+
+def _one_run(index: str, pick: str, count: str, first: str, is_run: str) -> list[onnx.NodeProto]:
+    """Whether ``index`` (n,) is one run ``first + arange(n)``: ``is_run`` (1,) bool, ``first`` (1,) its first
+    value, ``count`` (1,) = n (from ``pick``'s shape)."""
+    p = is_run + "_"
+    return [
+        mk("Shape", [pick], [count]),
+        mk("Squeeze", [count], [p + "n"]),
+        mk("Range", ["s0", p + "n", "s1"], [p + "ar"]),
+        mk("Gather", [index, "c0"], [first]),
+        mk("Sub", [index, p + "ar"], [p + "shift"]),
+        mk("Sub", [p + "shift", first], [p + "dev"]),
+        mk("Abs", [p + "dev"], [p + "dev_abs"]),
+        mk("ReduceMax", [p + "dev_abs"], [p + "dev_max"], keepdims=1),
+        mk("Equal", [p + "dev_max", "c0"], [is_run]),
+    ]
+
+
 def _shared() -> list[onnx.NodeProto]:
     """Padded features, both axes' members, slots and picks, the filters of every slot pair (used by both paths)."""
     n = [_const(f"c{k}", [k]) for k in range(4)]
@@ -169,15 +196,7 @@ def _conv_condition() -> list[onnx.NodeProto]:
     n += [
         mk("Mul", ["col_blk", "K_col"], ["cxk"]),
         mk("Add", ["cxk", "col_k"], ["cidx"]),  # (W,) column in the (block column, K_c) layout
-        mk("Shape", ["col_pick"], ["W_1"]),
-        mk("Squeeze", ["W_1"], ["W_s"]),
-        mk("Range", ["s0", "W_s", "s1"], ["jr"]),
-        mk("Gather", ["cidx", "c0"], ["cidx0"]),  # (1,)
-        mk("Sub", ["cidx", "jr"], ["cshift"]),
-        mk("Sub", ["cshift", "cidx0"], ["cdev"]),
-        mk("Abs", ["cdev"], ["cdev_abs"]),
-        mk("ReduceMax", ["cdev_abs"], ["cdev_max"], keepdims=1),
-        mk("Equal", ["cdev_max", "c0"], ["contiguous"]),
+        *_one_run("cidx", "col_pick", "W_1", "cidx0", "contiguous"),
         mk("And", ["row_gridded", "col_gridded"], ["gridded"]),
         mk("And", ["gridded", "contiguous"], ["grid_run"]),
         mk("Equal", ["row_s", "col_s"], ["square_blocks"]),
@@ -311,15 +330,7 @@ def _conv_path() -> onnx.GraphProto:
     n += [
         mk("Mul", ["row_blk", "K_row"], ["cv_bk"]),  # (H,) row in the (block row, K_r) layout
         mk("Add", ["cv_bk", "row_k"], ["cv_ridx"]),
-        mk("Shape", ["row_pick"], ["H_1"]),
-        mk("Squeeze", ["H_1"], ["H_s"]),
-        mk("Range", ["s0", "H_s", "s1"], ["cv_ir"]),
-        mk("Gather", ["cv_ridx", "c0"], ["cv_ridx0"]),  # (1,)
-        mk("Sub", ["cv_ridx", "cv_ir"], ["cv_rshift"]),
-        mk("Sub", ["cv_rshift", "cv_ridx0"], ["cv_rdev"]),
-        mk("Abs", ["cv_rdev"], ["cv_rdev_abs"]),
-        mk("ReduceMax", ["cv_rdev_abs"], ["cv_rdev_max"], keepdims=1),
-        mk("Equal", ["cv_rdev_max", "c0"], ["cv_rrun_1"]),
+        *_one_run("cv_ridx", "row_pick", "H_1", "cv_ridx0", "cv_rrun_1"),
         mk("Reshape", ["cv_rrun_1", "scalar_shape"], ["cv_rrun"]),
         mk("Add", ["cv_ridx0", "H_1"], ["cv_rend"]),
         mk("Add", ["cidx0", "W_1"], ["cv_cend"]),
@@ -332,13 +343,8 @@ def _conv_path() -> onnx.GraphProto:
         mk("Equal", ["cv_start", "c0"], ["cv_at0"]),  # both are >= 0
         mk("Equal", ["H_1", "cv_rows"], ["cv_all_rows"]),
         mk("Equal", ["W_1", "cv_cols"], ["cv_all_cols"]),
-        mk("And", ["cv_ge", "cv_le"], ["cv_d1"]),
-        mk("And", ["cv_d1", "cv_square"], ["cv_d2"]),
-        mk("And", ["cv_d2", "cv_at0"], ["cv_d3"]),
-        mk("And", ["cv_d3", "cv_all_rows"], ["cv_d4"]),
-        mk("And", ["cv_d4", "cv_all_cols"], ["cv_d5"]),
-        mk("And", ["cv_d5", "cv_rrun_1"], ["cv_d6"]),
-        mk("Reshape", ["cv_d6", "scalar_shape"], ["cv_direct"]),
+        *_all(["cv_ge", "cv_le", "cv_square", "cv_at0", "cv_all_rows", "cv_all_cols", "cv_rrun_1"], "cv_d"),
+        mk("Reshape", ["cv_d", "scalar_shape"], ["cv_direct"]),
     ]
     direct, direct_out = _interleave(D2S_SLOTS, "direct")
     general, general_out = _interleave(D2S_SLOTS, "d2s")
