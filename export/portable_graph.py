@@ -5,6 +5,11 @@ the feature graph composed with it (image in, image out). Contract (docs/portabl
 ``upscale.portable.size.onnx``  ``features``, ``size`` int64 [2] = (H', W')             -> ``sr`` likewise
 ``metasr.portable.onnx``        ``image`` uint8 (h, w, 3) RGB, ``scale`` float64 []  -> ``sr_image`` uint8 (H', W', 3)
 ``metasr.portable.size.onnx``   ``image``, ``size`` int64 [2]                        -> ``sr_image`` likewise
+``upscale.portable.inv.onnx``   ``features``, ``out_size`` int64 [2], ``inv_scale`` float32 [1] -> ``sr`` likewise
+``metasr.portable.inv.onnx``    ``image``, ``out_size`` int64 [2], ``inv_scale`` float32 [1]    -> ``sr_image`` likewise
+
+The "inv" form has no float64 (for OpenVINO, whose CPU plugin computes float64 in float32): the caller computes
+``out_size = (int(scale * h), int(scale * w))`` and ``inv_scale = float32(1 / scale)`` in float64 itself.
 
 ``sr`` is what the two-graph upscale returns (0..255 scale, unclamped); ``sr_image`` is ``sr`` clamped to
 [0, 255], rounded half-to-even and cast, as :meth:`metasr.runtime.pipeline.Pipeline.__call__` does. With a scale,
@@ -21,33 +26,39 @@ from onnx import TensorProto, compose, helper
 
 __all__ = ["FORMS", "PORTABLE_FILES", "compose_portable", "portable_upscale"]
 
-FORMS = ("scale", "size")
+FORMS = ("scale", "size", "inv")
 # manifest kind -> file name stem (precision tags go before ".onnx")
 PORTABLE_FILES = {
     "upscale-portable": "upscale.portable",
     "upscale-portable-size": "upscale.portable.size",
     "portable": "metasr.portable",
     "portable-size": "metasr.portable.size",
+    "upscale-portable-inv": "upscale.portable.inv",
+    "portable-inv": "metasr.portable.inv",
 }
 
 
-def _target_input(form: str) -> onnx.ValueInfoProto:
+def _target_inputs(form: str) -> list[onnx.ValueInfoProto]:
     if form == "scale":
-        return helper.make_tensor_value_info("scale", TensorProto.DOUBLE, [])
-    return helper.make_tensor_value_info("size", TensorProto.INT64, [2])
+        return [helper.make_tensor_value_info("scale", TensorProto.DOUBLE, [])]
+    if form == "inv":  # inv_scale: the upscale graph's own input, kept
+        return [helper.make_tensor_value_info("out_size", TensorProto.INT64, [2])]
+    return [helper.make_tensor_value_info("size", TensorProto.INT64, [2])]
 
 
 def portable_upscale(upscale: onnx.ModelProto, form: str, merge_tol: float) -> onnx.ModelProto:
     """``upscale`` (a two-graph upscale graph, any precision) with its plan inputs computed inside from
-    ``scale`` or ``size`` (``form``)."""
+    ``scale``, ``size`` or ``out_size`` and ``inv_scale`` (``form``)."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     proto = onnx.ModelProto()
     proto.CopyFrom(upscale)
     g = proto.graph
-    kept = [v for v in g.input if v.name not in UPSCALE_PLAN_INPUTS]
+    computed = set(UPSCALE_PLAN_INPUTS) - ({"inv_scale"} if form == "inv" else set())
+    kept = [v for v in g.input if v.name not in computed]
+    inv = [v for v in kept if v.name == "inv_scale"]
     del g.input[:]
-    g.input.extend([*kept, _target_input(form)])
+    g.input.extend([*[v for v in kept if v.name != "inv_scale"], *_target_inputs(form), *inv])
     nodes = [*plan_nodes(form, merge_tol), *g.node]
     del g.node[:]
     g.node.extend(nodes)
