@@ -16,8 +16,10 @@ Three things differ from ONNX Runtime, and this module handles each:
 - **Computed convolution filters.** OpenVINO compiles a ``Conv`` only with a static output-channel count; the
   ``MetaUpscale`` body's convolution path (integer and half-integer scales) computes its filters from the plan,
   so the backend runs the body's general grouped path there (exact for every plan; slower at those scales).
-- **Float64.** The CPU plugin computes float64 in float32, so graphs with a float64 input (the portable graphs,
-  whose float64 scale arithmetic is the contract) are refused in one line (:data:`FLOAT64_REFUSAL`).
+- **Float64.** The CPU plugin computes float64 in float32 (and int64 as int32), so graphs with a float64 input (the
+  portable "scale" graphs, whose float64 scale arithmetic is the contract) are refused in one line
+  (:data:`FLOAT64_REFUSAL`); the portable "inv" graphs, which take the float64 results from the caller, run
+  (``Pipeline(graph="portable")`` picks them on openvino; docs/portable.md).
 - **Unused inputs.** OpenVINO drops graph inputs nothing reads (none in the graphs exported today; before
   ``MetaUpscale`` contract v2: ``row_src``, ``row_idx``, ``col_src``, ``col_idx``). Feeds are checked against the
   manifest in full and then only the inputs the compiled model has are passed, looked up by name: any ONNX graph
@@ -61,7 +63,7 @@ __all__ = [
 # 24, 1.7% of the values off by up to 71 levels); refused rather than run wrong (docs/portable.md)
 FLOAT64_REFUSAL = (
     "{file}: OpenVINO computes float64 in float32 on the CPU, so this graph's float64 scale arithmetic would not be "
-    "the official one; use the two-graph form (--graph two) on openvino"
+    "the official one; run the portable inv form (metasr.portable.inv.onnx) or the two-graph form on openvino"
 )
 INFERENCE_PRECISION = "f32"  # for every graph, FP16 and INT8 included (see the module docstring)
 # one request at a time, all cores on it; threads not pinned to cores (OpenVINO's Linux default pins them: two
