@@ -148,7 +148,7 @@ def portable_protos(feature: onnx.ModelProto, upscale: onnx.ModelProto) -> dict[
     for form, suffix in (("scale", ""), ("size", "-size"), ("inv", "-inv")):
         up = portable_upscale(upscale, form, MERGE_TOL)
         out[f"upscale-portable{suffix}"] = up
-        out[f"portable{suffix}"] = compose_portable(feature, up)
+        out[f"portable{suffix}"] = compose_portable(feature, up, barrier=form == "inv")
     return out
 
 

@@ -174,12 +174,17 @@ def test_every_precision_has_an_inv_form_on_openvino(calibrated_artifacts):
     files = {g.file for g in Manifest.read(calibrated_artifacts).graphs}
     for tag in ("fp16", "int8.trt", "int8.cpu"):
         assert f"metasr.portable.inv.{tag}.onnx" in files
-    img = (np.random.default_rng(1).random((40, 56, 3)) * 255).astype(np.uint8)
+    from PIL import Image
+
+    noise = (np.random.default_rng(1).random((40, 56, 3)) * 255).astype(np.uint8)
+    bird = np.asarray(Image.open(data_path("Set5", "bird.png")).convert("RGB"))[:160, :200]
+    # INT8 without the composed graph's barrier (Max(features, -inf)): bird x2 had 1-level differences (OpenVINO
+    # carried the dequantization into the upscale stage: 0.012% of Set5 / Set14 values)
     for precision, tag in (("fp16", "fp16"), ("int8", "int8.trt")):  # openvino runs the TensorRT INT8 form
         with Pipeline(calibrated_artifacts, "openvino", precision=precision) as two, \
                 Pipeline(calibrated_artifacts, "openvino", precision=precision, graph="portable") as p:  # fmt: skip
             assert p._portable.spec.file == f"metasr.portable.inv.{tag}.onnx"
-            for scale in (2.3, 2.7):
+            for img, scale in ((noise, 2.3), (noise, 2.7), (bird, 2.0)):
                 a, b = two(img, scale), p(img, scale)
                 assert a.shape == b.shape and np.array_equal(a, b), (precision, scale)
 
