@@ -335,8 +335,8 @@ def calibrate(
 
 
 def _portable_variants(work: Path, manifest: Manifest, specs: list[GraphSpec]) -> list[GraphSpec]:
-    """The portable graphs (docs/portable.md) of each new feature graph: ``metasr.portable[.size].<tag>.onnx``
-    with the upscale graph it pairs with (INT8: the FP32 one); FP16 also ``upscale.portable[.size].fp16.onnx``."""
+    """The portable graphs (docs/portable.md) of each new feature graph: ``metasr.portable[.size|.inv].<tag>.onnx``
+    with the upscale graph it pairs with (INT8: the FP32 one); FP16 also ``upscale.portable[.size|.inv].fp16.onnx``."""
     if not any(g.kind == "portable" for g in manifest.graphs):
         return []  # a static export: no portable graphs to pair with
     from metasr.export.onnx_export import portable_protos

@@ -143,12 +143,12 @@ def verify_with_onnxruntime(
 
 
 def portable_protos(feature: onnx.ModelProto, upscale: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
-    """The four portable graphs (:mod:`metasr.export.portable_graph`) of one precision, by manifest kind."""
+    """The six portable graphs (:mod:`metasr.export.portable_graph`) of one precision, by manifest kind."""
     out = {}
-    for form, suffix in (("scale", ""), ("size", "-size")):
+    for form, suffix in (("scale", ""), ("size", "-size"), ("inv", "-inv")):
         up = portable_upscale(upscale, form, MERGE_TOL)
         out[f"upscale-portable{suffix}"] = up
-        out[f"portable{suffix}"] = compose_portable(feature, up)
+        out[f"portable{suffix}"] = compose_portable(feature, up, barrier=form == "inv")
     return out
 
 
@@ -219,7 +219,7 @@ def export_onnx(
                 if lr_size:
                     extra["lr_size"] = list(lr_size)
             elif "portable" in kind:
-                extra["form"] = "size" if kind.endswith("-size") else "scale"
+                extra["form"] = kind.rsplit("-", 1)[1] if kind.endswith(("-size", "-inv")) else "scale"
             graphs.append(
                 GraphSpec(
                     path.name,

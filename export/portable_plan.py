@@ -20,6 +20,10 @@ exact ``size`` (int64 [2] = (H', W')), every plan input of the upscale graph
   at half-integer scales, equal at x1.1 / x2 / x3.3 / x4 for LR 120x80 .. 640x360; docs/portable.md).
 
 Float64 scale: the official output size is ``int(r * h)`` in double arithmetic; a float32 scale changes it.
+The "inv" form (``out_size`` int64 [2] and ``inv_scale`` float32 [1] in, both computed by the caller in float64)
+has no float64 at all, for runtimes that compute float64 in float32 (OpenVINO's CPU plugin): the projection is
+float32 ``Mul``/``Floor``/``Sub`` and the merge compares float32 differences with :func:`f32_threshold`, both
+exact there (measured, docs/portable.md); its int64 values stay below 2**31 (OpenVINO computes int64 as int32).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["NEXT_STEPS", "plan_nodes"]
+__all__ = ["NEXT_STEPS", "f32_threshold", "plan_nodes"]
 
 # nextafter steps the size form allows; measured: 300,000 random (h, w, H', W') with sides up to 4000 and scales up
 # to 4 took 0 steps in 291,085 cases and 1 in 8,915, never more
@@ -63,12 +67,22 @@ class _Builder:
         return name
 
 
-def _merge_loop(vd: str, tol: float, axis: str) -> onnx.GraphProto:
-    """Loop body: from the current cluster start ``s`` (float64), the next start's index in the sorted offsets
-    ``vd`` (outer scope) and its value; scans out that index (``n`` past the last cluster)."""
+def f32_threshold(tol: float) -> np.float32:
+    """The largest float32 <= ``tol``: for two offsets v >= s of the projection, ``float64(v) - float64(s) > tol``
+    exactly when ``float32(v - s) > f32_threshold(tol)``. Offsets are multiples of 2**-26 (t = i * inv with inv >=
+    1/8), so a difference near ``tol`` (< 2**-13) is exact in float32; one that float32 rounds is >= 2**-2."""
+    t = np.float32(tol)
+    return t if float(t) <= tol else np.nextafter(t, np.float32(-np.inf))
+
+
+def _merge_loop(vd: str, tol: float, axis: str, dtype: int) -> onnx.GraphProto:
+    """Loop body: from the current cluster start ``s`` (``dtype``: float64, or float32 with
+    :func:`f32_threshold`), the next start's index in the sorted offsets ``vd`` (outer scope) and its value;
+    scans out that index (``n`` past the last cluster)."""
     b = _Builder(f"merge_{axis}/")
     diff = b("Sub", [vd, "s_in"])
-    mask = b("Cast", [b("Greater", [diff, b.const(tol, _D)])], to=TensorProto.INT32)
+    limit = b.const(tol, _D) if dtype == _D else b.const(float(f32_threshold(tol)), _F)
+    mask = b("Cast", [b("Greater", [diff, limit])], to=TensorProto.INT32)
     nxt = b("ArgMax", [mask], axis=0, keepdims=0)
     more = b("Cast", [b("ReduceMax", [mask], keepdims=0)], out=["cond_out"], to=TensorProto.BOOL)
     b("Gather", [vd, nxt], out=["s_out"])
@@ -80,36 +94,42 @@ def _merge_loop(vd: str, tol: float, axis: str) -> onnx.GraphProto:
         [
             helper.make_tensor_value_info("iter", _I, []),
             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("s_in", _D, []),
+            helper.make_tensor_value_info("s_in", dtype, []),
         ],
         [
             helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("s_out", _D, []),
+            helper.make_tensor_value_info("s_out", dtype, []),
             helper.make_tensor_value_info("bound", _I, []),
         ],
     )
 
 
-def _axis(b: _Builder, axis: str, n_out: str, start: str, length: str, inv: str, tol: float) -> list[str]:
+def _axis(b: _Builder, axis: str, n_out: str, start: str, length: str, inv: str, tol: float, dtype: int) -> list[str]:
     """One axis: ``{axis}_offsets``, ``_src``, ``_idx`` for output positions [start, start + length) of an
-    ``n_out`` axis, and the grouping hints; returns the plan-input names it made."""
+    ``n_out`` axis, and the grouping hints; returns the plan-input names it made. ``dtype``: the merge's
+    arithmetic (float64; float32 for the "inv" form)."""
     zero, one = b.const(0), b.const(1)
     t = b("Mul", [b("Cast", [b("Range", [zero, n_out, one])], to=_F), inv])  # (n_out,) float32
     src_f = b("Floor", [t])
     off = b("Sub", [t, src_f])  # (n_out,) in [0, 1)
     n1 = b("Reshape", [n_out, b.const([1])])
     vals, order = b("TopK", [off, n1], n_out=2, largest=0, sorted=1)  # ascending
-    vd = b("Cast", [vals], to=_D)
+    vd = b("Cast", [vals], to=_D) if dtype == _D else vals
     first_v = b("Gather", [vd, zero])
     true = b.const(True, TensorProto.BOOL)
-    _, bounds = b("Loop", [n_out, true, first_v], n_out=2, body=_merge_loop(vd, tol, axis))  # (P,) cluster starts
+    body = _merge_loop(vd, tol, axis, dtype)
+    _, bounds = b("Loop", [n_out, true, first_v], n_out=2, body=body)  # (P,) cluster starts
     flags = b("ScatterElements", [b("ConstantOfShape", [b("Add", [n1, one])], value=numpy_helper.from_array(
         np.zeros(1, np.int64))), bounds, b("Expand", [one, b("Shape", [bounds])])])  # fmt: skip
     cid = b("CumSum", [b("Slice", [flags, b.const([0]), n1]), zero])  # (n_out,) cluster of each sorted value
     # each cluster's lowest output position: sort (cluster, position) keys; clusters keep their extents
     keys = b("TopK", [b("Add", [b("Mul", [cid, n_out]), order]), n1], n_out=2, largest=0, sorted=1)[0]
     starts = b("Concat", [b.const([0]), b("Slice", [bounds, b.const([0]), b.const([-1])])], axis=0)
-    first = b("Mod", [b("Gather", [keys, starts]), n_out])
+    lowest = b("Gather", [keys, starts])  # cluster j's smallest key: j * n_out + its lowest position
+    if dtype == _D:
+        first = b("Mod", [lowest, n_out])
+    else:  # OpenVINO's integer Mod is wrong above 2**24 (measured: n_out 4523, r 3.016): subtract j * n_out
+        first = b("Sub", [lowest, b("Mul", [b("Range", [zero, b("Squeeze", [b("Shape", [starts])]), one]), n_out])])
     b("Gather", [off, first], out=[f"{axis}_offsets"])
     idx_full = b("ScatterElements", [b("Mul", [order, zero]), order, cid])
     stop = b("Add", [start, length])
@@ -176,12 +196,18 @@ def _floor_i(b: _Builder, r: str, nd: str) -> str:
 
 
 def plan_nodes(form: str, merge_tol: float) -> list[onnx.NodeProto]:
-    """Nodes computing the upscale graph's plan inputs from ``features`` and ``scale`` (``form="scale"``) or
-    ``size`` (``form="size"``)."""
+    """Nodes computing the upscale graph's plan inputs from ``features`` and ``scale`` (``form="scale"``),
+    ``size`` (``form="size"``) or ``out_size`` and ``inv_scale`` (``form="inv"``: no float64; ``inv_scale`` stays
+    a graph input, the two-graph upscale graph's own)."""
     b = _Builder("plan/")
     shape = b("Shape", ["features"])
     h, w = b("Gather", [shape, b.const(2)]), b("Gather", [shape, b.const(3)])
-    if form == "scale":
+    dtype = _D
+    if form == "inv":  # the caller's float64 arithmetic: (int(r * h), int(r * w)) and float32(1 / r)
+        full_h, full_w = b("Gather", ["out_size", b.const(0)]), b("Gather", ["out_size", b.const(1)])
+        y0 = x0 = b.const(0)
+        out_h, out_w, inv, dtype = full_h, full_w, "inv_scale", _F
+    elif form == "scale":
         r = "scale"
         full_h, full_w = _floor_i(b, r, b("Cast", [h], to=_D)), _floor_i(b, r, b("Cast", [w], to=_D))
         y0 = x0 = b.const(0)
@@ -189,8 +215,9 @@ def plan_nodes(form: str, merge_tol: float) -> list[onnx.NodeProto]:
     else:
         r, full_h, full_w, y0, x0 = _scale_sizes(b, h, w, "size")
         out_h, out_w = b("Gather", ["size", b.const(0)]), b("Gather", ["size", b.const(1)])
-    inv = b("Cast", [b("Div", [b.const(1.0, _D), r])], to=_F)
-    b("Reshape", [inv, b.const([1])], out=["inv_scale"])
-    _axis(b, "row", full_h, y0, out_h, inv, merge_tol)
-    _axis(b, "col", full_w, x0, out_w, inv, merge_tol)
+    if form != "inv":
+        inv = b("Cast", [b("Div", [b.const(1.0, _D), r])], to=_F)
+        b("Reshape", [inv, b.const([1])], out=["inv_scale"])
+    _axis(b, "row", full_h, y0, out_h, inv, merge_tol, dtype)
+    _axis(b, "col", full_w, x0, out_w, inv, merge_tol, dtype)
     return b.nodes

@@ -32,6 +32,7 @@ __all__ = [
     "ALL_BACKENDS",
     "BACKENDS",
     "BACKEND_FORMATS",
+    "BACKEND_PORTABLE_FORMS",
     "BACKEND_TARGETS",
     "Backend",
     "BackendError",
@@ -197,6 +198,9 @@ BACKEND_FORMATS = {"ort": "onnx", "ort-cuda": "onnx", "trt": "tensorrt", "openvi
 # OpenVINO: the TensorRT form (measured in benchmarks/openvino_int8.py: its symmetric Q/DQ becomes INT8
 # convolutions with the requantization fused, faster there than the CPU form, within the same accuracy)
 BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt", "openvino": "tensorrt"}
+# the portable form each backend runs (docs/portable.md); a backend without an entry takes "scale" (float64).
+# OpenVINO computes float64 in float32: the "inv" form (output size and float32(1 / scale) computed by the caller)
+BACKEND_PORTABLE_FORMS = {"openvino": "inv"}
 
 
 def _openvino_missing() -> str | None:

@@ -51,7 +51,7 @@ gives one group of all rows with its r offsets, r = p/2 one group of 2-row block
 from __future__ import annotations
 
 import numpy as np
-from metasr.runtime.projection import ProjectionPlan
+from metasr.runtime.projection import ProjectionPlan, inverse_scale, output_size
 
 __all__ = [
     "HINT_NAMES",
@@ -64,6 +64,7 @@ __all__ = [
     "conv_path",
     "part_feeds",
     "plan_feeds",
+    "portable_targets",
     "signature_hints",
     "slot_rows",
     "tile_feeds",
@@ -210,6 +211,18 @@ def axis_hints(
     slot = pos[order][np.searchsorted(flat_key[order], chunk * n_keys + key)]
     pick = (chunk * length + member_of_run[run_of]) * k + slot
     return groups, slots_out, pick
+
+
+def portable_targets(form: str, h: int, w: int, scale: float) -> dict[str, np.ndarray]:
+    """A portable graph's target inputs (docs/portable.md) for an h x w input at ``scale``: ``scale`` float64 []
+    (``form="scale"``), or ``out_size`` int64 [2] = (int(scale * h), int(scale * w)) and ``inv_scale`` float32
+    [1] = float32(1 / scale), both in float64 arithmetic (``form="inv"``)."""
+    if form == "inv":
+        size = np.array(output_size(h, w, scale), dtype=np.int64)
+        return {"out_size": size, "inv_scale": np.array([inverse_scale(scale)], dtype=np.float32)}
+    if form != "scale":
+        raise ValueError(f"form must be 'scale' or 'inv', got {form!r}")
+    return {"scale": np.array(scale, dtype=np.float64)}
 
 
 def signature_hints(src: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -52,8 +52,10 @@ SCHEMA_VERSION = 2
 MAX_MANIFEST_BYTES = 16 << 20  # the bundled model's is 5 KB; an INT8 one with its calibration record ~40 KB
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's own limit for one ONNX file; engines of these models are far smaller
 MAX_JSON_DEPTH = 64  # a manifest nests at most 6 deep (a calibration record)
-# portable kinds (docs/portable.md): the plan computed inside; "-size": an exact output size instead of a scale
-KINDS = ("feature", "upscale", "upscale-portable", "upscale-portable-size", "portable", "portable-size")
+# portable kinds (docs/portable.md): the plan computed inside; "-size": an exact output size instead of a scale;
+# "-inv": the output size and float32(1 / scale) instead of a scale (no float64: for OpenVINO)
+KINDS = ("feature", "upscale", "upscale-portable", "upscale-portable-size", "portable", "portable-size",
+         "upscale-portable-inv", "portable-inv")  # fmt: skip
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8")

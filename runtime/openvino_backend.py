@@ -15,9 +15,12 @@ Three things differ from ONNX Runtime, and this module handles each:
   the rest in f32. The compiled model's hint is read back and checked, so a silent change is an error.
 - **Computed convolution filters.** OpenVINO compiles a ``Conv`` only with a static output-channel count; the
   ``MetaUpscale`` body's convolution path (integer and half-integer scales) computes its filters from the plan,
-  so the backend runs the body's general grouped path there (exact for every plan; slower at those scales).
-- **Float64.** The CPU plugin computes float64 in float32, so graphs with a float64 input (the portable graphs,
-  whose float64 scale arithmetic is the contract) are refused in one line (:data:`FLOAT64_REFUSAL`).
+  so the backend runs the body's general grouped path there (exact for every plan; slower at those scales), and
+  its general filter layout: OpenVINO's ``If`` returned stale data on a first call that outgrew its buffers.
+- **Float64.** The CPU plugin computes float64 in float32 (and int64 as int32), so graphs with a float64 input (the
+  portable "scale" graphs, whose float64 scale arithmetic is the contract) are refused in one line
+  (:data:`FLOAT64_REFUSAL`); the portable "inv" graphs, which take the float64 results from the caller, run
+  (``Pipeline(graph="portable")`` picks them on openvino; docs/portable.md).
 - **Unused inputs.** OpenVINO drops graph inputs nothing reads (none in the graphs exported today; before
   ``MetaUpscale`` contract v2: ``row_src``, ``row_idx``, ``col_src``, ``col_idx``). Feeds are checked against the
   manifest in full and then only the inputs the compiled model has are passed, looked up by name: any ONNX graph
@@ -61,7 +64,7 @@ __all__ = [
 # 24, 1.7% of the values off by up to 71 levels); refused rather than run wrong (docs/portable.md)
 FLOAT64_REFUSAL = (
     "{file}: OpenVINO computes float64 in float32 on the CPU, so this graph's float64 scale arithmetic would not be "
-    "the official one; use the two-graph form (--graph two) on openvino"
+    "the official one; run the portable inv form (metasr.portable.inv.onnx) or the two-graph form on openvino"
 )
 INFERENCE_PRECISION = "f32"  # for every graph, FP16 and INT8 included (see the module docstring)
 # one request at a time, all cores on it; threads not pinned to cores (OpenVINO's Linux default pins them: two
@@ -89,27 +92,40 @@ def inline_functions(model: bytes) -> bytes:
     return proto.SerializeToString()
 
 
+# the MetaUpscale body's If nodes, by their then-branch's name, replaced by their else-branch on OpenVINO
+_ELSE_BRANCHES = ("MetaUpscale_conv", "MetaUpscale_plain_filters")
+
+
 def _take_grouped_path(graph: onnx.GraphProto) -> None:
-    """Replace the ``MetaUpscale`` body's ``If`` between its convolution path and its grouped path by the
-    grouped path, in place. OpenVINO's CPU plugin compiles a ``Conv`` only when its weights' output-channel
-    count is static ("Unsupported operation of type: Convolution"), and the convolution path's filters are
-    computed (3 * K_r * K_c channels, from the plan). The grouped path is exact for every valid plan (the
-    body's contract), so the result is the same; only the speed at integer scales differs."""
+    """Replace the ``MetaUpscale`` body's two ``If`` nodes by their else-branches, in place:
+
+    - between its convolution path and its grouped path, the grouped path: OpenVINO's CPU plugin compiles a
+      ``Conv`` only when its weights' output-channel count is static ("Unsupported operation of type:
+      Convolution"), and the convolution path's filters are computed (3 * K_r * K_c channels, from the plan). The
+      grouped path is exact for every valid plan (the body's contract), so the result is the same; only the speed
+      at integer scales differs.
+    - between the grouped path's filters for one-pixel blocks and for blocks of any size, the general one (the
+      3x3 filters placed by one-hot products: exact). OpenVINO 2026.4's ``If`` returns stale data on the first
+      call whose shapes outgrow the request's buffers (measured: upscale.onnx in one call at LR 300x300 x3.3,
+      every value wrong, the features' contribution lost; right on the next call, and right with the ``If``
+      gone: tests/test_openvino_portable.py).
+    """
     from onnx import helper
 
-    nodes = []
-    for node in graph.node:
-        branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
-        if (
-            node.op_type == "If"
-            and branches.get("then_branch") is not None
-            and (branches["then_branch"].name == "MetaUpscale_conv")
-        ):
-            grouped = branches["else_branch"]
-            nodes.extend(grouped.node)
-            nodes.append(helper.make_node("Identity", [grouped.output[0].name], [node.output[0]], name=node.name))
-        else:
-            nodes.append(node)
+    def flatten(nodes: list) -> list:
+        out = []
+        for node in nodes:
+            branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+            then = branches.get("then_branch")
+            if node.op_type == "If" and then is not None and then.name in _ELSE_BRANCHES:
+                other = branches["else_branch"]
+                out.extend(flatten(list(other.node)))
+                out.append(helper.make_node("Identity", [other.output[0].name], [node.output[0]], name=node.name))
+            else:
+                out.append(node)
+        return out
+
+    nodes = flatten(list(graph.node))
     del graph.node[:]
     graph.node.extend(nodes)
 

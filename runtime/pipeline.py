@@ -15,7 +15,10 @@ cores overlapping by the backbone's receptive radius (equal to the untiled resul
 
 ``graph="portable"`` runs the portable graphs (docs/portable.md) instead: the upscale stage is
 ``upscale.portable.onnx`` (the plan computed in the graph, one call for the whole output: no tiling, its memory
-counted as one tile) and ``__call__`` on a uint8 image is one call of ``metasr.portable.onnx``.
+counted as one tile) and ``__call__`` on a uint8 image is one call of ``metasr.portable.onnx``. ``portable_form``:
+"scale" (those graphs: a float64 scale in) or "inv" (``*.portable.inv.onnx``: the output size and float32(1 / scale)
+in, no float64); default: the backend's (:data:`~metasr.runtime.backends.BACKEND_PORTABLE_FORMS`: "inv" on
+OpenVINO, which computes float64 in float32; "scale" elsewhere).
 
 Bounded memory for any input: :meth:`Pipeline.stream` never holds the whole feature map. It walks the
 upscale tiles top to bottom and computes the features stripe by stripe as the tiles need them
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from metasr.runtime.backends import (
     BACKEND_FORMATS,
+    BACKEND_PORTABLE_FORMS,
     BACKEND_TARGETS,
     Backend,
     BackendError,
@@ -41,7 +45,7 @@ from metasr.runtime.backends import (
     open_backend,
 )
 from metasr.runtime.engines import EngineInfo
-from metasr.runtime.feeds import plan_feeds, signature_hints
+from metasr.runtime.feeds import plan_feeds, portable_targets, signature_hints
 from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
 from metasr.runtime.memory import UpscaleCost
 from metasr.runtime.projection import ProjectionPlan, project
@@ -98,6 +102,7 @@ class Pipeline:
         feature_tile: int = DEFAULT_FEATURE_TILE,
         precision: str = "fp32",
         graph: str = "two",
+        portable_form: str | None = None,
     ) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0 (0: ONNX Runtime's default), got {threads!r}")
@@ -110,7 +115,10 @@ class Pipeline:
             raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}")
         if graph == "portable" and BACKEND_FORMATS.get(backend, "onnx") != "onnx":
             raise BackendError(f"the portable graphs are ONNX graphs; the {backend} backend runs engines")
-        self.graph = graph
+        form = BACKEND_PORTABLE_FORMS.get(backend, "scale") if portable_form is None else portable_form
+        if form not in ("scale", "inv"):
+            raise ValueError(f"portable_form must be 'scale' or 'inv', got {portable_form!r}")
+        self.graph, self.portable_form = graph, form
         reason = backend_available(backend)
         if reason:
             raise BackendError(reason)
@@ -167,7 +175,8 @@ class Pipeline:
         fmt = BACKEND_FORMATS.get(self.backend, "onnx")
         target = BACKEND_TARGETS.get(self.backend, "any")
         if self.graph == "portable":
-            kinds = ("feature", "upscale-portable", "portable")
+            sfx = "-inv" if self.portable_form == "inv" else ""
+            kinds = ("feature", f"upscale-portable{sfx}", f"portable{sfx}")
             return [manifest.graph(kind, fmt, self.precision, target) for kind in kinds]
         upscale = manifest.graph("upscale", fmt, self.precision, target)
         if fmt != "tensorrt":
@@ -339,8 +348,8 @@ class Pipeline:
     ) -> Iterator[tuple[int, np.ndarray]]:
         _, feeds, tiles = self._plan(h, w, scale, budget)
         if self.graph == "portable":
-            target = {"features": window(slice(0, h), slice(0, w)), "scale": np.array(scale, dtype=np.float64)}
-            yield 0, self._upscale.infer(target)["sr"]
+            target = portable_targets(self.portable_form, h, w, scale)
+            yield 0, self._upscale.infer({"features": window(slice(0, h), slice(0, w)), **target})["sr"]
             return
         out_w = feeds["col_src"].size
         band: np.ndarray | None = None
@@ -377,8 +386,8 @@ class Pipeline:
         """RGB (h, w, 3) -> uint8 RGB (int(r*h), int(r*w), 3): clamped and rounded half-to-even."""
         if self._portable is not None and check_image(image).dtype == np.uint8:
             self.plan(*image.shape[:2], scale)  # the scale checked (the graph itself does not)
-            feeds = {"image": np.ascontiguousarray(image), "scale": np.array(scale, dtype=np.float64)}
-            return self._portable.infer(feeds)["sr_image"]
+            target = portable_targets(self.portable_form, *image.shape[:2], scale)
+            return self._portable.infer({"image": np.ascontiguousarray(image), **target})["sr_image"]
         features = self.encode(image)
         plan = self.plan(*features.shape[2:], scale)
         out = np.empty((*plan.out_size, 3), dtype=np.uint8)

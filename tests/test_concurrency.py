@@ -123,7 +123,8 @@ def test_two_concurrent_exports_of_one_directory(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert _leftovers(tmp_path) == []
-    portable = [f"{stem}{form}.onnx" for stem in ("metasr.portable", "upscale.portable") for form in ("", ".size")]
+    forms = ("", ".size", ".inv")
+    portable = [f"{stem}{form}.onnx" for stem in ("metasr.portable", "upscale.portable") for form in forms]
     expected = sorted(["feature.onnx", "manifest.json", "upscale.onnx", *portable])
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == expected
     Pipeline(tmp_path / "art").close()  # whole and consistent

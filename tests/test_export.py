@@ -196,7 +196,8 @@ def test_export_replaces_a_directory_whole(tmp_path):
     out.mkdir()
     (out / "stale.onnx").write_text("old")
     export_onnx(model, out)
-    portable = [f"{stem}{form}.onnx" for stem in ("metasr.portable", "upscale.portable") for form in ("", ".size")]
+    forms = ("", ".size", ".inv")
+    portable = [f"{stem}{form}.onnx" for stem in ("metasr.portable", "upscale.portable") for form in forms]
     assert sorted(p.name for p in out.iterdir()) == sorted(["feature.onnx", "manifest.json", "upscale.onnx", *portable])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 

@@ -152,6 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["two", "portable"],
         default="two",
         help="two: feature + upscale graphs, the plan computed here, tiled (default); portable: the graphs that "
-        "compute the plan themselves (docs/portable.md; not tiled: the output must fit --memory-mb whole)",
+        "compute the plan themselves (docs/portable.md; not tiled: the output must fit --memory-mb whole; on "
+        "openvino the inv form, without float64)",
     )
     p.set_defaults(func=cmd_upscale)
