@@ -112,25 +112,20 @@ def test_f32_threshold_decides_as_float64():
     assert float(f32_threshold(tol)) < tol < float(np.nextafter(f32_threshold(tol), np.float32(1)))
 
 
-def test_inv_plan_equals_the_runtime_on_onnx_runtime():
-    run = _ort_plan()
-    for n in AXES:
-        for scale in SCALES:
-            _check_plan(run, n, scale)
-    for n, scale in LONG:
+def _check_all_plans(run) -> None:
+    for n, scale in [(n, s) for n in AXES for s in SCALES] + list(LONG):
         _check_plan(run, n, scale)
+
+
+def test_inv_plan_equals_the_runtime_on_onnx_runtime():
+    _check_all_plans(_ort_plan())
 
 
 @needs_openvino
 def test_inv_plan_equals_the_runtime_on_openvino():
     """The arithmetic OpenVINO really does: float32 Mul / Floor / Sub, the float32 merge, TopK, Loop, Unique, int64
     as int32 (measured on a 85,811-cell (n, r) grid: 0 differ; docs/portable.md)."""
-    run = _openvino_plan()
-    for n in AXES:
-        for scale in SCALES:
-            _check_plan(run, n, scale)
-    for n, scale in LONG:
-        _check_plan(run, n, scale)
+    _check_all_plans(_openvino_plan())
 
 
 @needs_openvino
