@@ -14,7 +14,7 @@ rows when they are not one run (valid hints allow any slot order).
 from __future__ import annotations
 
 import onnx
-from metasr.export.metaupscale_nodes import all_of, const, embedded, float_out, mk, one_run
+from metasr.export.metaupscale_nodes import all_of, any_of, const, embedded, float_out, mk, one_run
 from onnx import helper
 
 __all__ = ["D2S_SLOTS", "conv_path"]
@@ -72,17 +72,17 @@ def _d2s(k: int, prefix: str) -> onnx.GraphProto:
     return helper.make_graph([node], f"MetaUpscale_{prefix}{k}", [], [float_out(f"{prefix}{k}_y")])
 
 
-def _interleave(slots: tuple[int, ...], prefix: str) -> tuple[list[onnx.NodeProto], str]:
+def _interleave(slots: tuple[int, ...], prefix: str, *, exhaustive: bool) -> tuple[list[onnx.NodeProto], str]:
     """``cv_y`` (N, 3*K_r*K_c, nb_r, nb_c), channels (o, kr, kc) -> (N, 3, nb_r*K_r, nb_c*K_c): a DepthToSpace
-    (CRD: exactly this layout) when K_r = K_c = slots[0], else the next branch; after the last, the transposes
-    (``prefix`` "d2s") or the last slot count's DepthToSpace (the caller knows it is one of ``slots``).
+    (CRD: exactly this layout) when K_r = K_c = slots[0], else the next branch; after the last, the transposes,
+    or, ``exhaustive`` (the caller knows K_r = K_c is one of ``slots``), the last slot count's DepthToSpace.
     Returns the nodes and their output's name."""
-    if len(slots) == 1 and prefix != "d2s":
+    if len(slots) == 1 and exhaustive:
         return list(_d2s(slots[0], prefix).node), f"{prefix}{slots[0]}_y"
     if not slots:
         return list(_transposes().node), "tr_yr"
     k = slots[0]
-    inner, inner_out = _interleave(slots[1:], prefix)
+    inner, inner_out = _interleave(slots[1:], prefix, exhaustive=exhaustive)
     rest = helper.make_graph(inner, f"MetaUpscale_not_{prefix}{k}", [], [float_out(inner_out)])
     out = f"cv_{prefix}_i{k}"
     return [mk("If", [f"cv_is{k}"], [out], then_branch=_d2s(k, prefix), else_branch=rest)], out
@@ -145,19 +145,16 @@ def conv_path() -> onnx.GraphProto:
         mk("Add", ["cv_ridx0", "H_1"], ["cv_rend"]),
         mk("Add", ["cidx0", "W_1"], ["cv_cend"]),
         # the output is the whole interleaved block (integer scales, untiled): the DepthToSpace is the result
-        const("cv_d2s_lo", [D2S_SLOTS[0]]),
-        const("cv_d2s_hi", [D2S_SLOTS[-1]]),
-        mk("GreaterOrEqual", ["K_row", "cv_d2s_lo"], ["cv_ge"]),
-        mk("LessOrEqual", ["K_row", "cv_d2s_hi"], ["cv_le"]),
+        *any_of([f"cv_is{k}_1" for k in D2S_SLOTS], "cv_d2s"),  # K_r = K_c, one of the DepthToSpace branches
         mk("Add", ["cv_ridx0", "cidx0"], ["cv_start"]),
         mk("Equal", ["cv_start", "c0"], ["cv_at0"]),  # both are >= 0
         mk("Equal", ["H_1", "cv_rows"], ["cv_all_rows"]),
         mk("Equal", ["W_1", "cv_cols"], ["cv_all_cols"]),
-        *all_of(["cv_ge", "cv_le", "cv_square", "cv_at0", "cv_all_rows", "cv_all_cols", "cv_rrun_1"], "cv_d"),
+        *all_of(["cv_d2s", "cv_at0", "cv_all_rows", "cv_all_cols", "cv_rrun_1"], "cv_d"),
         mk("Reshape", ["cv_d", "scalar_shape"], ["cv_direct"]),
     ]
-    direct, direct_out = _interleave(D2S_SLOTS, "direct")
-    general, general_out = _interleave(D2S_SLOTS, "d2s")
+    direct, direct_out = _interleave(D2S_SLOTS, "direct", exhaustive=True)
+    general, general_out = _interleave(D2S_SLOTS, "d2s", exhaustive=False)
     pick = {"then_branch": _rows_slice(general_out), "else_branch": _rows_gather(general_out)}
     general.append(mk("If", ["cv_rrun"], ["cv_picked"], **pick))  # (N, 3, H, W)
     whole = {

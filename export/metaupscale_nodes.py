@@ -1,5 +1,5 @@
 """Node builders shared by the ``MetaUpscale`` body's paths (:mod:`metasr.export.metaupscale_body`): constants,
-shapes, the And of conditions, the "is this index one run" test, and the one-hot placement of each slot pair's
+shapes, the And / Or of conditions, the "is this index one run" test, and the one-hot placement of each slot pair's
 3x3 filter in a block's window. Names are graph value names; every function returns nodes (or one node)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-__all__ = ["all_of", "const", "dim", "embedded", "float_out", "mk", "one_run"]
+__all__ = ["all_of", "any_of", "const", "dim", "embedded", "float_out", "mk", "one_run"]
 
 mk = helper.make_node
 
@@ -26,14 +26,23 @@ def dim(shape: str, index: int, name: str) -> onnx.NodeProto:
     return mk("Gather", [shape, f"c{index}"], [name], axis=0)  # (1,) int64
 
 
-def all_of(conditions: list[str], out: str) -> list[onnx.NodeProto]:
-    """``out`` = the And of ``conditions`` (each (1,) bool), one node per term."""
+def _fold(op: str, conditions: list[str], out: str) -> list[onnx.NodeProto]:
     nodes, acc = [], conditions[0]
     for i, c in enumerate(conditions[1:]):
         name = out if i == len(conditions) - 2 else f"{out}_{i}"
-        nodes.append(mk("And", [acc, c], [name]))
+        nodes.append(mk(op, [acc, c], [name]))
         acc = name
     return nodes
+
+
+def all_of(conditions: list[str], out: str) -> list[onnx.NodeProto]:
+    """``out`` = the And of ``conditions`` (each (1,) bool, at least two), one node per term."""
+    return _fold("And", conditions, out)
+
+
+def any_of(conditions: list[str], out: str) -> list[onnx.NodeProto]:
+    """``out`` = the Or of ``conditions`` (each (1,) bool, at least two), one node per term."""
+    return _fold("Or", conditions, out)
 
 
 def one_run(index: str, pick: str, count: str, first: str, is_run: str) -> list[onnx.NodeProto]:
