@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from metasr.export.upscale_graph import build_upscale_graph
+from metasr.runtime.backends import GROUPED_ONLY_BACKENDS
 from metasr.runtime.feeds import conv_path, plan_feeds
 from metasr.runtime.projection import project
 from metasr.runtime.tiling import UpscaleTile, source_window, tile_bytes, window_feeds
@@ -77,13 +78,13 @@ def measure(tile: int, scale: float, preset_name: str, backend: str = "ort") -> 
     tf = window_feeds(feeds, t)
     window = rng.standard_normal((1, c, t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start))
     window = window.astype(np.float32)
-    estimate = tile_bytes(tf, c, *window.shape[2:], grouped=backend == "openvino") / 2**20
+    estimate = tile_bytes(tf, c, *window.shape[2:], grouped=backend in GROUPED_ONLY_BACKENDS) / 2**20
     base = reset_peak_rss()
     window = window.copy()  # the runtime's copy of the tile's window (``tile_bytes`` counts it)
     out = sess.run(None, {"features": window, **tf})[0]
     peak = (status_kib("VmHWM") - base) / 1024
     per_pixel = out.shape[2] * out.shape[3] * c * 27 * 4 / 2**20
-    path = "conv" if conv_path(tf) and backend == "ort" else "grouped"  # openvino: the grouped path alone
+    path = "grouped" if backend in GROUPED_ONLY_BACKENDS or not conv_path(tf) else "conv"
     return dict(scale=scale, c=c, path=path, peak_mib=peak, estimate_mib=estimate, per_pixel_mib=per_pixel)
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "BACKEND_FORMATS",
     "BACKEND_PORTABLE_FORMS",
     "BACKEND_TARGETS",
+    "GROUPED_ONLY_BACKENDS",
     "Backend",
     "BackendError",
     "OrtBackend",
@@ -201,6 +202,9 @@ BACKEND_TARGETS = {"ort": "ort-cpu", "ort-cuda": "ort-cpu", "trt": "tensorrt", "
 # the portable form each backend runs (docs/portable.md); a backend without an entry takes "scale" (float64).
 # OpenVINO computes float64 in float32: the "inv" form (output size and float32(1 / scale) computed by the caller)
 BACKEND_PORTABLE_FORMS = {"openvino": "inv"}
+# backends that run only the MetaUpscale body's grouped path (openvino_backend replaces its convolution path:
+# OpenVINO compiles a Conv only with a static output-channel count); their tiles are sized by that path
+GROUPED_ONLY_BACKENDS = frozenset({"openvino"})
 
 
 def _openvino_missing() -> str | None:

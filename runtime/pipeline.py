@@ -39,6 +39,7 @@ from metasr.runtime.backends import (
     BACKEND_FORMATS,
     BACKEND_PORTABLE_FORMS,
     BACKEND_TARGETS,
+    GROUPED_ONLY_BACKENDS,
     Backend,
     BackendError,
     backend_available,
@@ -124,8 +125,7 @@ class Pipeline:
             raise BackendError(reason)
         self.directory = Path(artifacts)
         self.backend = backend
-        # openvino runs the MetaUpscale body's grouped path alone (openvino_backend): tiles sized for it
-        self._grouped_only = backend == "openvino"
+        self._grouped_only = backend in GROUPED_ONLY_BACKENDS  # tiles sized for the path the backend runs
         self.precision = precision
         self.manifest, blobs = read_consistent(self.directory, self._select)
         *feature_specs, self.upscale_spec = self._select(self.manifest)
