@@ -176,21 +176,17 @@ def run_ray_jobs(todo: list[CheckedJob], config: RayJobConfig, opts: UpscaleOpti
             max_restarts=-1,  # actors: as Ray Data's default (a long run's unrelated deaths add up)
             max_task_retries=MAX_ATTEMPTS - 1,  # jobs: bounded (the default, -1, retries a poison job for ever)
         )
-    rows = iter(ds.iter_rows())
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            return
-        except ray.exceptions.RayError as e:
-            text = str(e).strip()
-            if isinstance(e, ray.exceptions.RayActorError) or "actor died" in text.lower():
-                raise ImageError(
-                    f"a job's worker died {MAX_ATTEMPTS} times (killed, out of memory, or an input that crashes it): "
-                    "the run stops; the outputs written so far are complete, a re-run resumes"
-                ) from None
-            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-            raise ImageError(f"the Ray run failed: {first[:300]}") from None
-        if row["error"]:
-            raise ImageError(str(row["error"]))
-        yield JobResult(str(row["target"]), (int(row["w"]), int(row["h"])), float(row["seconds"]), int(row["pid"]))
+    try:
+        for row in ds.iter_rows():
+            if row["error"]:
+                raise ImageError(str(row["error"]))
+            yield JobResult(str(row["target"]), (int(row["w"]), int(row["h"])), float(row["seconds"]), int(row["pid"]))
+    except ray.exceptions.RayError as e:
+        text = str(e).strip()
+        if isinstance(e, ray.exceptions.RayActorError) or "actor died" in text.lower():
+            raise ImageError(
+                f"a job's worker died {MAX_ATTEMPTS} times (killed, out of memory, or an input that crashes it): "
+                "the run stops; the outputs written so far are complete, a re-run resumes"
+            ) from None
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+        raise ImageError(f"the Ray run failed: {first[:300]}") from None
