@@ -148,15 +148,15 @@ def tile_bytes(
     path's count, over ``--memory-mb``).
 
     Terms in floats (int64 counts as two), with C channels, h x w the window, H x W the tile, P_r x P_c offset
-    pairs, G x L x K the grouping and T = 3 (one-pixel blocks) or 2s (blocks of s) the window of a member
-    (see ``metaupscale_body``). Always: the window copy C*h*w; the weight predictor (3 + 3*256 + 2*27C) per
-    pair; the slot filters G_r*K_r*P_c*27C and G_r*K_r*G_c*K_c*27C; the sr output, add_mean and the runtime's
-    copy 3 * 3*H*W. Conv path (it convolves the window itself): the filter placement 4 * K_r*K_c*T_r*T_c*3C,
-    the convolution output and its interleave (a DepthToSpace, or two transposes) 3 * 3*K_r*K_c*B (B member
-    blocks, plus one per axis), the row pick and the column slice 2 * 3*H*W. Grouped path: padded features and their transpose
-    2*C*(h+2)*(w+2); the window index 2 * M*T_r*T_c and the patch matrix M*T_r*T_c*C (M = G_r*G_c*L_r*L_c
-    members); the filters 4 * G_r*G_c*K_r*K_c*T_r*T_c*3C; the products M*K_r*K_c*3; the pick index 2*H*W, the
-    picked and transposed output 2 * 3*H*W. Plus the int64 index feeds.
+    pairs, G x L x K the grouping and T = 3 (one-pixel blocks) or 2s (blocks of s) the window of a member (see
+    ``metaupscale_body``). Always: the window copy C*h*w; the weight predictor (3 + 3*256 + 2*27C) per pair; the
+    slot filters G_r*K_r*P_c*27C and G_r*K_r*G_c*K_c*27C; the sr output, add_mean and the runtime's copy 3 * 3*H*W.
+    Conv path (it convolves the window itself): the filter placement 4 * K_r*K_c*T_r*T_c*3C, the convolution output
+    and its interleave (a DepthToSpace, or two transposes) 3 * 3*K_r*K_c*B (B member blocks, plus one per axis), the
+    row pick and the column slice 2 * 3*H*W. Grouped path: padded features and their transpose 2*C*(h+2)*(w+2); the
+    window index 2 * M*T_r*T_c and the patch matrix M*T_r*T_c*C (M = G_r*G_c*L_r*L_c members); the filters 4 *
+    G_r*G_c*K_r*K_c*T_r*T_c*3C; the products M*K_r*K_c*3; the pick index 2*H*W, the picked and transposed output 2 *
+    3*H*W. Plus the int64 index feeds.
     """
     c, h, w = channels, in_rows, in_cols
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
