@@ -1,14 +1,16 @@
 """The upscale stage on ONNX Runtime CPU against its compute floor, before and after, interleaved in one run.
 
 Inputs: the bundled model's features of held-out crops (Set14 barbara, 256x256 and 320x480, h x w), computed
-once with the feature graph. Per scale, three things run in interleaved repeats on ONNX Runtime's CPU provider
+once with the feature graph. Per scale, these run in interleaved repeats on ONNX Runtime's CPU provider
 (``--threads``, default 2): the upscale graph of ``--before DIR`` (artifacts exported from main, with main's own
-host-side feeds, read from git: ``--before-feeds-ref``), the upscale graph of ``--after DIR`` (default: the
-bundled model exported by this checkout) with this checkout's feeds, and ONNX Runtime's own 3x3 convolution
-32 -> 32 channels on the same feature map with constant weights, like the feature graph's (the rate the floor
-uses). On the convolution path also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's
-computed filters: the least any graph built on that op pays). Medians of the repeats (``--clock cpu``: minima
-of the process's CPU time, for a shared machine).
+host-side feeds, read from git: ``--before-feeds-ref``); the upscale graph of ``--after DIR`` (default: the
+bundled model exported by this checkout) with this checkout's feeds, loaded as the runtime's ort backend loads it
+(``metasr.runtime.ort_cpu``: the convolution on ONNX Runtime's NCHWc kernels where they exist;
+``METASR_ORT_NCHWC=0``: as exported); and ONNX Runtime's own 3x3 convolution 32 -> 32 channels on the same
+feature map with constant weights, like the feature graph's (the rate the floor uses). On the convolution path
+also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's computed filters: the least a graph
+built on that op pays). Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared
+machine).
 
 floor = 1728 FLOP per output pixel (2 * C * 9 * 3, C = 32) at that convolution's rate; ratio = stage time /
 (output pixels x floor). The stage is the whole upscale graph: weight prediction, MetaUpscale, add_mean. The
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from metasr.runtime.feeds import conv_path, plan_feeds
+from metasr.runtime.ort_cpu import specialize
 from metasr.runtime.projection import project
 from onnx import TensorProto, helper, numpy_helper
 
@@ -142,13 +145,15 @@ def run(args: argparse.Namespace, after: Path) -> None:
     old_feeds = _before_feeds(args.before_feeds_ref)
     th, spin = args.threads, args.clock == "wall"
     before_up = _session(str(args.before / "upscale.onnx"), th, spin)
-    after_up = _session(str(after / "upscale.onnx"), th, spin)
+    after_bytes, body = specialize((after / "upscale.onnx").read_bytes(), "fp32")  # as the ort backend loads it
+    after_up = _session(after_bytes, th, spin)
     feature = _session(str(after / "feature.onnx"), th, spin)
     inputs = _features(after, th)
     clock, pick = (time.perf_counter, np.median) if spin else (time.process_time, np.min)
     load = os.getloadavg()
     what = "median wall time" if spin else "minimum process CPU time (no spinning)"
     print(f"{_cpu()}; ONNX Runtime {ort.__version__}, {th} threads, {what}; load average before {load[0]:.1f}")
+    print(f"after: {body}")
     body_conv = [_session(g, th, spin) for g in _body_conv_graph()]
     rng = np.random.default_rng(2)
     rows = []

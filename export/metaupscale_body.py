@@ -28,10 +28,14 @@ output): conv path about 2 * 3*K_r*K_c*nb_r*nb_c; grouped path (N*G_r*G_c*L_r*L_
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
 from metasr.export.metaupscale_conv import D2S_SLOTS, conv_path
 from metasr.export.metaupscale_nodes import const, dim, embedded, float_out, mk, one_run
-from onnx import helper
+from metasr.export.onnx_proto import make_graph, protos
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["D2S_SLOTS", "body_nodes", "name_nodes"]
 
@@ -153,7 +157,7 @@ def _plain_filters() -> onnx.GraphProto:
         mk("Transpose", ["pf_w6"], ["pf_w6t"], perm=[0, 2, 4, 1, 3, 5]),  # (G_r, G_c, 9C, K_r, K_c, 3)
         mk("Reshape", ["pf_w6t", "gm_b_shape"], ["pf_B"]),
     ]
-    return helper.make_graph(n, "MetaUpscale_plain_filters", [], [float_out("pf_B")])
+    return make_graph(n, "MetaUpscale_plain_filters", [], [float_out("pf_B")])
 
 
 def _block_filters() -> onnx.GraphProto:
@@ -165,7 +169,7 @@ def _block_filters() -> onnx.GraphProto:
         mk("Transpose", ["bf_b6"], ["bf_b6t"], perm=[0, 2, 4, 1, 3, 5]),
         mk("Reshape", ["bf_b6t", "gm_b_shape"], ["bf_B"]),
     ]
-    return helper.make_graph(n, "MetaUpscale_block_filters", [], [float_out("bf_B")])
+    return make_graph(n, "MetaUpscale_block_filters", [], [float_out("bf_B")])
 
 
 def _grouped_path() -> onnx.GraphProto:
@@ -229,20 +233,21 @@ def _grouped_path() -> onnx.GraphProto:
         mk("Gather", ["gm_Rq", "gm_flatidx"], ["gm_picked"], axis=1),  # (N, H, W, 3)
         mk("Transpose", ["gm_picked"], ["gm_out"], perm=[0, 3, 1, 2]),  # (N, 3, H, W)
     ]
-    return helper.make_graph(n, "MetaUpscale_grouped", [], [float_out("gm_out")])
+    return make_graph(n, "MetaUpscale_grouped", [], [float_out("gm_out")])
 
 
 def _name_graph(graph: onnx.GraphProto, prefix: str) -> None:
     name_nodes(list(graph.node), prefix)
     for node in graph.node:
         for att in node.attribute:
-            if att.type == onnx.AttributeProto.GRAPH:
+            if att.type == protos().AttributeProto.GRAPH:
                 _name_graph(att.g, f"{prefix}{att.g.name}/")
 
 
-def body_nodes() -> list[onnx.NodeProto]:
-    """The body's nodes, every one (the branches' too) with a unique name."""
-    conv, grouped = conv_path(), _grouped_path()
+def body_nodes(nchwc_block: int | None = None) -> list[onnx.NodeProto]:
+    """The body's nodes, every one (the branches' too) with a unique name; ``nchwc_block``: the convolution on
+    ONNX Runtime's CPU NCHWc kernels of that block size (:mod:`metasr.export.metaupscale_nchwc`)."""
+    conv, grouped = conv_path(nchwc_block), _grouped_path()
     for g, prefix in ((conv, "conv/"), (grouped, "grouped/")):
         _name_graph(g, "MetaUpscale/" + prefix)
     nodes = _shared() + _conv_condition()

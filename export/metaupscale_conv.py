@@ -13,9 +13,14 @@ rows when they are not one run (valid hints allow any slot order).
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
+from metasr.export.metaupscale_nchwc import nchwc_conv
 from metasr.export.metaupscale_nodes import all_of, any_of, const, embedded, float_out, mk, one_run
-from onnx import helper
+from metasr.export.onnx_proto import make_graph
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["D2S_SLOTS", "conv_path"]
 
@@ -24,14 +29,14 @@ def _unit_conv() -> onnx.GraphProto:
     """One-pixel blocks: the window is the features with one zero pixel around, the convolution's own padding
     (no padded copy)."""
     node = mk("Conv", ["features", "cv_w"], ["uc_y"], pads=[1, 1, 1, 1])
-    return helper.make_graph([node], "MetaUpscale_unit_conv", [], [float_out("uc_y")])
+    return make_graph([node], "MetaUpscale_unit_conv", [], [float_out("uc_y")])
 
 
 def _pair_conv() -> onnx.GraphProto:
     """Two-pixel blocks: block b's 4 x 4 window starts at input row 2b - 1, so one 4 x 4 convolution at stride 2
     with one zero row before and two after gives ceil(n / 2) blocks for either parity of n (no padded copy)."""
     node = mk("Conv", ["features", "cv_w"], ["pc_y"], pads=[1, 1, 2, 2], strides=[2, 2])
-    return helper.make_graph([node], "MetaUpscale_pair_conv", [], [float_out("pc_y")])
+    return make_graph([node], "MetaUpscale_pair_conv", [], [float_out("pc_y")])
 
 
 # slot counts the interleave runs as one DepthToSpace (its block size is an attribute, so one branch each):
@@ -51,7 +56,7 @@ def _transposes() -> onnx.GraphProto:  # its nodes end the interleave's last bra
         mk("Concat", ["N", "c3", "cv_rows", "cv_cols"], ["tr_yr_shape"], axis=0),
         mk("Reshape", ["tr_y3t", "tr_yr_shape"], ["tr_yr"]),
     ]
-    return helper.make_graph(n, "MetaUpscale_transposes", [], [float_out("tr_yr")])
+    return make_graph(n, "MetaUpscale_transposes", [], [float_out("tr_yr")])
 
 
 def _slot_conditions(slots: tuple[int, ...]) -> list[onnx.NodeProto]:
@@ -69,7 +74,7 @@ def _slot_conditions(slots: tuple[int, ...]) -> list[onnx.NodeProto]:
 
 def _d2s(k: int, prefix: str) -> onnx.GraphProto:
     node = mk("DepthToSpace", ["cv_y"], [f"{prefix}{k}_y"], blocksize=k, mode="CRD")
-    return helper.make_graph([node], f"MetaUpscale_{prefix}{k}", [], [float_out(f"{prefix}{k}_y")])
+    return make_graph([node], f"MetaUpscale_{prefix}{k}", [], [float_out(f"{prefix}{k}_y")])
 
 
 def _interleave(slots: tuple[int, ...], prefix: str, *, exhaustive: bool) -> tuple[list[onnx.NodeProto], str]:
@@ -83,7 +88,7 @@ def _interleave(slots: tuple[int, ...], prefix: str, *, exhaustive: bool) -> tup
         return list(_transposes().node), "tr_yr"
     k = slots[0]
     inner, inner_out = _interleave(slots[1:], prefix, exhaustive=exhaustive)
-    rest = helper.make_graph(inner, f"MetaUpscale_not_{prefix}{k}", [], [float_out(inner_out)])
+    rest = make_graph(inner, f"MetaUpscale_not_{prefix}{k}", [], [float_out(inner_out)])
     out = f"cv_{prefix}_i{k}"
     return [mk("If", [f"cv_is{k}"], [out], then_branch=_d2s(k, prefix), else_branch=rest)], out
 
@@ -96,7 +101,7 @@ def _rows_slice(interleaved: str) -> onnx.GraphProto:
         const("rs_axes", [2, 3]),
         mk("Slice", [interleaved, "rs_start", "rs_end", "rs_axes"], ["rs_out"]),
     ]
-    return helper.make_graph(n, "MetaUpscale_rows_slice", [], [float_out("rs_out")])
+    return make_graph(n, "MetaUpscale_rows_slice", [], [float_out("rs_out")])
 
 
 def _rows_gather(interleaved: str) -> onnx.GraphProto:
@@ -105,10 +110,12 @@ def _rows_gather(interleaved: str) -> onnx.GraphProto:
         mk("Gather", [interleaved, "cv_ridx"], ["rg_picked"], axis=2),  # (N, 3, H, nb_c*K_c)
         mk("Slice", ["rg_picked", "cidx0", "cv_cend", "c3"], ["rg_out"]),  # (N, 3, H, W)
     ]
-    return helper.make_graph(n, "MetaUpscale_rows_gather", [], [float_out("rg_out")])
+    return make_graph(n, "MetaUpscale_rows_gather", [], [float_out("rg_out")])
 
 
-def conv_path() -> onnx.GraphProto:
+def conv_path(nchwc_block: int | None = None) -> onnx.GraphProto:
+    """The path as exported, or with ``nchwc_block`` its ``Conv`` on ONNX Runtime's CPU NCHWc kernels where
+    they apply (:mod:`metasr.export.metaupscale_nchwc`; the rest is the same nodes)."""
     n = []
     for axis, size in (("row", "h"), ("col", "w")):
         v = lambda name, axis=axis: f"cv_{axis}_{name}"  # noqa: E731
@@ -129,23 +136,33 @@ def conv_path() -> onnx.GraphProto:
         mk("Transpose", ["cv_w6"], ["cv_w6t"], perm=[5, 0, 1, 4, 2, 3]),  # (o, kr, kc, c, ty, tx)
         mk("Concat", ["cm1", "C", "cv_Tr", "cv_Tc"], ["cv_w_shape"], axis=0),
         mk("Reshape", ["cv_w6t", "cv_w_shape"], ["cv_w"]),
-        # the convolution over whole blocks: (N, 3*K_r*K_c, nb_r, nb_c)
         mk("Equal", ["row_s", "s1"], ["cv_unit"]),
-        mk("If", ["cv_unit"], ["cv_y"], then_branch=_unit_conv(), else_branch=_pair_conv()),
+    ]
+
+    def standard(out: str) -> onnx.NodeProto:  # the convolution over whole blocks: (N, 3*K_r*K_c, nb_r, nb_c)
+        return mk("If", ["cv_unit"], [out], then_branch=_unit_conv(), else_branch=_pair_conv())
+
+    mid = [
         mk("Mul", ["K_row", "cv_row_nb1"], ["cv_rows"]),
         mk("Mul", ["cv_col_nb1", "K_col"], ["cv_cols"]),
         mk("Equal", ["K_row", "K_col"], ["cv_square"]),
+        *_slot_conditions(D2S_SLOTS),
     ]
-    n += _slot_conditions(D2S_SLOTS)
-    n += [
+    rows = [
         mk("Mul", ["row_blk", "K_row"], ["cv_bk"]),  # (H,) row in the (block row, K_r) layout
         mk("Add", ["cv_bk", "row_k"], ["cv_ridx"]),
         *one_run("cv_ridx", "row_pick", "H_1", "cv_ridx0", "cv_rrun_1"),
         mk("Reshape", ["cv_rrun_1", "scalar_shape"], ["cv_rrun"]),
         mk("Add", ["cv_ridx0", "H_1"], ["cv_rend"]),
         mk("Add", ["cidx0", "W_1"], ["cv_cend"]),
-        # the output is the whole interleaved block (integer scales, untiled): the DepthToSpace is the result
-        *any_of([f"cv_is{k}_1" for k in D2S_SLOTS], "cv_d2s"),  # K_r = K_c, one of the DepthToSpace branches
+    ]
+    # the output is the whole interleaved block (integer scales, untiled): the DepthToSpace is the result
+    d2s = any_of([f"cv_is{k}_1" for k in D2S_SLOTS], "cv_d2s")  # K_r = K_c, one of the DepthToSpace branches
+    if nchwc_block is None:
+        n += [standard("cv_y"), *mid, *rows, *d2s]
+    else:
+        n += [*mid, *d2s, *nchwc_conv(D2S_SLOTS, nchwc_block, standard("st_y")), *rows]
+    n += [
         mk("Add", ["cv_ridx0", "cidx0"], ["cv_start"]),
         mk("Equal", ["cv_start", "c0"], ["cv_at0"]),  # both are >= 0
         mk("Equal", ["H_1", "cv_rows"], ["cv_all_rows"]),
@@ -158,8 +175,8 @@ def conv_path() -> onnx.GraphProto:
     pick = {"then_branch": _rows_slice(general_out), "else_branch": _rows_gather(general_out)}
     general.append(mk("If", ["cv_rrun"], ["cv_picked"], **pick))  # (N, 3, H, W)
     whole = {
-        "then_branch": helper.make_graph(direct, "MetaUpscale_direct", [], [float_out(direct_out)]),
-        "else_branch": helper.make_graph(general, "MetaUpscale_general", [], [float_out("cv_picked")]),
+        "then_branch": make_graph(direct, "MetaUpscale_direct", [], [float_out(direct_out)]),
+        "else_branch": make_graph(general, "MetaUpscale_general", [], [float_out("cv_picked")]),
     }
     n.append(mk("If", ["cv_direct"], ["cv_out"], **whole))
-    return helper.make_graph(n, "MetaUpscale_conv", [], [float_out("cv_out")])
+    return make_graph(n, "MetaUpscale_conv", [], [float_out("cv_out")])

@@ -4,22 +4,27 @@ shapes, the And / Or of conditions, the "is this index one run" test, and the on
 
 from __future__ import annotations
 
-import onnx
-from onnx import TensorProto, helper
+from typing import TYPE_CHECKING
+
+from metasr.export.onnx_proto import make_node, make_tensor_int64, protos
+
+if TYPE_CHECKING:
+    import onnx
+
 
 __all__ = ["all_of", "any_of", "const", "dim", "embedded", "float_out", "mk", "one_run"]
 
-mk = helper.make_node
+mk = make_node
 
 
 def const(name: str, values: list[int], scalar: bool = False) -> onnx.NodeProto:
     dims = [] if scalar else [len(values)]
-    return mk("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, dims, values))
+    return mk("Constant", [], [name], value=make_tensor_int64(name, dims, values))
 
 
 def float_out(name: str) -> onnx.ValueInfoProto:
     """A branch output without a declared type: float32 or float16, as the graph's (FP16 graphs keep the body)."""
-    return onnx.ValueInfoProto(name=name)
+    return protos().ValueInfoProto(name=name)
 
 
 def dim(shape: str, index: int, name: str) -> onnx.NodeProto:

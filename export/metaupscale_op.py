@@ -31,9 +31,14 @@ output
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
+from metasr.export import onnx_proto
 from metasr.export.metaupscale_body import body_nodes, name_nodes
-from onnx import helper
+from metasr.export.metaupscale_nchwc import NCHWC_DOMAIN
+
+if TYPE_CHECKING:
+    import onnx
 
 from metasr.kernels.spec import INPUT_PARAMS
 
@@ -63,18 +68,22 @@ NODE_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGI
 
 def make_node(inputs: list[str], output: str, name: str = "meta_upscale") -> onnx.NodeProto:
     """The ``MetaUpscale`` node with exactly the attributes TensorRT's ONNX parser maps (see NODE_ATTRIBUTES)."""
-    return helper.make_node(OP_TYPE, inputs, [output], name=name, domain=DOMAIN, **NODE_ATTRIBUTES)
+    return onnx_proto.make_node(OP_TYPE, inputs, [output], name=name, domain=DOMAIN, **NODE_ATTRIBUTES)
 
 
-def function_proto(opset: int) -> onnx.FunctionProto:
+def function_proto(opset: int, nchwc_block: int | None = None) -> onnx.FunctionProto:
     """The standard-op body of ``MetaUpscale`` (ONNX opset ``opset`` >= 15: ``CastLike``) as a model-local
-    function."""
-    return helper.make_function(
+    function; with ``nchwc_block``, ONNX Runtime's CPU variant (:mod:`metasr.export.metaupscale_nchwc`: the
+    runtime builds it, the exporter never writes it)."""
+    imports = [onnx_proto.make_opsetid("", opset)]
+    if nchwc_block is not None:
+        imports.append(onnx_proto.make_opsetid(NCHWC_DOMAIN, 1))
+    return onnx_proto.make_function(
         DOMAIN,
         OP_TYPE,
         list(INPUTS),
         list(OUTPUTS),
-        body_nodes(),
-        opset_imports=[helper.make_opsetid("", opset)],
+        body_nodes(nchwc_block),
+        opset_imports=imports,
         attributes=list(NODE_ATTRIBUTES),
     )

@@ -159,6 +159,12 @@ class OrtBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.spec = spec
         self._errors = _ort_errors()
+        # the CPU provider alone: the MetaUpscale body's convolution on its NCHWc kernels (runtime/ort_cpu.py)
+        self.body = "as exported"
+        if providers == ["CPUExecutionProvider"]:
+            from metasr.runtime.ort_cpu import specialize
+
+            model, self.body = specialize(model, spec.precision)
         try:
             self.session = ort.InferenceSession(model, opts, providers=providers)
         except self._errors as e:

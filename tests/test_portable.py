@@ -13,6 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 from metasr.runtime.batch import scale_for_size  # noqa: E402
 from metasr.runtime.feeds import UPSCALE_PLAN_INPUTS, check_hints, plan_feeds, signature_hints  # noqa: E402
 from metasr.runtime.manifest import Manifest  # noqa: E402
+from metasr.runtime.ort_cpu import specialize  # noqa: E402
 from metasr.runtime.pipeline import Pipeline  # noqa: E402
 from metasr.runtime.projection import project  # noqa: E402
 
@@ -87,7 +88,9 @@ def test_portable_image_equals_the_pipeline(bundled_artifacts):
     from PIL import Image
 
     img = np.asarray(Image.open(data_path("Set5", "baby.png")).convert("RGB"))[:60, :90]
-    sess = _session(onnx.load(str(bundled_artifacts / "metasr.portable.onnx")))
+    # with the body the pipeline's ort backend loads (runtime/ort_cpu.py: the NCHWc variant where it exists)
+    graph, _ = specialize((bundled_artifacts / "metasr.portable.onnx").read_bytes(), "fp32")
+    sess = _session(onnx.load_from_string(graph))
     with Pipeline(bundled_artifacts) as p:
         for scale in (2.0, 3.3):
             out = sess.run(None, {"image": img, "scale": _f64(scale)})[0]

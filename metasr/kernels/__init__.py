@@ -7,27 +7,30 @@
 * :mod:`metasr.kernels.spec` states its parameters and launch contract (no Triton needed to read it).
 
 Triton is optional (``pip install 'metasr[triton]'``) and imported only when a kernel is launched or compiled.
+The names below load their modules (and PyTorch) on first use: :mod:`metasr.kernels.spec` imports without them
+(the ONNX op's input list is read from it by the torch-free runtime).
 """
 
 from __future__ import annotations
 
-from metasr.kernels.launch import (
-    KernelUnavailableError,
-    meta_upscale_triton,
-    meta_upscale_triton_filter,
-    triton_available,
-)
-from metasr.kernels.ptx import PtxKernel, compile_ptx
-from metasr.kernels.spec import PARAMS, KernelConfig, default_config
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "PARAMS",
-    "KernelConfig",
-    "KernelUnavailableError",
-    "PtxKernel",
-    "compile_ptx",
-    "default_config",
-    "meta_upscale_triton",
-    "meta_upscale_triton_filter",
-    "triton_available",
-]
+_HOMES = {
+    "KernelUnavailableError": "launch",
+    "meta_upscale_triton": "launch",
+    "meta_upscale_triton_filter": "launch",
+    "triton_available": "launch",
+    "PtxKernel": "ptx",
+    "compile_ptx": "ptx",
+    "PARAMS": "spec",
+    "KernelConfig": "spec",
+    "default_config": "spec",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(f"metasr.kernels.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'metasr.kernels' has no attribute {name!r}")

@@ -1,0 +1,157 @@
+"""ONNX Runtime's CPU provider: the ``MetaUpscale`` body's convolution on its NCHWc kernels.
+
+:func:`specialize` takes a graph's verified bytes and returns the bytes to load: the same model with the
+``MetaUpscale`` function's body replaced by :mod:`metasr.export.metaupscale_nchwc`'s variant for this CPU's block
+size, or the bytes unchanged, with one line saying which and why. It rewrites only a body that is byte for byte
+this version's standard body (any other, e.g. an older export's or one a graph tool changed, runs as it is) in a
+float32 graph (the NCHWc kernels are float32 only; FP16 graphs keep theirs), and only after a probe, once per
+process, has found the kernels (``ReorderInput``'s channel blocks give the block size) and checked the variant's
+convolution (its filter packing and the kernels) against a numpy convolution, both forms (x2: 3x3, x1.5: 4x4 at
+stride 2): within 1e-4 of the output's magnitude, the bound ``tests/test_upscale_body.py`` holds the body's two
+paths to. ``tests/test_ort_cpu.py`` checks the whole variant on every branch. Anything missing (the ``onnx``
+package, the kernels on this CPU or ONNX Runtime build, a probe that disagrees) leaves the standard body, which
+is correct everywhere; only speed differs.
+
+Cost per process, measured on the project's 2-core machine: ~60 ms for the probe, a few ms per graph. It reads
+ONNX's protobuf classes without importing ``onnx`` (:mod:`metasr.export.onnx_proto`: that import alone takes
+0.65-1 s here).
+
+``METASR_ORT_NCHWC=0`` turns the rewrite off (measurements, or to rule it out).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+from metasr.export.metaupscale_nchwc import BRANCH_INPUTS, NCHWC_DOMAIN, nchwc_branch
+from metasr.export.onnx_proto import (
+    ProtoUnavailable,
+    make_graph,
+    make_node,
+    make_opsetid,
+    make_tensor_value_info,
+    protos,
+)
+
+__all__ = ["ENV", "nchwc_block", "specialize"]
+
+ENV = "METASR_ORT_NCHWC"
+_TOL = 1e-4  # relative to the output's magnitude (see the module docstring)
+
+
+def _session(model: object) -> object:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # quicker to create; same kernels
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _model(graph: object, domains: dict[str, int], functions: tuple = ()) -> object:
+    pb = protos()
+    model = pb.ModelProto(ir_version=10, graph=graph, producer_name="metasr")
+    model.opset_import.extend(make_opsetid(d, v) for d, v in domains.items())
+    model.functions.extend(functions)
+    return model
+
+
+def _block_size() -> int:
+    """The NCHWc block size ONNX Runtime's CPU kernels use here (raises where they are missing)."""
+    f32 = protos().TensorProto.FLOAT
+    node = make_node("ReorderInput", ["x"], ["y"], domain=NCHWC_DOMAIN)
+    graph = make_graph(
+        [node], "block", [make_tensor_value_info("x", f32, [1, 4, 1, 1])], [make_tensor_value_info("y", f32, None)]
+    )
+    model = _model(graph, {"": 17, NCHWC_DOMAIN: 1})
+    (y,) = _session(model).run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})
+    return int(y.shape[1])  # 4 channels rounded up to one block
+
+
+def _reference_conv(x: np.ndarray, w: np.ndarray, pads: tuple[int, int], stride: int) -> np.ndarray:
+    """ONNX ``Conv`` (no bias, one group) in numpy: x (N, C, h, w), w (O, C, T, T), pads (before, after)."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), pads, pads))
+    t = w.shape[2]
+    oh, ow = ((n - t) // stride + 1 for n in xp.shape[2:])
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for ty in range(t):
+        for tx in range(t):
+            win = xp[:, :, ty : ty + stride * oh : stride, tx : tx + stride * ow : stride]
+            out += np.einsum("oc,nchw->nohw", w[:, :, ty, tx], win)
+    return out
+
+
+def _agrees(block: int) -> str | None:
+    """Why the variant's convolution (its filter packing and ONNX Runtime's kernels, :func:`nchwc_branch` run
+    alone) disagrees with a numpy convolution on this machine, for both forms (None: it agrees)."""
+    pb = protos()
+    rng = np.random.default_rng(0)
+    c = 2 * block
+    x = rng.standard_normal((1, c, 9, 7)).astype(np.float32)
+    for k, unit in ((2, True), (3, False)):  # x2: 3x3; x1.5: 4x4 at stride 2
+        t = 3 if unit else 4
+        w = rng.standard_normal((3 * k * k, c, t, t)).astype(np.float32)
+        ints = {"C": c, "nc_B": block, "nc_CB": c // block, "cv_Tr": t, "cv_Tc": t}
+        feeds = {"features": x, "cv_w": w, "cv_unit": np.array(unit)}
+        feeds.update({name: np.array([v], np.int64) for name, v in ints.items()})
+        kinds = {np.dtype(np.float32): pb.TensorProto.FLOAT, np.dtype(np.int64): pb.TensorProto.INT64,
+                 np.dtype(bool): pb.TensorProto.BOOL}  # fmt: skip
+        inputs = [make_tensor_value_info(n, kinds[feeds[n].dtype], list(feeds[n].shape)) for n in BRANCH_INPUTS]
+        branch = nchwc_branch(k, block)
+        graph = make_graph(list(branch.node), "probe", inputs, [make_tensor_value_info(f"nc{k}_out", 1, None)])
+        got = _session(_model(graph, {"": 17, NCHWC_DOMAIN: 1})).run(None, feeds)[0]
+        want = _reference_conv(x, w, (1, 1) if unit else (1, 2), 1 if unit else 2)
+        err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        if not err <= _TOL * max(1.0, float(np.abs(want).max())):
+            return f"its convolution differs from numpy's ({3 * k * k} channels, max {err:.3g})"
+    return None
+
+
+@lru_cache(maxsize=1)
+def nchwc_block() -> int | str:
+    """This machine's NCHWc block size, once the variant has been checked against the standard body here; or
+    why the variant is not used (a one-line reason)."""
+    try:
+        protos()
+    except ProtoUnavailable:
+        return "the onnx package is not installed"
+    try:
+        block = _block_size()
+    except Exception as e:  # any failure means: no kernels here
+        return f"ONNX Runtime has no NCHWc kernels here ({str(e).splitlines()[0][:120]})"
+    if block < 2:
+        return "ONNX Runtime's NCHWc kernels are off on this CPU"
+    try:
+        return _agrees(block) or block
+    except Exception as e:
+        return f"the NCHWc body failed its check ({str(e).splitlines()[0][:120]})"
+
+
+def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
+    """(the bytes to load on ONNX Runtime's CPU provider, one line on what was done)."""
+    if b"MetaUpscale" not in model:
+        return model, "no MetaUpscale node"
+    if os.environ.get(ENV, "1") == "0":
+        return model, f"standard MetaUpscale body ({ENV}=0)"
+    if precision == "fp16":
+        return model, "standard MetaUpscale body (FP16 graph: the NCHWc kernels are float32)"
+    block = nchwc_block()
+    if isinstance(block, str):
+        return model, f"standard MetaUpscale body ({block})"
+    from metasr.export import metaupscale_op as op
+
+    proto = protos().ModelProto()
+    proto.ParseFromString(model)
+    for fn in proto.functions:
+        if (fn.domain, fn.name) != (op.DOMAIN, op.OP_TYPE):
+            continue
+        opset = next((o.version for o in fn.opset_import if o.domain == ""), None)
+        if opset is None or fn.SerializeToString() != op.function_proto(opset).SerializeToString():
+            return model, "standard MetaUpscale body (not this version's: left as it is)"
+        fn.ParseFromString(op.function_proto(opset, block).SerializeToString())  # (any module's classes)
+        proto.opset_import.append(make_opsetid(NCHWC_DOMAIN, 1))
+        return proto.SerializeToString(), f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block})"
+    return model, "no MetaUpscale function"

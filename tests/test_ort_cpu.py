@@ -1,0 +1,182 @@
+"""ONNX Runtime's CPU variant of the ``MetaUpscale`` body (``runtime/ort_cpu.py``): the convolution on its NCHWc
+kernels.
+
+Oracle: the body's grouped path (``tests/test_upscale_body.py``'s, the same graph with its path ``If`` forced),
+which has no convolution at all, on the same plans; and the standard body, which the variant must equal to float32
+rounding. The variant must also be taken where it applies (outputs that are not bit-identical to the standard
+body's: another summation order) and refused where it does not: unknown bodies, FP16 graphs, the switch, a probe
+that disagrees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+import onnx
+import onnx.inliner
+import onnxruntime as ort
+from metasr.runtime import ort_cpu
+from metasr.runtime.backends import OrtBackend
+from metasr.runtime.manifest import Manifest
+from metasr.runtime.openvino_backend import _take_grouped_path
+
+from tests.test_upscale_body import CASES, _case
+
+
+@pytest.fixture(scope="module")
+def block():
+    b = ort_cpu.nchwc_block()
+    if isinstance(b, str) and "NCHWc kernels" in b:  # missing here (not x86-64, or an ONNX Runtime without them)
+        pytest.skip(f"no NCHWc variant here: {b}")
+    assert isinstance(b, int), b  # a variant that fails its own probe is a bug in it, not a skip
+    return b
+
+
+@pytest.fixture(scope="module")
+def sessions(bundled_artifacts, block):
+    """(the exported upscale graph, its NCHWc variant, the graph forced onto the grouped path)."""
+    raw = (bundled_artifacts / "upscale.onnx").read_bytes()
+    variant, said = ort_cpu.specialize(raw, "fp32")
+    assert said == f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block})"
+    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
+    _take_grouped_path(grouped.graph)
+    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
+    return make(raw), make(variant), make(grouped.SerializeToString())
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_nchwc_body_equals_the_grouped_path_and_runs_where_it_applies(sessions, name):
+    standard, variant, grouped = sessions
+    feeds, h, w = _case(name)
+    n = 2 if "batch" in name else 1
+    feeds = {"features": np.random.default_rng(1).standard_normal((n, 32, h, w)).astype(np.float32) * 3, **feeds}
+    got, std, want = (s.run(None, feeds)[0] for s in (variant, standard, grouped))
+    # measured: at most 1.5e-5 on outputs of magnitude ~130 (as the standard body's conv path)
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
+    square = feeds["row_slots"].shape[1] == feeds["col_slots"].shape[1] in ort_cpu_slots()
+    # the NCHWc kernels sum in another order than im2col + GEMM: where they run, some output differs in its last
+    # bits; where they do not (slot counts differ per axis, or none of the DepthToSpace branches), nothing does
+    assert (not np.array_equal(got, std)) == square, name
+
+
+def ort_cpu_slots() -> tuple[int, ...]:
+    from metasr.export.metaupscale_body import D2S_SLOTS
+
+    return D2S_SLOTS
+
+
+def _spec(art, kind):
+    manifest = Manifest.from_json((art / "manifest.json").read_text())
+    return next(g for g in manifest.graphs if (g.kind, g.format, g.precision) == (kind, "onnx", "fp32"))
+
+
+def test_backend_says_which_body_it_runs(bundled_artifacts, block, monkeypatch):
+    art = bundled_artifacts
+    spec = _spec(art, "upscale")
+    raw = (art / spec.file).read_bytes()
+    be = OrtBackend(raw, spec, ["CPUExecutionProvider"])
+    assert be.body.startswith("MetaUpscale convolution on ONNX Runtime's NCHWc kernels")
+    monkeypatch.setenv(ort_cpu.ENV, "0")
+    assert OrtBackend(raw, spec, ["CPUExecutionProvider"]).body == "standard MetaUpscale body (METASR_ORT_NCHWC=0)"
+    feat = _spec(art, "feature")
+    assert OrtBackend((art / feat.file).read_bytes(), feat, ["CPUExecutionProvider"]).body == "no MetaUpscale node"
+
+
+def test_only_this_versions_float32_body_is_rewritten(bundled_artifacts, block):
+    raw = (bundled_artifacts / "upscale.onnx").read_bytes()
+    fp16 = "standard MetaUpscale body (FP16 graph: the NCHWc kernels are float32)"
+    assert ort_cpu.specialize(raw, "fp16") == (raw, fp16)
+    model = onnx.load_from_string(raw)
+    node = next(n for n in model.functions[0].node if n.op_type == "Mul")
+    node.input[0], node.input[1] = node.input[1], node.input[0]  # the same product, another body
+    changed = model.SerializeToString()
+    other = "standard MetaUpscale body (not this version's: left as it is)"
+    assert ort_cpu.specialize(changed, "fp32") == (changed, other)
+
+
+def test_a_probe_that_disagrees_keeps_the_standard_body(bundled_artifacts, block, monkeypatch):
+    """Filters packed for the wrong block size (what a changed kernel layout would look like) fail the probe."""
+    ort_cpu.nchwc_block.cache_clear()
+    try:
+        monkeypatch.setattr(ort_cpu, "_block_size", lambda: 8 if block != 8 else 16)
+        reason = ort_cpu.nchwc_block()
+        assert isinstance(reason, str) and reason.startswith("its convolution differs from numpy's"), reason
+        raw = (bundled_artifacts / "upscale.onnx").read_bytes()
+        assert ort_cpu.specialize(raw, "fp32") == (raw, f"standard MetaUpscale body ({reason})")
+    finally:
+        ort_cpu.nchwc_block.cache_clear()
+
+
+def test_pipeline_output_is_the_standard_bodys(bundled_artifacts, block, monkeypatch):
+    """The whole runtime, both bodies, integer and half-integer scales, tiled and not."""
+    from metasr.runtime.pipeline import Pipeline
+
+    img = np.random.default_rng(2).integers(0, 256, (40, 33, 3)).astype(np.float32)
+    outs: dict[str, list[np.ndarray]] = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv(ort_cpu.ENV, flag)
+        for budget in (64.0, 0.25):  # untiled; tiles of a few rows
+            with Pipeline(bundled_artifacts, upscale_budget_mb=budget) as p:
+                if budget < 1:
+                    assert len(p.tiles(40, 33, 2.0)) > 1
+                outs.setdefault(flag, []).extend(p(img, s) for s in (2.0, 1.5, 3.0))
+    for a, b in zip(outs["1"], outs["0"], strict=True):
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() <= 1e-3  # measured ~2e-5 on 0..255 outputs (float32 summation order)
+
+
+def test_proto_builders_equal_onnx_helpers():
+    """``export/onnx_proto.py`` stands in for ``onnx.helper`` in the body: field for field the same messages."""
+    from metasr.export import onnx_proto as lite
+    from onnx import TensorProto, helper
+
+    graph_l = lite.make_graph([lite.make_node("Relu", ["a"], ["b"])], "g", [], [lite.protos().ValueInfoProto(name="b")])
+    graph_h = helper.make_graph([helper.make_node("Relu", ["a"], ["b"])], "g", [], [onnx.ValueInfoProto(name="b")])
+    tensor = ("t", [2], [3, -4])
+    pairs = [
+        (lite.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 2, 2], strides=[2, 2], group=1, name="n"),
+         helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 2, 2], strides=[2, 2], group=1, name="n")),
+        (lite.make_node("DepthToSpace", ["x"], ["y"], blocksize=3, mode="CRD", domain=""),
+         helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=3, mode="CRD", domain="")),
+        (lite.make_node("If", ["c"], ["b"], then_branch=graph_l, else_branch=graph_l),
+         helper.make_node("If", ["c"], ["b"], then_branch=graph_h, else_branch=graph_h)),
+        (lite.make_node("Constant", [], ["t"], value=lite.make_tensor_int64(*tensor)),
+         helper.make_node("Constant", [], ["t"], value=helper.make_tensor(tensor[0], TensorProto.INT64, *tensor[1:]))),
+        (lite.make_node("ReorderOutput", ["x"], ["y"], domain="com.microsoft.nchwc", channels=27, channels_last=0),
+         helper.make_node("ReorderOutput", ["x"], ["y"], domain="com.microsoft.nchwc", channels=27, channels_last=0)),
+        (lite.make_tensor_value_info("x", 1, [None, 32, "h", 0]),
+         helper.make_tensor_value_info("x", 1, [None, 32, "h", 0])),
+        (lite.make_tensor_value_info("x", 7, []), helper.make_tensor_value_info("x", 7, [])),
+        (lite.make_tensor_value_info("x", 7, None), helper.make_tensor_value_info("x", 7, None)),
+        (lite.make_function("d", "f", ["a"], ["b"], [], [lite.make_opsetid("", 17)], ["k"]),
+         helper.make_function("d", "f", ["a"], ["b"], [], [helper.make_opsetid("", 17)], attributes=["k"])),
+    ]  # fmt: skip
+    for got, want in pairs:
+        assert got.SerializeToString() == want.SerializeToString(), want
+    with pytest.raises(TypeError):
+        lite.make_node("Foo", [], [], alpha=0.5)  # float attributes are not built here (the body has none)
+
+
+def test_the_rewrite_never_imports_onnx(bundled_artifacts):
+    """ONNX's classes come from its generated module alone (``import onnx`` costs ~0.7 s: ml_dtypes); a later
+    ``import onnx`` in the same process shares that module."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from metasr.runtime.ort_cpu import nchwc_block, specialize
+raw = open({str(bundled_artifacts / "upscale.onnx")!r}, "rb").read()
+new, said = specialize(raw, "fp32")
+assert isinstance(nchwc_block(), str) or new != raw, said
+assert "onnx" not in sys.modules and "ml_dtypes" not in sys.modules, sorted(m for m in sys.modules if "onnx" in m)
+import onnx
+model = onnx.load_from_string(new)
+assert type(model) is onnx.ModelProto and model.SerializeToString() == new
+onnx.checker.check_model(onnx.load_from_string(raw))
+print(said)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
