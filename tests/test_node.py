@@ -60,11 +60,13 @@ def test_node_example_refuses_a_missing_target(bundled_artifacts):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scale", ["2", "3.3"])
-def test_node_example_on_set5_and_set14(bundled_artifacts, tmp_path, scale):
+def test_node_example_on_set5_and_set14(bundled_artifacts, tmp_path, scale, monkeypatch):
     """Every Set5 and Set14 image (19): identical to the two-graph runtime's RGB output (``metasr upscale`` writes
-    the one grey image, Set14 bridge, as grey, the example writes RGB; prints the count)."""
+    the one grey image, Set14 bridge, as grey, the example writes RGB; prints the count), both running the graphs
+    as exported (see ``_pair``)."""
     from metasr.runtime.pipeline import Pipeline
 
+    monkeypatch.setenv(ENV, "0")
     images = [p for s in ("Set5", "Set14") for p in sorted(data_path(s).glob("*.png"))]
     same = 0
     with Pipeline(bundled_artifacts) as pipe:
