@@ -9,8 +9,8 @@ bundled model exported by this checkout) with this checkout's feeds, loaded as t
 ``METASR_ORT_NCHWC=0``: as exported); and ONNX Runtime's own 3x3 convolution 32 -> 32 channels on the same
 feature map with constant weights, like the feature graph's (the rate the floor uses). On the convolution path
 also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's computed filters: the least a graph
-built on that op pays). Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared
-machine).
+built on that op pays) and the NCHWc variant's (``ort_cpu.branch_model``: reorders, filter packing, kernels).
+Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared machine).
 
 floor = 1728 FLOP per output pixel (2 * C * 9 * 3, C = 32) at that convolution's rate; ratio = stage time /
 (output pixels x floor). The stage is the whole upscale graph: weight prediction, MetaUpscale, add_mean. The
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from metasr.runtime.feeds import conv_path, plan_feeds
-from metasr.runtime.ort_cpu import specialize
+from metasr.runtime.ort_cpu import branch_feeds, branch_model, nchwc_block, specialize
 from metasr.runtime.projection import project
 from onnx import TensorProto, helper, numpy_helper
 
@@ -155,6 +155,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
     print(f"{_cpu()}; ONNX Runtime {ort.__version__}, {th} threads, {what}; load average before {load[0]:.1f}")
     print(f"after: {body}")
     body_conv = [_session(g, th, spin) for g in _body_conv_graph()]
+    block = nchwc_block()
+    nchwc: dict[int, ort.InferenceSession] = {}  # the variant's convolution alone, per slot count
     rng = np.random.default_rng(2)
     rows = []
     for (h, w), (lr, feats) in inputs.items():
@@ -181,8 +183,15 @@ def run(args: argparse.Namespace, after: Path) -> None:
                 wts = (rng.standard_normal((3 * kk, c, t, t)) * 0.02).astype(np.float32)
                 sess = body_conv[0 if s_blk == 1 else 1]
                 calls["body_conv"] = lambda feats=feats, wts=wts, sess=sess: sess.run(None, {"x": feats, "w": wts})[0]
+                k = new["row_slots"].shape[1]
+                if isinstance(block, int) and k == new["col_slots"].shape[1] and 2 <= k <= 8:
+                    if k not in nchwc:
+                        nchwc[k] = _session(branch_model(k, block), th, spin)
+                    bf = branch_feeds(feats, wts, block)
+                    calls["nchwc_conv"] = lambda bf=bf, sess=nchwc[k]: sess.run(None, bf)[0]
             outs = {k: f() for k, f in calls.items()}  # warm-up (and the outputs compared below)
             outs.pop("body_conv", None)
+            outs.pop("nchwc_conv", None)
             times: dict[str, list[float]] = {k: [] for k in calls}
             for _ in range(args.repeats):
                 for k, f in calls.items():
@@ -206,6 +215,7 @@ def run(args: argparse.Namespace, after: Path) -> None:
                     before_x_floor=med["before"] / floor_s,
                     after_x_floor=med["after"] / floor_s,
                     body_conv_x_floor=med["body_conv"] / floor_s if on_conv else None,
+                    nchwc_conv_x_floor=med["nchwc_conv"] / floor_s if "nchwc_conv" in med else None,
                     speedup=med["before"] / med["after"],
                     feature_ms=med["feature"] * 1e3,
                     before_share=med["before"] / (med["before"] + med["feature"]),
@@ -216,7 +226,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
             r = rows[-1]
             print(f"  {r['size']} x{scale:g}: before {r['before_ms']:.1f} ms, after {r['after_ms']:.1f} ms", flush=True)
     head = ("input h x w", "scale", "output", "path", "conv GFLOP/s", "floor ms", "before ms", "after ms",
-            "before / floor", "after / floor", "body conv alone / floor", "speed-up", "feature ms", "share before",
+            "before / floor", "after / floor", "body conv alone / floor", "NCHWc conv alone / floor",
+            "speed-up", "feature ms", "share before",
             "share after",
             "max |diff|")  # fmt: skip
     print("| " + " | ".join(head) + " |")
@@ -227,6 +238,7 @@ def run(args: argparse.Namespace, after: Path) -> None:
             f"{r['floor_ms']:.2f} | "
             f"{r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['before_x_floor']:.1f}x | {r['after_x_floor']:.1f}x | "
             f"{'-' if r['body_conv_x_floor'] is None else format(r['body_conv_x_floor'], '.1f') + 'x'} | "
+            f"{'-' if r['nchwc_conv_x_floor'] is None else format(r['nchwc_conv_x_floor'], '.1f') + 'x'} | "
             f"{r['speedup']:.1f}x | {r['feature_ms']:.1f} | {100 * r['before_share']:.0f}% | "
             f"{100 * r['after_share']:.0f}% | {r['max_abs_diff']:.1e} |"
         )

@@ -35,20 +35,21 @@ from metasr.export.onnx_proto import (
     protos,
 )
 
-__all__ = ["ENV", "nchwc_block", "specialize"]
+__all__ = ["ENV", "branch_feeds", "branch_model", "nchwc_block", "specialize"]
 
 ENV = "METASR_ORT_NCHWC"
 _TOL = 1e-4  # relative to the output's magnitude (see the module docstring)
 
 
-def _session(model: object) -> object:
+def _session(model: object) -> object:  # a ModelProto or its bytes
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
     opts.intra_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # quicker to create; same kernels
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 def _model(graph: object, domains: dict[str, int], functions: tuple = ()) -> object:
@@ -84,25 +85,38 @@ def _reference_conv(x: np.ndarray, w: np.ndarray, pads: tuple[int, int], stride:
     return out
 
 
-def _agrees(block: int) -> str | None:
-    """Why the variant's convolution (its filter packing and ONNX Runtime's kernels, :func:`nchwc_branch` run
-    alone) disagrees with a numpy convolution on this machine, for both forms (None: it agrees)."""
+def branch_feeds(features: np.ndarray, filters: np.ndarray, block: int) -> dict[str, np.ndarray]:
+    """Feeds of :func:`branch_model`: features (N, C, h, w), the body's filters ``cv_w`` (3K^2, C, T, T) with
+    T = 3 (3x3, one pixel of padding) or 4 (4x4 at stride 2, pads (1, 2))."""
+    c, t = features.shape[1], filters.shape[2]
+    ints = {"C": c, "nc_B": block, "nc_CB": c // block, "cv_Tr": t, "cv_Tc": t}
+    feeds = {"features": features, "cv_w": filters, "cv_unit": np.array(t == 3)}
+    return feeds | {name: np.array([v], np.int64) for name, v in ints.items()}
+
+
+def branch_model(k: int, block: int) -> bytes:
+    """The variant's convolution for slot count k alone (:func:`nchwc_branch`: filter packing, ONNX Runtime's NCHWc
+    kernels, both forms), fed by :func:`branch_feeds`; output (N, 3k^2, nb_r, nb_c) as the standard ``Conv``."""
     pb = protos()
+    f32, i64 = pb.TensorProto.FLOAT, pb.TensorProto.INT64
+    types = {"features": f32, "cv_w": f32, "cv_unit": pb.TensorProto.BOOL}
+    inputs = [make_tensor_value_info(n, types.get(n, i64), None) for n in BRANCH_INPUTS]
+    graph = make_graph(
+        list(nchwc_branch(k, block).node), "branch", inputs, [make_tensor_value_info(f"nc{k}_out", f32, None)]
+    )
+    return _model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
+
+
+def _agrees(block: int) -> str | None:
+    """Why the variant's convolution (:func:`branch_model`) disagrees with a numpy convolution on this machine, for
+    both forms (None: it agrees)."""
     rng = np.random.default_rng(0)
     c = 2 * block
     x = rng.standard_normal((1, c, 9, 7)).astype(np.float32)
     for k, unit in ((2, True), (3, False)):  # x2: 3x3; x1.5: 4x4 at stride 2
         t = 3 if unit else 4
         w = rng.standard_normal((3 * k * k, c, t, t)).astype(np.float32)
-        ints = {"C": c, "nc_B": block, "nc_CB": c // block, "cv_Tr": t, "cv_Tc": t}
-        feeds = {"features": x, "cv_w": w, "cv_unit": np.array(unit)}
-        feeds.update({name: np.array([v], np.int64) for name, v in ints.items()})
-        kinds = {np.dtype(np.float32): pb.TensorProto.FLOAT, np.dtype(np.int64): pb.TensorProto.INT64,
-                 np.dtype(bool): pb.TensorProto.BOOL}  # fmt: skip
-        inputs = [make_tensor_value_info(n, kinds[feeds[n].dtype], list(feeds[n].shape)) for n in BRANCH_INPUTS]
-        branch = nchwc_branch(k, block)
-        graph = make_graph(list(branch.node), "probe", inputs, [make_tensor_value_info(f"nc{k}_out", 1, None)])
-        got = _session(_model(graph, {"": 17, NCHWC_DOMAIN: 1})).run(None, feeds)[0]
+        got = _session(branch_model(k, block)).run(None, branch_feeds(x, w, block))[0]
         want = _reference_conv(x, w, (1, 1) if unit else (1, 2), 1 if unit else 2)
         err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         if not err <= _TOL * max(1.0, float(np.abs(want).max())):
