@@ -29,6 +29,7 @@ import onnxruntime as ort
 from metasr.export.upscale_graph import build_upscale_graph
 from metasr.runtime.backends import GROUPED_ONLY_BACKENDS
 from metasr.runtime.feeds import conv_path, plan_feeds
+from metasr.runtime.ort_cpu import specialize
 from metasr.runtime.projection import project
 from metasr.runtime.tiling import UpscaleTile, source_window, tile_bytes, window_feeds
 
@@ -62,7 +63,8 @@ def measure(tile: int, scale: float, preset_name: str, backend: str = "ort") -> 
         onnx.save(build_upscale_graph(model), str(path))
         opts = ort.SessionOptions()
         opts.log_severity_level = 4
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        # as the ort backend loads it (runtime/ort_cpu.py: the NCHWc variant where it exists; METASR_ORT_NCHWC=0 not)
+        sess = ort.InferenceSession(specialize(path.read_bytes(), "fp32")[0], opts, providers=["CPUExecutionProvider"])
         if backend == "openvino":
             sess = _OpenVino(path.read_bytes())
     rng = np.random.default_rng(0)

@@ -123,6 +123,7 @@ def _runtime_times(
 
         zoom = median_time(zoom_once, max(1, repeats // 2))
         rerun = median_time(lambda: [p.upscale(p.encode(img), s) for s in ZOOM_SCALES], max(1, repeats // 2))
+        times["upscale_body"] = p.upscale_body
     return times, zoom, rerun
 
 
@@ -241,6 +242,8 @@ def format_bench(res: dict) -> str:
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
     ]
+    if "upscale_body" in res.get("ort", {}):
+        lines += [f"{label} upscale body: {res['ort']['upscale_body']}", ""]
     if "ort_vs_torch_e2e" in res:
         lines += [f"{label} end to end / PyTorch eager: **{res['ort_vs_torch_e2e']:.2f}x**", ""]
     lines += [

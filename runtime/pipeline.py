@@ -186,6 +186,13 @@ class Pipeline:
             raise ManifestError(f"the artifacts have no {self.precision} feature engine (run metasr build-engine)")
         return [*sorted(engines, key=lambda g: -int(g.extra["lr_size"][0]) * int(g.extra["lr_size"][1])), upscale]
 
+    @property
+    def upscale_body(self) -> str:
+        """How the backend runs the ``MetaUpscale`` body, one line (the ort backend on the CPU provider: on ONNX
+        Runtime's NCHWc kernels or not, and why; ``metasr.runtime.ort_cpu``)."""
+        backend = self._portable if self.graph == "portable" else self._upscale
+        return getattr(backend, "body", "as exported")
+
     # -- planning -----------------------------------------------------------------------------------------
     @property
     def max_scale(self) -> float:

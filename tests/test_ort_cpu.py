@@ -80,6 +80,14 @@ def test_backend_says_which_body_it_runs(bundled_artifacts, block, monkeypatch):
     assert be.body.startswith("MetaUpscale convolution on ONNX Runtime's NCHWc kernels")
     monkeypatch.setenv(ort_cpu.ENV, "0")
     assert OrtBackend(raw, spec, ["CPUExecutionProvider"]).body == "standard MetaUpscale body (METASR_ORT_NCHWC=0)"
+    from metasr.runtime.pipeline import Pipeline
+
+    with Pipeline(art) as p:
+        assert p.upscale_body == "standard MetaUpscale body (METASR_ORT_NCHWC=0)"
+    monkeypatch.setenv(ort_cpu.ENV, "1")
+    for graph in ("two", "portable"):
+        with Pipeline(art, graph=graph) as p:
+            assert p.upscale_body == be.body, graph
     feat = _spec(art, "feature")
     assert OrtBackend((art / feat.file).read_bytes(), feat, ["CPUExecutionProvider"]).body == "no MetaUpscale node"
 
