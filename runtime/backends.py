@@ -161,14 +161,22 @@ class OrtBackend:
         self._errors = _ort_errors()
         # the CPU provider alone: the MetaUpscale body's convolution on its NCHWc kernels (runtime/ort_cpu.py)
         self.body = "as exported"
+        variant = model
         if providers == ["CPUExecutionProvider"]:
             from metasr.runtime.ort_cpu import specialize
 
-            model, self.body = specialize(model, spec.precision)
+            variant, self.body = specialize(model, spec.precision)
         try:
-            self.session = ort.InferenceSession(model, opts, providers=providers)
+            self.session = ort.InferenceSession(variant, opts, providers=providers)
         except self._errors as e:
-            raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e)}") from None
+            if variant is model:
+                raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e)}") from None
+            # the variant passed its probe but this graph with it does not load: the graph as exported
+            self.body = f"standard MetaUpscale body (the NCHWc variant did not load: {_first_line(e)[:160]})"
+            try:
+                self.session = ort.InferenceSession(model, opts, providers=providers)
+            except self._errors as e2:
+                raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e2)}") from None
 
         def io(args: list) -> list[tuple[str, str, list]]:
             return [(a.name, _ORT_TYPES.get(a.type, a.type), list(a.shape)) for a in args]

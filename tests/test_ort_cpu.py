@@ -188,3 +188,12 @@ print(said)
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_variant_that_does_not_load_falls_back_to_the_graph_as_exported(bundled_artifacts, block, monkeypatch):
+    spec = _spec(bundled_artifacts, "upscale")
+    raw = (bundled_artifacts / spec.file).read_bytes()
+    monkeypatch.setattr(ort_cpu, "specialize", lambda model, precision: (b"not a model", "NCHWc (pretend)"))
+    be = OrtBackend(raw, spec, ["CPUExecutionProvider"])
+    assert be.body.startswith("standard MetaUpscale body (the NCHWc variant did not load: ")
+    assert be.session.get_inputs()[0].name == "features"
