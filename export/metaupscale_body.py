@@ -244,10 +244,11 @@ def _name_graph(graph: onnx.GraphProto, prefix: str) -> None:
                 _name_graph(att.g, f"{prefix}{att.g.name}/")
 
 
-def body_nodes(nchwc_block: int | None = None) -> list[onnx.NodeProto]:
+def body_nodes(nchwc_block: int | None = None, col2im: bool = False) -> list[onnx.NodeProto]:
     """The body's nodes, every one (the branches' too) with a unique name; ``nchwc_block``: the convolution on
-    ONNX Runtime's CPU NCHWc kernels of that block size (:mod:`metasr.export.metaupscale_nchwc`)."""
-    conv, grouped = conv_path(nchwc_block), _grouped_path()
+    ONNX Runtime's CPU NCHWc kernels of that block size (:mod:`metasr.export.metaupscale_nchwc`); ``col2im``:
+    the interleave by ``Col2Im`` (opset >= 18)."""
+    conv, grouped = conv_path(nchwc_block, col2im), _grouped_path()
     for g, prefix in ((conv, "conv/"), (grouped, "grouped/")):
         _name_graph(g, "MetaUpscale/" + prefix)
     nodes = _shared() + _conv_condition()

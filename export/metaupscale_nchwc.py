@@ -9,6 +9,7 @@ calls them on the computed filters itself: ``ReorderInput`` (features to blocks 
 to OIhw{B}i{B}o in the graph, ``com.microsoft.nchwc:Conv``, ``ReorderOutput`` (whose channel count is an
 attribute: one branch per slot count K, 3*K*K channels).
 
+With it (opset >= 18) the interleave is ``Col2Im`` instead of ``DepthToSpace`` (``metaupscale_conv._d2s``).
 Taken when K_r = K_c = K is one of ``D2S_SLOTS`` (every integer scale up to 8 and r = p/2 on 2-pixel blocks,
 untiled or tiled) and C is a multiple of B; otherwise the standard ``Conv``. The block size B is the CPU's (16
 with AVX-512, 8 with AVX2): a static attribute here, probed by the runtime. The contract is unchanged: the

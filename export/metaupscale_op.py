@@ -73,8 +73,8 @@ def make_node(inputs: list[str], output: str, name: str = "meta_upscale") -> onn
 
 def function_proto(opset: int, nchwc_block: int | None = None) -> onnx.FunctionProto:
     """The standard-op body of ``MetaUpscale`` (ONNX opset ``opset`` >= 15: ``CastLike``) as a model-local
-    function; with ``nchwc_block``, ONNX Runtime's CPU variant (:mod:`metasr.export.metaupscale_nchwc`: the
-    runtime builds it, the exporter never writes it)."""
+    function; with ``nchwc_block``, ONNX Runtime's CPU variant (:mod:`metasr.export.metaupscale_nchwc`, with its
+    interleave by ``Col2Im`` at opset >= 18: the runtime builds it, the exporter never writes it)."""
     imports = [onnx_proto.make_opsetid("", opset)]
     if nchwc_block is not None:
         imports.append(onnx_proto.make_opsetid(NCHWC_DOMAIN, 1))
@@ -83,7 +83,7 @@ def function_proto(opset: int, nchwc_block: int | None = None) -> onnx.FunctionP
         OP_TYPE,
         list(INPUTS),
         list(OUTPUTS),
-        body_nodes(nchwc_block),
+        body_nodes(nchwc_block, col2im=nchwc_block is not None and opset >= 18),
         opset_imports=imports,
         attributes=list(NODE_ATTRIBUTES),
     )

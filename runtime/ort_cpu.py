@@ -2,15 +2,21 @@
 
 :func:`specialize` takes a graph's verified bytes and returns the bytes to load: the same model with the
 ``MetaUpscale`` function's body replaced by :mod:`metasr.export.metaupscale_nchwc`'s variant for this CPU's block
-size, or the bytes unchanged, with one line saying which and why. It rewrites only a body that is byte for byte
-this version's standard body (any other, e.g. an older export's or one a graph tool changed, runs as it is) in a
-float32 graph (the NCHWc kernels are float32 only; FP16 graphs keep theirs), and only after a probe, once per
-process, has found the kernels (``ReorderInput``'s channel blocks give the block size) and checked the variant's
-convolution (its filter packing and the kernels) against a numpy convolution, both forms (x2: 3x3, x1.5: 4x4 at
-stride 2): within 1e-4 of the output's magnitude, the bound ``tests/test_upscale_body.py`` holds the body's two
-paths to. ``tests/test_ort_cpu.py`` checks the whole variant on every branch. Anything missing (the ``onnx``
-package, the kernels on this CPU or ONNX Runtime build, a probe that disagrees) leaves the standard body, which
-is correct everywhere; only speed differs.
+size, or the bytes unchanged, with one line saying which and why. The variant also interleaves by ``Col2Im``
+instead of ``DepthToSpace`` (the same values; ONNX Runtime's ``DepthToSpace`` runs on one thread, 5-9x slower
+at K = 2): an opset-18 operator, so the model's default opset is raised from 17 to 18, unless a node would
+read differently there (:data:`AXES_TO_INPUT_18`), in which case it keeps ``DepthToSpace``.
+
+It rewrites only a body that is byte for byte this version's standard body (any other, e.g. an older export's or
+one a graph tool changed, runs as it is) in a float32 graph (the NCHWc kernels are float32 only; FP16 graphs
+keep theirs), and only after a probe, once per process, has found the kernels (``ReorderInput``'s channel
+blocks give the block size) and checked the variant's convolution (its filter packing and the kernels) against
+a numpy convolution, both forms (x2: 3x3, x1.5: 4x4 at stride 2): within 1e-4 of the output's magnitude, the
+bound ``tests/test_upscale_body.py`` holds the body's two paths to. ``tests/test_ort_cpu.py`` checks the whole
+variant on every branch. Anything missing (the ``onnx`` package, the kernels on this CPU or ONNX Runtime build,
+a probe that disagrees) leaves the standard body, which is correct everywhere; only speed differs. A variant
+that passes the probe but does not load in some graph falls back to the graph as exported
+(:class:`~metasr.runtime.backends.OrtBackend`).
 
 Cost per process, measured on the project's 2-core machine: ~60 ms for the probe, a few ms per graph. It reads
 ONNX's protobuf classes without importing ``onnx`` (:mod:`metasr.export.onnx_proto`: that import alone takes
@@ -22,6 +28,7 @@ ONNX's protobuf classes without importing ``onnx`` (:mod:`metasr.export.onnx_pro
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -165,7 +172,47 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
         opset = next((o.version for o in fn.opset_import if o.domain == ""), None)
         if opset is None or fn.SerializeToString() != op.function_proto(opset).SerializeToString():
             return model, "standard MetaUpscale body (not this version's: left as it is)"
-        fn.ParseFromString(op.function_proto(opset, block).SerializeToString())  # (any module's classes)
+        model_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        target = model_opset if model_opset >= COL2IM_OPSET or not _opset18_safe(proto) else COL2IM_OPSET
+        for o in proto.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = target
+        fn.ParseFromString(op.function_proto(target, block).SerializeToString())  # (any module's classes)
         proto.opset_import.append(make_opsetid(NCHWC_DOMAIN, 1))
-        return proto.SerializeToString(), f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block})"
+        how = "Col2Im" if target >= COL2IM_OPSET else "DepthToSpace"
+        return (
+            proto.SerializeToString(),
+            f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block}), interleave by {how}",
+        )
     return model, "no MetaUpscale function"
+
+
+COL2IM_OPSET = 18
+# default-domain operators whose opset-18 form reads differently what an older graph holds: their ``axes``
+# moved from an attribute to an input (without ``axes`` they mean the same: reduce every axis). Every other
+# change at 18 adds an optional input or attribute whose default is the old behaviour (Pad, Resize, Split,
+# ScatterElements, ScatterND, LpPool); tests/test_ort_cpu.py checks the list against onnx's schemas.
+AXES_TO_INPUT_18 = frozenset(
+    {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+     "ReduceProd", "ReduceSumSquare"}
+)  # fmt: skip
+
+
+def _nodes(graph: object) -> Iterator[object]:
+    for node in graph.node:
+        yield node
+        for att in node.attribute:
+            if att.HasField("g"):
+                yield from _nodes(att.g)
+            for g in att.graphs:
+                yield from _nodes(g)
+
+
+def _opset18_safe(proto: object) -> bool:
+    """Whether raising the model's default opset to 18 (for ``Col2Im``) keeps every node's meaning."""
+    graphs = [proto.graph, *proto.functions]
+    return not any(
+        n.domain in ("", "ai.onnx") and n.op_type in AXES_TO_INPUT_18 and any(a.name == "axes" for a in n.attribute)
+        for g in graphs
+        for n in _nodes(g)
+    )

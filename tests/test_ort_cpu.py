@@ -39,7 +39,7 @@ def sessions(bundled_artifacts, block):
     """(the exported upscale graph, its NCHWc variant, the graph forced onto the grouped path)."""
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     variant, said = ort_cpu.specialize(raw, "fp32")
-    assert said == f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block})"
+    assert said == f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block}), interleave by Col2Im"
     grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
     _take_grouped_path(grouped.graph)
     make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
@@ -197,3 +197,46 @@ def test_a_variant_that_does_not_load_falls_back_to_the_graph_as_exported(bundle
     be = OrtBackend(raw, spec, ["CPUExecutionProvider"])
     assert be.body.startswith("standard MetaUpscale body (the NCHWc variant did not load: ")
     assert be.session.get_inputs()[0].name == "features"
+
+
+def _ops(model: onnx.ModelProto) -> set[str]:
+    from metasr.runtime.ort_cpu import _nodes
+
+    return {n.op_type for g in (model.graph, *model.functions) for n in _nodes(g) if n.domain in ("", "ai.onnx")}
+
+
+def test_opset_18_changes_nothing_the_exported_graphs_hold(bundled_artifacts):
+    """The variant's interleave is ``Col2Im`` (opset 18): the rewrite raises an opset-17 graph to 18 unless a node
+    would read differently there. Against onnx's own schemas: every operator in the exported graphs (the portable
+    ones hold the feature stage too) whose schema changed at 18 is one whose change keeps old graphs' meaning, or
+    a reduction that the rewrite checks for an ``axes`` attribute."""
+    from onnx import defs
+
+    backward_compatible_18 = {"Pad", "Resize", "Split", "ScatterElements", "ScatterND", "LpPool"}  # optional adds
+    seen = set()
+    for path in sorted(bundled_artifacts.glob("*.onnx")):
+        model = onnx.load(str(path))
+        seen |= _ops(model)
+    changed = {op for op in seen if defs.get_schema(op, 18).since_version == 18}
+    assert changed <= backward_compatible_18 | ort_cpu.AXES_TO_INPUT_18, changed - backward_compatible_18
+    assert {op for op in ort_cpu.AXES_TO_INPUT_18 if defs.get_schema(op, 18).since_version != 18} == set()
+    assert {"Pad", "ReduceMax"} <= seen  # what the body holds (ReduceMax without axes: every axis, both forms)
+
+
+def test_a_graph_that_opset_18_would_change_keeps_depth_to_space(bundled_artifacts, block):
+    model = onnx.load(str(bundled_artifacts / "upscale.onnx"))
+    extra = onnx.helper.make_node("ReduceMean", ["features"], ["unused_mean"], axes=[1], keepdims=1)
+    model.graph.node.append(extra)  # an opset-17 form: axes as an attribute
+    raw = model.SerializeToString()
+    variant, said = ort_cpu.specialize(raw, "fp32")
+    assert said.endswith("interleave by DepthToSpace")
+    new = onnx.load_from_string(variant)
+    assert next(o.version for o in new.opset_import if o.domain == "") == 17
+    feeds, h, w = _case("x2")
+    feeds = {"features": np.random.default_rng(3).standard_normal((1, 32, h, w)).astype(np.float32), **feeds}
+    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
+    names = {i.name for i in make(raw).get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    got, want = make(variant).run(["sr"], feeds)[0], make(raw).run(["sr"], feeds)[0]
+    assert not np.array_equal(got, want)  # the NCHWc convolution ran
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
