@@ -11,17 +11,18 @@ attribute: one branch per slot count K, 3*K*K channels).
 
 With it (opset >= 18) the interleave is ``Col2Im`` instead of ``DepthToSpace`` (``metaupscale_conv._d2s``).
 Taken when K_r = K_c = K is one of ``D2S_SLOTS`` (every integer scale up to 8 and r = p/2 on 2-pixel blocks,
-untiled or tiled) and C is a multiple of B; otherwise the standard ``Conv``. The block size B is the CPU's (16
-with AVX-512, 8 with AVX2): a static attribute here, probed by the runtime. The contract is unchanged: the
-output equals the standard body's to float32 rounding (the summation order differs), which the runtime checks
-on its probe and ``tests/test_ort_cpu.py`` on every branch.
+untiled or tiled), the call has at least :data:`MIN_BLOCKS` member blocks and C is a multiple of B; otherwise
+the standard ``Conv``. The block size B is the CPU's (16 with AVX-512, 8 with AVX2): a static attribute here,
+probed by the runtime. The contract is unchanged: the output equals the standard body's to float32 rounding
+(the summation order differs), which the runtime checks on its probe and ``tests/test_ort_cpu.py`` on every
+slot count.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from metasr.export.metaupscale_nodes import const, float_out, mk
+from metasr.export.metaupscale_nodes import all_of, const, float_out, mk
 from metasr.export.onnx_proto import make_graph
 
 if TYPE_CHECKING:
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["BRANCH_INPUTS", "NCHWC_DOMAIN", "nchwc_branch", "nchwc_conv"]
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
+# below this many member blocks per call (tiles under a tight --upscale-budget-mb, small images) the variant's
+# fixed cost (the reorders' calls, the filter packing) outweighs its faster kernel: measured variant / standard
+# per call, 1 thread, tools of the review: 64 blocks 1.14-1.50, 256 1.07-1.38, 1024 0.94-1.21 (x3.5: K = 7),
+# 4096 0.80-1.12, 16384 0.74-0.90
+MIN_BLOCKS = 1024
 
 
 def _nc(op: str, inputs: list[str], outputs: list[str], **attrs: object) -> onnx.NodeProto:
@@ -90,7 +96,10 @@ def nchwc_conv(slots: tuple[int, ...], block: int, standard: onnx.NodeProto) -> 
         mk("Div", ["C", "nc_B"], ["nc_CB"]),
         mk("Mod", ["C", "nc_B"], ["nc_Cm"]),
         mk("Equal", ["nc_Cm", "c0"], ["nc_whole"]),
-        mk("And", ["cv_d2s", "nc_whole"], ["nc_take1"]),
+        mk("Mul", ["cv_row_nb1", "cv_col_nb1"], ["nc_blocks"]),
+        const("nc_min_blocks", [MIN_BLOCKS]),
+        mk("GreaterOrEqual", ["nc_blocks", "nc_min_blocks"], ["nc_big"]),
+        *all_of(["cv_d2s", "nc_whole", "nc_big"], "nc_take1"),
         mk("Reshape", ["nc_take1", "scalar_shape"], ["nc_take"]),
         mk(
             "If",

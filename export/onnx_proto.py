@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -40,29 +41,39 @@ class ProtoUnavailable(ImportError):
     """The ``onnx`` package (whose generated protobuf module this reads) is not installed."""
 
 
+_LOCK = threading.Lock()
+
+
 def protos() -> ModuleType:
-    """The ``onnx_ml_pb2`` module: ``onnx``'s own when it is imported, else loaded alone (see the docstring)."""
-    module = sys.modules.get(_NAME)
-    if module is not None:
+    """The ``onnx_ml_pb2`` module: ``onnx``'s own when it is imported, else loaded alone (see the docstring).
+    Thread-safe (threads creating backends at once wait for one load); any failure to load it (no ``onnx``, a
+    ``protobuf`` older than its generated code needs) is :class:`ProtoUnavailable`."""
+    with _LOCK:
+        module = sys.modules.get(_NAME)
+        if module is not None and hasattr(module, "ModelProto"):  # loaded (not another thread's half-load)
+            return module
+        try:
+            spec = importlib.util.find_spec("onnx")  # finds the package without importing it
+        except (ImportError, ValueError) as e:
+            raise ProtoUnavailable(f"the onnx package is not installed ({e})") from None
+        if spec is None or not spec.submodule_search_locations:
+            raise ProtoUnavailable("the onnx package is not installed")
+        path = Path(next(iter(spec.submodule_search_locations))) / "onnx_ml_pb2.py"
+        pb_spec = importlib.util.spec_from_file_location(_NAME, path)
+        if pb_spec is None or pb_spec.loader is None or not path.is_file():
+            raise ProtoUnavailable(f"the onnx package has no {path.name}")
+        module = importlib.util.module_from_spec(pb_spec)
+        sys.modules[_NAME] = module
+        try:
+            pb_spec.loader.exec_module(module)
+        except Exception as e:  # e.g. protobuf's VersionError: a runtime older than the generated code
+            del sys.modules[_NAME]
+            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise ProtoUnavailable(f"onnx's protobuf module does not load ({first})") from None
+        except BaseException:
+            del sys.modules[_NAME]
+            raise
         return module
-    try:
-        spec = importlib.util.find_spec("onnx")  # finds the package without importing it
-    except (ImportError, ValueError) as e:
-        raise ProtoUnavailable(f"the onnx package is not installed ({e})") from None
-    if spec is None or not spec.submodule_search_locations:
-        raise ProtoUnavailable("the onnx package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "onnx_ml_pb2.py"
-    pb_spec = importlib.util.spec_from_file_location(_NAME, path)
-    if pb_spec is None or pb_spec.loader is None or not path.is_file():
-        raise ProtoUnavailable(f"the onnx package has no {path.name}")
-    module = importlib.util.module_from_spec(pb_spec)
-    sys.modules[_NAME] = module
-    try:
-        pb_spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[_NAME]
-        raise
-    return module
 
 
 def _attribute(name: str, value: Any) -> Any:

@@ -159,6 +159,8 @@ class OpenVinoBackend:
         if properties and "INFERENCE_PRECISION_HINT" in properties:
             raise ValueError(f"the inference precision is always {INFERENCE_PRECISION}; do not pass it")
         self.spec = spec
+        # how the MetaUpscale body runs here (Pipeline.upscale_body; the ort backend's says its own)
+        self.body = "the grouped path only (OpenVINO: inline_functions replaces the convolution path)"
         if any(t.dtype == "float64" for t in spec.inputs):
             raise BackendError(FLOAT64_REFUSAL.format(file=spec.file))
         try:

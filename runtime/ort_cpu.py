@@ -28,11 +28,12 @@ ONNX's protobuf classes without importing ``onnx`` (:mod:`metasr.export.onnx_pro
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
-from metasr.export.metaupscale_nchwc import BRANCH_INPUTS, NCHWC_DOMAIN, nchwc_branch
+from metasr.export.metaupscale_nchwc import BRANCH_INPUTS, MIN_BLOCKS, NCHWC_DOMAIN, nchwc_branch
 from metasr.export.onnx_proto import (
     ProtoUnavailable,
     make_graph,
@@ -131,14 +132,22 @@ def _agrees(block: int) -> str | None:
     return None
 
 
-@lru_cache(maxsize=1)
+_PROBE_LOCK = threading.Lock()
+
+
 def nchwc_block() -> int | str:
-    """This machine's NCHWc block size, once the variant has been checked against the standard body here; or
-    why the variant is not used (a one-line reason)."""
+    """This machine's NCHWc block size, once the variant has been checked here; or why the variant is not used
+    (a one-line reason). Probed once per process; threads asking at once wait for the one probe."""
+    with _PROBE_LOCK:
+        return _probe()
+
+
+@lru_cache(maxsize=1)
+def _probe() -> int | str:
     try:
         protos()
-    except ProtoUnavailable:
-        return "the onnx package is not installed"
+    except ProtoUnavailable as e:
+        return str(e)
     try:
         block = _block_size()
     except Exception as e:  # any failure means: no kernels here
@@ -165,13 +174,19 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
     from metasr.export import metaupscale_op as op
 
     proto = protos().ModelProto()
-    proto.ParseFromString(model)
+    try:
+        proto.ParseFromString(model)
+    except Exception:  # not a model (ONNX Runtime says so in its one line)
+        return model, "standard MetaUpscale body (the graph does not parse)"
     for fn in proto.functions:
         if (fn.domain, fn.name) != (op.DOMAIN, op.OP_TYPE):
             continue
         opset = next((o.version for o in fn.opset_import if o.domain == ""), None)
         if opset is None or fn.SerializeToString() != op.function_proto(opset).SerializeToString():
             return model, "standard MetaUpscale body (not this version's: left as it is)"
+        channels = _feature_channels(proto)
+        if channels is not None and channels % block:
+            return model, f"standard MetaUpscale body ({channels} feature channels: not whole NCHWc blocks of {block})"
         model_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
         target = model_opset if model_opset >= COL2IM_OPSET or not _opset18_safe(proto) else COL2IM_OPSET
         for o in proto.opset_import:
@@ -180,11 +195,22 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
         fn.ParseFromString(op.function_proto(target, block).SerializeToString())  # (any module's classes)
         proto.opset_import.append(make_opsetid(NCHWC_DOMAIN, 1))
         how = "Col2Im" if target >= COL2IM_OPSET else "DepthToSpace"
-        return (
-            proto.SerializeToString(),
-            f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block}), interleave by {how}",
-        )
+        return proto.SerializeToString(), f"{VARIANT} (block {block}, interleave by {how}; {WHERE})"
     return model, "no MetaUpscale function"
+
+
+VARIANT = "NCHWc variant of the MetaUpscale body"
+WHERE = f"taken by calls on the convolution path with K_r = K_c and >= {MIN_BLOCKS} blocks"
+
+
+def _feature_channels(proto: object) -> int | None:
+    """C of the graph input ``features`` where the graph declares it (the upscale graph; None elsewhere)."""
+    for value in proto.graph.input:
+        if value.name == "features":
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 4 and dims[1].HasField("dim_value"):
+                return int(dims[1].dim_value)
+    return None
 
 
 COL2IM_OPSET = 18

@@ -153,11 +153,12 @@ def tile_bytes(
     slot filters G_r*K_r*P_c*27C and G_r*K_r*G_c*K_c*27C; the sr output, add_mean and the runtime's copy 3 * 3*H*W.
     Conv path (it convolves the window itself): the filter placement 4 * K_r*K_c*T_r*T_c*3C, the convolution output
     and its interleave (a DepthToSpace, or two transposes) 3 * 3*K_r*K_c*B (B member blocks, plus one per axis), the
-    row pick and the column slice 2 * 3*H*W; on ONNX Runtime's CPU NCHWc kernels (``metasr.runtime.ort_cpu``) also
-    the window in channel blocks C*h*w and the output's channels rounded up to blocks 16*B. Grouped path: padded
-    features and their transpose 2*C*(h+2)*(w+2); the window index 2 * M*T_r*T_c and the patch matrix M*T_r*T_c*C
-    (M = G_r*G_c*L_r*L_c members); the filters 4 * G_r*G_c*K_r*K_c*T_r*T_c*3C; the products M*K_r*K_c*3; the pick
-    index 2*H*W, the picked and transposed output 2 * 3*H*W. Plus the int64 index feeds.
+    row pick and the column slice 2 * 3*H*W (these also bound ONNX Runtime's CPU variant, ``metasr.runtime.ort_cpu``,
+    whose window in channel blocks takes the place of im2col's buffer: its measured peaks are 0.1-0.6x this count,
+    ``benchmarks/ort_upscale_memory.py``). Grouped path: padded features and their transpose 2*C*(h+2)*(w+2); the
+    window index 2 * M*T_r*T_c and the patch matrix M*T_r*T_c*C (M = G_r*G_c*L_r*L_c members); the filters 4 *
+    G_r*G_c*K_r*K_c*T_r*T_c*3C; the products M*K_r*K_c*3; the pick index 2*H*W, the picked and transposed output
+    2 * 3*H*W. Plus the int64 index feeds.
     """
     c, h, w = channels, in_rows, in_cols
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
@@ -173,7 +174,7 @@ def tile_bytes(
     filters = k_r * k_c * t_r * t_c * 3 * c
     if not grouped and conv_path(feeds):
         blocks = (-(-h // s_r) + 1) * (-(-w // s_c) + 1)
-        floats += 4 * filters + 3 * 3 * k_r * k_c * blocks + 2 * 3 * out_h * out_w + c * h * w + 16 * blocks
+        floats += 4 * filters + 3 * 3 * k_r * k_c * blocks + 2 * 3 * out_h * out_w
     else:
         m = g_r * g_c * l_r * l_c
         floats += 2 * c * (h + 2) * (w + 2) + m * t_r * t_c * (2 + c) + 4 * g_r * g_c * filters

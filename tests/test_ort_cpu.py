@@ -19,10 +19,12 @@ import onnx.inliner
 import onnxruntime as ort
 from metasr.runtime import ort_cpu
 from metasr.runtime.backends import OrtBackend
+from metasr.runtime.feeds import axis_feeds, check_hints, conv_path, plan_feeds, tile_feeds
 from metasr.runtime.manifest import Manifest
 from metasr.runtime.openvino_backend import _take_grouped_path
+from metasr.runtime.projection import project
 
-from tests.test_upscale_body import CASES, _case
+from tests.test_upscale_body import CASES, _permute_row_slots
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +41,57 @@ def sessions(bundled_artifacts, block):
     """(the exported upscale graph, its NCHWc variant, the graph forced onto the grouped path)."""
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     variant, said = ort_cpu.specialize(raw, "fp32")
-    assert said == f"MetaUpscale convolution on ONNX Runtime's NCHWc kernels (block {block}), interleave by Col2Im"
+    assert said == f"{ort_cpu.VARIANT} (block {block}, interleave by Col2Im; {ort_cpu.WHERE})"
     grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
     _take_grouped_path(grouped.graph)
     make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
     return make(raw), make(variant), make(grouped.SerializeToString())
 
 
-@pytest.mark.parametrize("name", CASES)
+def _big_case(name: str) -> tuple[dict[str, np.ndarray], int, int]:
+    """``tests/test_upscale_body.py``'s cases on features large enough for the variant (>= MIN_BLOCKS member
+    blocks per call: 72 x 66 has 4752 one-pixel and 1188 two-pixel blocks), tiles in proportion; and 2-pixel
+    blocks forced at x3 and x4 (valid hints: K = 6 and 8, the last slot counts)."""
+    h, w = (23, 19) if name == "small x2" else (72, 66)  # 23 x 19: 437 blocks, under MIN_BLOCKS
+    scale = {"x2": 2.0, "x3": 3.0, "x4": 4.0, "x1.5": 1.5, "x2.5": 2.5, "x3.5": 3.5}.get(name.split()[0], 2.0)
+    plan = project(h, w, scale)
+    feeds = plan_feeds(plan)
+    if name.endswith("2-pixel blocks"):
+        feeds.update(axis_feeds("row", plan.rows.src, plan.rows.offset_index, 2))
+        feeds.update(axis_feeds("col", plan.cols.src, plan.cols.offset_index, 2))
+        check_hints(feeds)
+    if name == "narrow tile":
+        feeds = tile_feeds(feeds, slice(4, 140), slice(6, 7))
+    if name == "tile x2":
+        feeds = tile_feeds(feeds, slice(10, 100), slice(12, 110))
+    if name == "one pixel":
+        feeds = tile_feeds(feeds, slice(6, 7), slice(6, 7))
+    if name == "row slots reversed":
+        feeds = _permute_row_slots(feeds)
+    return feeds, h, w
+
+
+BIG_CASES = [*CASES, "small x2", "x3 2-pixel blocks", "x4 2-pixel blocks"]
+
+
+@pytest.mark.parametrize("name", BIG_CASES)
 def test_nchwc_body_equals_the_grouped_path_and_runs_where_it_applies(sessions, name):
     standard, variant, grouped = sessions
-    feeds, h, w = _case(name)
+    feeds, h, w = _big_case(name)
+    assert conv_path(feeds), name
     n = 2 if "batch" in name else 1
     feeds = {"features": np.random.default_rng(1).standard_normal((n, 32, h, w)).astype(np.float32) * 3, **feeds}
     got, std, want = (s.run(None, feeds)[0] for s in (variant, standard, grouped))
     # measured: at most 1.5e-5 on outputs of magnitude ~130 (as the standard body's conv path)
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
-    square = feeds["row_slots"].shape[1] == feeds["col_slots"].shape[1] in ort_cpu_slots()
+    k_r, k_c = feeds["row_slots"].shape[1], feeds["col_slots"].shape[1]
+    if name.endswith("2-pixel blocks"):
+        assert k_r == k_c == {"x3": 6, "x4": 8}[name.split()[0]]  # the variant's last slot counts
+    takes = k_r == k_c in ort_cpu_slots() and name != "small x2"
     # the NCHWc kernels sum in another order than im2col + GEMM: where they run, some output differs in its last
-    # bits; where they do not (slot counts differ per axis, or none of the DepthToSpace branches), nothing does
-    assert (not np.array_equal(got, std)) == square, name
+    # bits; where they do not (slot counts differ per axis, none of the variant's branches, a small call),
+    # nothing does (the Col2Im interleave moves the same values as DepthToSpace)
+    assert (not np.array_equal(got, std)) == takes, name
 
 
 def ort_cpu_slots() -> tuple[int, ...]:
@@ -77,7 +110,7 @@ def test_backend_says_which_body_it_runs(bundled_artifacts, block, monkeypatch):
     spec = _spec(art, "upscale")
     raw = (art / spec.file).read_bytes()
     be = OrtBackend(raw, spec, ["CPUExecutionProvider"])
-    assert be.body.startswith("MetaUpscale convolution on ONNX Runtime's NCHWc kernels")
+    assert be.body.startswith(ort_cpu.VARIANT)
     monkeypatch.setenv(ort_cpu.ENV, "0")
     assert OrtBackend(raw, spec, ["CPUExecutionProvider"]).body == "standard MetaUpscale body (METASR_ORT_NCHWC=0)"
     from metasr.runtime.pipeline import Pipeline
@@ -106,7 +139,7 @@ def test_only_this_versions_float32_body_is_rewritten(bundled_artifacts, block):
 
 def test_a_probe_that_disagrees_keeps_the_standard_body(bundled_artifacts, block, monkeypatch):
     """Filters packed for the wrong block size (what a changed kernel layout would look like) fail the probe."""
-    ort_cpu.nchwc_block.cache_clear()
+    ort_cpu._probe.cache_clear()
     try:
         monkeypatch.setattr(ort_cpu, "_block_size", lambda: 8 if block != 8 else 16)
         reason = ort_cpu.nchwc_block()
@@ -114,7 +147,7 @@ def test_a_probe_that_disagrees_keeps_the_standard_body(bundled_artifacts, block
         raw = (bundled_artifacts / "upscale.onnx").read_bytes()
         assert ort_cpu.specialize(raw, "fp32") == (raw, f"standard MetaUpscale body ({reason})")
     finally:
-        ort_cpu.nchwc_block.cache_clear()
+        ort_cpu._probe.cache_clear()
 
 
 def test_pipeline_output_is_the_standard_bodys(bundled_artifacts, block, monkeypatch):
@@ -229,10 +262,10 @@ def test_a_graph_that_opset_18_would_change_keeps_depth_to_space(bundled_artifac
     model.graph.node.append(extra)  # an opset-17 form: axes as an attribute
     raw = model.SerializeToString()
     variant, said = ort_cpu.specialize(raw, "fp32")
-    assert said.endswith("interleave by DepthToSpace")
+    assert "interleave by DepthToSpace;" in said
     new = onnx.load_from_string(variant)
     assert next(o.version for o in new.opset_import if o.domain == "") == 17
-    feeds, h, w = _case("x2")
+    feeds, h, w = _big_case("x2")
     feeds = {"features": np.random.default_rng(3).standard_normal((1, 32, h, w)).astype(np.float32), **feeds}
     make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
     names = {i.name for i in make(raw).get_inputs()}
@@ -240,3 +273,67 @@ def test_a_graph_that_opset_18_would_change_keeps_depth_to_space(bundled_artifac
     got, want = make(variant).run(["sr"], feeds)[0], make(raw).run(["sr"], feeds)[0]
     assert not np.array_equal(got, want)  # the NCHWc convolution ran
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_a_graph_whose_channels_are_not_whole_blocks_is_left_alone(bundled_artifacts, block):
+    model = onnx.load(str(bundled_artifacts / "upscale.onnx"))
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    assert model.graph.input[0].name == "features" and dim.dim_value == 32
+    dim.dim_value = block + 8  # (the graph's other shapes do not matter here: nothing runs)
+    raw = model.SerializeToString()
+    said = f"standard MetaUpscale body ({block + 8} feature channels: not whole NCHWc blocks of {block})"
+    assert ort_cpu.specialize(raw, "fp32") == (raw, said)
+
+
+def test_bytes_that_are_no_model_are_left_to_onnx_runtime(block):
+    raw = b"MetaUpscale" + bytes(range(256)) * 4  # what a truncated or damaged graph could hold
+    assert ort_cpu.specialize(raw, "fp32") == (raw, "standard MetaUpscale body (the graph does not parse)")
+
+
+def _python(code: str, tmp_path, env: dict[str, str] | None = None) -> str:
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **(env or {})}, cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_threads_creating_backends_at_once_all_get_the_variant(bundled_artifacts, block, tmp_path):
+    """The probe and the protobuf module load once, under a lock (threads once saw a half-loaded module and the
+    process kept "no NCHWc kernels" for good)."""
+    code = f"""
+import threading
+from metasr.runtime.pipeline import Pipeline
+bodies = []
+def make():
+    with Pipeline({str(bundled_artifacts)!r}) as p:
+        bodies.append(p.upscale_body)
+threads = [threading.Thread(target=make) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+make()
+print("\\n".join(bodies))
+"""
+    bodies = _python(code, tmp_path).splitlines()
+    assert len(bodies) == 5 and all(b.startswith(ort_cpu.VARIANT) for b in bodies), bodies
+
+
+def test_an_onnx_whose_protobuf_module_does_not_load_leaves_the_standard_body(bundled_artifacts, tmp_path):
+    """E.g. onnx's generated code needing a newer protobuf than ONNX Runtime's: a reason, never a traceback."""
+    fake = tmp_path / "fake" / "onnx"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "onnx_ml_pb2.py").write_text("raise RuntimeError('Detected incompatible Protobuf Gencode/Runtime')\n")
+    code = f"""
+import numpy as np
+from metasr.runtime.pipeline import Pipeline
+with Pipeline({str(bundled_artifacts)!r}) as p:
+    print(p.upscale_body)
+    assert p(np.zeros((8, 8, 3), np.uint8), 2.0).shape == (16, 16, 3)
+"""
+    out = _python(code, tmp_path, {"PYTHONPATH": str(tmp_path / "fake")}).strip()
+    assert out == "standard MetaUpscale body (onnx's protobuf module does not load (Detected incompatible Protobuf " \
+        "Gencode/Runtime))", out

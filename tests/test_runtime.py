@@ -343,8 +343,8 @@ def test_manifests_cannot_reach_outside_their_directory(bundled, tmp_path):
 def test_tile_bytes_bounds_the_measured_peak(scale):
     """``tile_bytes`` (what the Pipeline sizes its tiles by) against the measured peak of one 256x256 output tile
     (fresh process, VmHWM, the tile's window copy included; benchmarks/ort_upscale_memory.py; the graph as the ort
-    backend loads it: on this CPU the NCHWc variant, runtime/ort_cpu.py). Measured (C = 64): x2 15.6 / 5.3 MiB,
-    x2.5 13.8 / 7.0, grouped x3.3 103.8 / 56.2, x1.5 22.1 / 8.5 (with METASR_ORT_NCHWC=0: 5.1 at x2.5, 3.7 at x2):
+    backend loads it: on this CPU the NCHWc variant, runtime/ort_cpu.py). Measured (C = 64): x2 10.5 / 5.0 MiB,
+    x2.5 10.9 / 6.4, grouped x3.3 103.8 / 55.3, x1.5 14.2 / 7.9 (with METASR_ORT_NCHWC=0: 5.1 at x2.5, 3.7 at x2):
     never below the peak, and not so far above that tiles get needlessly small. (x3 and x4 are not checked at
     this size: their lean convolution path peaks at 1.4-3.5 MiB, inside heap that glibc reuses; at 512 px tiles
     estimate / peak is 4.5 and 4.7, an upper bound as if no buffer were freed, while ONNX Runtime's planner
