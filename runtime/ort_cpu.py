@@ -5,7 +5,7 @@
 size, or the bytes unchanged, with one line saying which and why. The variant also interleaves by ``Col2Im``
 instead of ``DepthToSpace`` (the same values; ONNX Runtime's ``DepthToSpace`` runs on one thread, 5-9x slower
 at K = 2): an opset-18 operator, so the model's default opset is raised from 17 to 18, unless a node would
-read differently there (:data:`AXES_TO_INPUT_18`), in which case it keeps ``DepthToSpace``.
+read differently there (:func:`col2im_opset`), in which case it keeps ``DepthToSpace``.
 
 It rewrites only a body that is byte for byte this version's standard body (any other, e.g. an older export's or
 one a graph tool changed, runs as it is) in a float32 graph (the NCHWc kernels are float32 only; FP16 graphs
@@ -188,7 +188,7 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
         if channels is not None and channels % block:
             return model, f"standard MetaUpscale body ({channels} feature channels: not whole NCHWc blocks of {block})"
         model_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-        target = model_opset if model_opset >= COL2IM_OPSET or not _opset18_safe(proto) else COL2IM_OPSET
+        target = col2im_opset(proto, model_opset)
         for o in proto.opset_import:
             if o.domain in ("", "ai.onnx"):
                 o.version = target
@@ -200,7 +200,7 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
 
 
 VARIANT = "NCHWc variant of the MetaUpscale body"
-WHERE = f"taken by calls on the convolution path with K_r = K_c and >= {MIN_BLOCKS} blocks"
+WHERE = f"taken by calls on the convolution path with K_r = K_c, >= {MIN_BLOCKS} blocks and C in whole blocks"
 
 
 def _feature_channels(proto: object) -> int | None:
@@ -214,9 +214,10 @@ def _feature_channels(proto: object) -> int | None:
 
 
 COL2IM_OPSET = 18
-# default-domain operators whose opset-18 form reads differently what an older graph holds: their ``axes``
-# moved from an attribute to an input (without ``axes`` they mean the same: reduce every axis). Every other
-# change at 18 adds an optional input or attribute whose default is the old behaviour (Pad, Resize, Split,
+# default-domain operators whose opset-18 form reads differently what an opset-17 graph holds: their ``axes``
+# moved from an attribute to an input (without ``axes`` they mean the same: reduce every axis); and ``Split``
+# without a ``split`` input (17: equal parts by its output count; 18 also wants ``num_outputs``). Every other
+# change at 18 adds an optional input or attribute whose default is the old behaviour (Pad, Resize,
 # ScatterElements, ScatterND, LpPool); tests/test_ort_cpu.py checks the list against onnx's schemas.
 AXES_TO_INPUT_18 = frozenset(
     {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
@@ -234,11 +235,22 @@ def _nodes(graph: object) -> Iterator[object]:
                 yield from _nodes(g)
 
 
-def _opset18_safe(proto: object) -> bool:
-    """Whether raising the model's default opset to 18 (for ``Col2Im``) keeps every node's meaning."""
+def _changes_at_18(node: object) -> bool:
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in AXES_TO_INPUT_18:
+        return any(a.name == "axes" for a in node.attribute)
+    if node.op_type == "Split":
+        return (len(node.input) < 2 or not node.input[1]) and not any(a.name == "num_outputs" for a in node.attribute)
+    return False
+
+
+def col2im_opset(proto: object, model_opset: int) -> int:
+    """The default-domain opset the variant runs at: the model's when it has ``Col2Im`` (>= 18); 18 for an
+    opset-17 graph whose every node means the same there; else the model's (the variant then keeps
+    ``DepthToSpace``). Older graphs are not raised: 15 -> 18 would cross the changes of 16 and 17 too
+    (``RoiAlign``'s coordinates, for one)."""
+    if model_opset >= COL2IM_OPSET or model_opset != COL2IM_OPSET - 1:
+        return model_opset
     graphs = [proto.graph, *proto.functions]
-    return not any(
-        n.domain in ("", "ai.onnx") and n.op_type in AXES_TO_INPUT_18 and any(a.name == "axes" for a in n.attribute)
-        for g in graphs
-        for n in _nodes(g)
-    )
+    return model_opset if any(_changes_at_18(n) for g in graphs for n in _nodes(g)) else COL2IM_OPSET

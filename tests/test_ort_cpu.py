@@ -245,13 +245,13 @@ def test_opset_18_changes_nothing_the_exported_graphs_hold(bundled_artifacts):
     a reduction that the rewrite checks for an ``axes`` attribute."""
     from onnx import defs
 
-    backward_compatible_18 = {"Pad", "Resize", "Split", "ScatterElements", "ScatterND", "LpPool"}  # optional adds
+    backward_compatible_18 = {"Pad", "Resize", "ScatterElements", "ScatterND", "LpPool"}  # optional additions
     seen = set()
     for path in sorted(bundled_artifacts.glob("*.onnx")):
         model = onnx.load(str(path))
         seen |= _ops(model)
     changed = {op for op in seen if defs.get_schema(op, 18).since_version == 18}
-    assert changed <= backward_compatible_18 | ort_cpu.AXES_TO_INPUT_18, changed - backward_compatible_18
+    assert changed <= backward_compatible_18 | ort_cpu.AXES_TO_INPUT_18 | {"Split"}, changed
     assert {op for op in ort_cpu.AXES_TO_INPUT_18 if defs.get_schema(op, 18).since_version != 18} == set()
     assert {"Pad", "ReduceMax"} <= seen  # what the body holds (ReduceMax without axes: every axis, both forms)
 
@@ -337,3 +337,28 @@ with Pipeline({str(bundled_artifacts)!r}) as p:
     out = _python(code, tmp_path, {"PYTHONPATH": str(tmp_path / "fake")}).strip()
     assert out == "standard MetaUpscale body (onnx's protobuf module does not load (Detected incompatible Protobuf " \
         "Gencode/Runtime))", out
+
+
+@pytest.mark.parametrize(
+    ("opset", "node", "want"),
+    [
+        (17, None, 18),
+        (17, ("ReduceMean", {"axes": [1]}, 1), 17),
+        (17, ("ReduceMean", {}, 1), 18),  # no axes: every axis at 17 and at 18
+        (17, ("Split", {}, 2), 17),  # equal parts by output count: 18 wants num_outputs
+        (17, ("Split", {"axis": 1}, 2), 17),
+        (16, None, 16),  # older graphs are not raised (16 -> 18 crosses 17's changes)
+        (18, ("Split", {}, 2), 18),
+        (20, None, 20),
+    ],
+)
+def test_the_opset_the_variant_runs_at(opset, node, want):
+    from onnx import helper
+
+    nodes = []
+    if node is not None:
+        op, attrs, n_out = node
+        nodes.append(helper.make_node(op, ["x"], [f"y{i}" for i in range(n_out)], **attrs))
+    graph = helper.make_graph(nodes, "g", [], [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    assert ort_cpu.col2im_opset(model, opset) == want
