@@ -7,14 +7,7 @@ NCHWc kernels) import in the torch-free runtime.
 
 from __future__ import annotations
 
-from typing import Any
+from metasr.lazy import lazy_getattr
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "ExportResult", "export_onnx"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from metasr.export import onnx_export
-
-        return getattr(onnx_export, name)
-    raise AttributeError(f"module 'metasr.export' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, dict.fromkeys(__all__, "metasr.export.onnx_export"))

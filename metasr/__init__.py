@@ -11,9 +11,9 @@ before starting Python to opt in.
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from metasr.lazy import lazy_getattr
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -33,9 +33,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'metasr' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -13,24 +13,18 @@ The names below load their modules (and PyTorch) on first use: :mod:`metasr.kern
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from metasr.lazy import lazy_getattr
 
 _HOMES = {
-    "KernelUnavailableError": "launch",
-    "meta_upscale_triton": "launch",
-    "meta_upscale_triton_filter": "launch",
-    "triton_available": "launch",
-    "PtxKernel": "ptx",
-    "compile_ptx": "ptx",
-    "PARAMS": "spec",
-    "KernelConfig": "spec",
-    "default_config": "spec",
+    "KernelUnavailableError": "metasr.kernels.launch",
+    "meta_upscale_triton": "metasr.kernels.launch",
+    "meta_upscale_triton_filter": "metasr.kernels.launch",
+    "triton_available": "metasr.kernels.launch",
+    "PtxKernel": "metasr.kernels.ptx",
+    "compile_ptx": "metasr.kernels.ptx",
+    "PARAMS": "metasr.kernels.spec",
+    "KernelConfig": "metasr.kernels.spec",
+    "default_config": "metasr.kernels.spec",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(import_module(f"metasr.kernels.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'metasr.kernels' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOMES)
