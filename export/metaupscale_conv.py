@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from metasr.export.metaupscale_nchwc import nchwc_conv
-from metasr.export.metaupscale_nodes import all_of, any_of, const, dim, embedded, float_out, mk, one_run
+from metasr.export.metaupscale_nodes import all_of, any_of, const, embedded, float_out, mk, one_run
 from metasr.export.onnx_proto import make_graph
 
 if TYPE_CHECKING:
@@ -82,11 +82,7 @@ def _d2s(k: int, prefix: str, col2im: bool) -> onnx.GraphProto:
         return make_graph([node], f"MetaUpscale_{prefix}{k}", [], [float_out(out)])
     p = f"{prefix}{k}_"
     n = [
-        mk("Shape", ["cv_y"], [p + "shape"]),
-        dim(p + "shape", 0, p + "n"),
-        dim(p + "shape", 1, p + "c"),
-        const(p + "cols", [-1]),
-        mk("Concat", [p + "n", p + "c", p + "cols"], [p + "flat_shape"], axis=0),
+        const(p + "flat_shape", [0, 0, -1]),  # 0: that dimension as it is
         mk("Reshape", ["cv_y", p + "flat_shape"], [p + "flat"]),  # (N, 3k^2, nb_r*nb_c)
         mk("Concat", ["cv_rows", "cv_cols"], [p + "image"], axis=0),
         const(p + "block", [k, k]),

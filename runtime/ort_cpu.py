@@ -171,7 +171,7 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
     block = nchwc_block()
     if isinstance(block, str):
         return model, f"standard MetaUpscale body ({block})"
-    from metasr.export import metaupscale_op as op
+    from metasr.export.metaupscale_op import DOMAIN, OP_TYPE
 
     proto = protos().ModelProto()
     try:
@@ -179,10 +179,10 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
     except Exception:  # not a model (ONNX Runtime says so in its one line)
         return model, "standard MetaUpscale body (the graph does not parse)"
     for fn in proto.functions:
-        if (fn.domain, fn.name) != (op.DOMAIN, op.OP_TYPE):
+        if (fn.domain, fn.name) != (DOMAIN, OP_TYPE):
             continue
         opset = next((o.version for o in fn.opset_import if o.domain == ""), None)
-        if opset is None or fn.SerializeToString() != op.function_proto(opset).SerializeToString():
+        if opset is None or fn.SerializeToString() != _body(opset, None):
             return model, "standard MetaUpscale body (not this version's: left as it is)"
         channels = _feature_channels(proto)
         if channels is not None and channels % block:
@@ -192,11 +192,19 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
         for o in proto.opset_import:
             if o.domain in ("", "ai.onnx"):
                 o.version = target
-        fn.ParseFromString(op.function_proto(target, block).SerializeToString())  # (any module's classes)
+        fn.ParseFromString(_body(target, block))  # (bytes: any module's classes)
         proto.opset_import.append(make_opsetid(NCHWC_DOMAIN, 1))
         how = "Col2Im" if target >= COL2IM_OPSET else "DepthToSpace"
         return proto.SerializeToString(), f"{VARIANT} (block {block}, interleave by {how}; {WHERE})"
     return model, "no MetaUpscale function"
+
+
+@lru_cache(maxsize=8)
+def _body(opset: int, block: int | None) -> bytes:
+    """The serialized function: the standard body (``block`` None) or the variant (built once per process)."""
+    from metasr.export.metaupscale_op import function_proto
+
+    return function_proto(opset, block).SerializeToString()
 
 
 VARIANT = "NCHWc variant of the MetaUpscale body"
@@ -250,7 +258,7 @@ def col2im_opset(proto: object, model_opset: int) -> int:
     opset-17 graph whose every node means the same there; else the model's (the variant then keeps
     ``DepthToSpace``). Older graphs are not raised: 15 -> 18 would cross the changes of 16 and 17 too
     (``RoiAlign``'s coordinates, for one)."""
-    if model_opset >= COL2IM_OPSET or model_opset != COL2IM_OPSET - 1:
+    if model_opset != COL2IM_OPSET - 1:
         return model_opset
     graphs = [proto.graph, *proto.functions]
     return model_opset if any(_changes_at_18(n) for g in graphs for n in _nodes(g)) else COL2IM_OPSET
