@@ -190,12 +190,6 @@ def _tile(feeds: dict[str, np.ndarray], rows: slice, cols: slice, in_h: int, in_
     )
 
 
-def _fits(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int, budget: int) -> bool:
-    t = window_feeds(feeds, tile)
-    size = tile_bytes(t, channels, tile.in_rows.stop - tile.in_rows.start, tile.in_cols.stop - tile.in_cols.start)
-    return size <= budget
-
-
 def plan_upscale_tiles(
     feeds: dict[str, np.ndarray], in_h: int, in_w: int, channels: int, budget_bytes: float, *, grouped: bool = False
 ) -> list[UpscaleTile]:
