@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from metasr.export.metaupscale_conv import D2S_SLOTS, conv_path
 from metasr.export.metaupscale_nodes import const, dim, embedded, float_out, mk, one_run
+from metasr.export.metaupscale_phase import not_conv
 from metasr.export.onnx_proto import make_graph, protos
 
 if TYPE_CHECKING:
@@ -97,8 +98,9 @@ def _axis(axis: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _shared() -> list[onnx.NodeProto]:
-    """Padded features, both axes' members, slots and picks, the filters of every slot pair (used by both paths)."""
+def _shared(with_filters: bool = True) -> list[onnx.NodeProto]:
+    """Padded features, both axes' members, slots and picks, the filters of every slot pair (used by both paths;
+    without ``with_filters`` each path that reads them gathers them itself)."""
     n = [const(f"c{k}", [k]) for k in range(4)]
     n += [const("cm1", [-1]), const("c9", [9]), const("k3", [0, 1, 2]), const("pads", [0, 0, 1, 1, 0, 0, 1, 1])]
     n += [const(f"s{k}", [k], scalar=True) for k in range(3)]
@@ -110,12 +112,16 @@ def _shared() -> list[onnx.NodeProto]:
         dim("f_shape", 3, "w"),
     ]
     n += _axis("row") + _axis("col")
-    n += [
+    n += _slot_filters() if with_filters else []
+    n.append(mk("Mul", ["C", "c3"], ["C3"]))
+    return n
+
+
+def _slot_filters() -> list[onnx.NodeProto]:
+    return [
         mk("Gather", ["weights", "row_off"], ["wr"], axis=0),  # (G_r, K_r, P_c, 27C)
         mk("Gather", ["wr", "col_off"], ["wrc"], axis=2),  # (G_r, K_r, G_c, K_c, 27C), (ky, kx, c, o)
-        mk("Mul", ["C", "c3"], ["C3"]),
     ]
-    return n
 
 
 def _conv_condition() -> list[onnx.NodeProto]:
@@ -247,11 +253,19 @@ def _name_graph(graph: onnx.GraphProto, prefix: str) -> None:
 def body_nodes(nchwc_block: int | None = None, col2im: bool = False) -> list[onnx.NodeProto]:
     """The body's nodes, every one (the branches' too) with a unique name; ``nchwc_block``: the convolution on
     ONNX Runtime's CPU NCHWc kernels of that block size (:mod:`metasr.export.metaupscale_nchwc`); ``col2im``:
-    the interleave by ``Col2Im`` (opset >= 18)."""
-    conv, grouped = conv_path(nchwc_block, col2im), _grouped_path()
-    for g, prefix in ((conv, "conv/"), (grouped, "grouped/")):
+    the interleave by ``Col2Im`` (opset >= 18), and with both, the phase path for r = p/q
+    (:mod:`metasr.export.metaupscale_phase`)."""
+    conv, other, other_prefix = conv_path(nchwc_block, col2im), _grouped_path(), "grouped/"
+    phase = nchwc_block is not None and col2im and 16 % nchwc_block == 0  # the phase path's Opad: 16, 32, 48
+    if phase:  # the slot filters (G_r, K_r, G_c, K_c, 27C) only where read: the phase path gathers its own
+        for g in (conv, other):
+            nodes = _slot_filters() + list(g.node)
+            del g.node[:]
+            g.node.extend(nodes)
+        other, other_prefix = not_conv(other, nchwc_block), "not_conv/"
+    for g, prefix in ((conv, "conv/"), (other, other_prefix)):
         _name_graph(g, "MetaUpscale/" + prefix)
-    nodes = _shared() + _conv_condition()
-    nodes.append(mk("If", ["use_conv"], ["out"], then_branch=conv, else_branch=grouped))
+    nodes = _shared(with_filters=not phase) + _conv_condition()
+    nodes.append(mk("If", ["use_conv"], ["out"], then_branch=conv, else_branch=other))
     name_nodes(nodes, "MetaUpscale/")
     return nodes

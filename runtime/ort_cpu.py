@@ -34,6 +34,7 @@ from functools import lru_cache
 
 import numpy as np
 from metasr.export.metaupscale_nchwc import BRANCH_INPUTS, MIN_BLOCKS, NCHWC_DOMAIN, nchwc_branch
+from metasr.export.metaupscale_phase import PHASE_MIN_PIXELS, PHASE_PERIODS
 from metasr.export.onnx_proto import (
     ProtoUnavailable,
     make_graph,
@@ -80,9 +81,11 @@ def _block_size() -> int:
     return int(y.shape[1])  # 4 channels rounded up to one block
 
 
-def _reference_conv(x: np.ndarray, w: np.ndarray, pads: tuple[int, int], stride: int) -> np.ndarray:
-    """ONNX ``Conv`` (no bias, one group) in numpy: x (N, C, h, w), w (O, C, T, T), pads (before, after)."""
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), pads, pads))
+def _reference_conv(x: np.ndarray, w: np.ndarray, pads: tuple[int, ...], stride: int) -> np.ndarray:
+    """ONNX ``Conv`` (no bias, one group) in numpy: x (N, C, h, w), w (O, C, T, T), pads (before, after) on
+    both axes, or ONNX's (top, left, bottom, right)."""
+    top, left, bottom, right = pads if len(pads) == 4 else (pads[0], pads[0], pads[1], pads[1])
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
     t = w.shape[2]
     oh, ow = ((n - t) // stride + 1 for n in xp.shape[2:])
     out = np.zeros((x.shape[0], w.shape[0], oh, ow))
@@ -115,6 +118,26 @@ def branch_model(k: int, block: int) -> bytes:
     return _model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
 
 
+def _strided_model(block: int, pads: list[int], stride: int) -> bytes:
+    """``ReorderInput``, one ``nchwc:Conv`` (3x3, ``pads``, ``stride``) on a packed filter input, ``ReorderOutput``:
+    the phase path's convolutions (:mod:`metasr.export.metaupscale_phase`), whose pads reach past the kernel."""
+    f32 = protos().TensorProto.FLOAT
+    nodes = [
+        make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0),
+        make_node("Conv", ["xb", "w"], ["yb"], domain=NCHWC_DOMAIN, pads=pads, strides=[stride, stride]),
+        make_node("ReorderOutput", ["yb"], ["y"], domain=NCHWC_DOMAIN, channels=block, channels_last=0),
+    ]
+    io = [make_tensor_value_info(n, f32, None) for n in ("x", "w")]
+    graph = make_graph(nodes, "strided", io, [make_tensor_value_info("y", f32, None)])
+    return _model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
+
+
+def _packed(w: np.ndarray, block: int) -> np.ndarray:
+    """(O, C, T, T) -> the OIhw{B}i{B}o layout (the shape unchanged), as the variant packs in its graph."""
+    o, c, t, _ = w.shape
+    return w.reshape(o // block, block, c // block, block, t, t).transpose(0, 2, 4, 5, 3, 1).reshape(w.shape).copy()
+
+
 def _agrees(block: int) -> str | None:
     """Why the variant's convolution (:func:`branch_model`) disagrees with a numpy convolution on this machine, for
     both forms (None: it agrees)."""
@@ -129,6 +152,14 @@ def _agrees(block: int) -> str | None:
         err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         if not err <= _TOL * max(1.0, float(np.abs(want).max())):
             return f"its convolution differs from numpy's ({3 * k * k} channels, max {err:.3g})"
+    x = rng.standard_normal((1, c, 11, 8)).astype(np.float32)  # the phase path's form: stride 4, pads past 3x3
+    w = rng.standard_normal((block, c, 3, 3)).astype(np.float32)
+    pads = [4, 3, 2, 4]
+    got = _session(_strided_model(block, pads, 4)).run(None, {"x": x, "w": _packed(w, block)})[0]
+    want = _reference_conv(x, w, tuple(pads), 4)
+    err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if not err <= _TOL * max(1.0, float(np.abs(want).max())):
+        return f"its strided convolution differs from numpy's (max {err:.3g})"
     return None
 
 
@@ -194,8 +225,10 @@ def specialize(model: bytes, precision: str) -> tuple[bytes, str]:
                 o.version = target
         fn.ParseFromString(_body(target, block))  # (bytes: any module's classes)
         proto.opset_import.append(make_opsetid(NCHWC_DOMAIN, 1))
-        how = "Col2Im" if target >= COL2IM_OPSET else "DepthToSpace"
-        return proto.SerializeToString(), f"{VARIANT} (block {block}, interleave by {how}; {WHERE})"
+        if target < COL2IM_OPSET:
+            return proto.SerializeToString(), f"{VARIANT} (block {block}, interleave by DepthToSpace; {WHERE})"
+        phase = f"; {PHASE}" if 16 % block == 0 else ""
+        return proto.SerializeToString(), f"{VARIANT} (block {block}, interleave by Col2Im; {WHERE}{phase})"
     return model, "no MetaUpscale function"
 
 
@@ -209,6 +242,7 @@ def _body(opset: int, block: int | None) -> bytes:
 
 VARIANT = "NCHWc variant of the MetaUpscale body"
 WHERE = f"taken by calls on the convolution path with K_r = K_c, >= {MIN_BLOCKS} blocks and C in whole blocks"
+PHASE = f"phase path for r = p/q, q in {', '.join(map(str, PHASE_PERIODS))}, >= {PHASE_MIN_PIXELS} pixels"
 
 
 def _feature_channels(proto: object) -> int | None:

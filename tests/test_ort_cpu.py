@@ -41,7 +41,7 @@ def sessions(bundled_artifacts, block):
     """(the exported upscale graph, its NCHWc variant, the graph forced onto the grouped path)."""
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     variant, said = ort_cpu.specialize(raw, "fp32")
-    assert said == f"{ort_cpu.VARIANT} (block {block}, interleave by Col2Im; {ort_cpu.WHERE})"
+    assert said == f"{ort_cpu.VARIANT} (block {block}, interleave by Col2Im; {ort_cpu.WHERE}; {ort_cpu.PHASE})"
     grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
     _take_grouped_path(grouped.graph)
     make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731

@@ -1,0 +1,344 @@
+"""The ``MetaUpscale`` body's phase path: r = p/q with q > 2 (x1.1, x1.25, x3.3, x4/3, ...) as q^2 strided
+convolutions on ONNX Runtime's CPU NCHWc kernels. Part of the runtime's variant of the body
+(:mod:`metasr.export.metaupscale_nchwc`, built by :mod:`metasr.runtime.ort_cpu`), never exported.
+
+For r = p/q the host's hints (:mod:`metasr.runtime.feeds`) put the input rows of each phase (row mod q) into
+one group, so the members of a (row group, column group) pair are the input pixels (q*i + phi_r, q*j + phi_c):
+a convolution at stride q reads exactly their 3x3 windows. Here the windows are read by the convolution (no
+patch matrix: the grouped path's 9C floats per input pixel) and the filters run on the NCHWc kernels. Shapes,
+F the features (N, C, h, w), nb = ceil(n / q) blocks per axis, J = nb + 1:
+
+filters     each phase's group (``gop``, from the members' first rows), its slots' filters (q, K_r, q, K_c, 27C)
+            -> per phase pair (O, C, 3, 3), O = 3*K_r*K_c channels (o, kr, kc) rounded up to ``Opad``, packed
+            OIhw{B}i{B}o, split into q^2 filters.
+features    F in blocks of B channels (``ReorderInput``); no padded copy: the convolutions' zero padding.
+convs       phase pair (pr, pc): ``nchwc:Conv`` 3x3 at stride q with pads q+1-pr before and pr+1 after (columns
+            alike): every phase gets J outputs per axis, output (i, j) being the window of input pixel
+            (q*(i-1) + pr, q*(j-1) + pc) -> (N, Opad, J_r, J_c) (i = 0 is never read). Concatenated (whole
+            blocks: the blocked layout's concatenation) and ``ReorderOutput`` -> (N, q^2*Opad, J_r, J_c).
+interleave  one period of output rows (p of them) is the phases' slots in order, so output row y = (block + 1) *
+            p + cumK[phase] + slot, minus the first row's: a ``Gather`` of whole planes into (N, 3*p*p, J_r*J_c),
+            ``Col2Im`` with p x p blocks at stride p (one branch per p: strides are attributes), one ``Slice``.
+
+Taken when every block is one pixel, G_r = G_c = q is one of :data:`PHASE_PERIODS` and each group is one
+phase's rows (a permutation of the phases), the output rows and columns are exactly that periodic layout (the
+float32 "exception" rows of some scales are not: those plans keep the grouped path), p_r = p_c <=
+:data:`PHASE_MAX_P`, 3*K_r*K_c <= 48, C is whole blocks and the features have at least
+:data:`PHASE_MIN_PIXELS`. Work: the member pixels' windows against O = Opad channels (the slots' padding to K and
+to whole blocks; x3.3 1.47x the exact products, x1.1 4.4x). Memory: no patch matrix; peaks per 256 x 256
+output tile, C = 64 (``benchmarks/ort_upscale_memory.py``): x1.1 23.5 MiB (grouped path 172), x1.7 15.1 (83),
+x3.3 25.1 (56), x3.9 43.6 (43); ``tiling.tile_bytes`` (the grouped path's count) bounds them 2.5-8x. The output
+equals the grouped path's to float32 rounding (another summation order).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from metasr.export.metaupscale_nodes import all_of, any_of, const, dim, float_out, mk
+from metasr.export.onnx_proto import make_graph
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["PHASE_MAX_P", "PHASE_MIN_PIXELS", "PHASE_OUT", "PHASE_PERIODS", "not_conv"]
+
+NCHWC = "com.microsoft.nchwc"
+PHASE_PERIODS = (3, 4, 5, 10)  # q: x4/3, x1.25 ... x3.75, x1.2 ... x3.8, x1.1 ... x3.9 (one branch of q^2 convs each)
+PHASE_OUT = (16, 32, 48)  # Opad: K = 2 (12 channels), 3 (27), 4 (48); one branch each (a static channel count)
+PHASE_MAX_P = 64  # periods p the interleave has a Col2Im for (x6.4 at q = 10)
+PHASE_MIN_PIXELS = 1024  # below: the grouped path (measured: even 24 x 24 is not slower; a margin)
+
+
+def _axis_condition(axis: str) -> list[onnx.NodeProto]:
+    """Per axis: ``ph_{axis}_ok`` (1,) the phase layout holds; the period ``ph_{axis}_p`` (1,), its first
+    row's position ``ph_{axis}_y0`` (1,), each group's phase and each phase's group, and the plane-index part of
+    every position in a period, ``ph_{axis}_tphi`` / ``ph_{axis}_tk`` (p,) (phase and slot)."""
+    v = lambda name: f"ph_{axis}_{name}"  # noqa: E731
+    q, a = f"G_{axis}", f"{axis}_"
+    return [
+        # each group's phase: its first member's row mod q; a permutation of 0..q-1
+        mk("Gather", [a + "in", "c0"], [v("in0")], axis=1),  # (G, 1)
+        mk("Reshape", [v("in0"), "cm1"], [v("first")]),  # (G,)
+        mk("Mod", [v("first"), q], [v("phase")]),  # (G,)
+        mk("Squeeze", [q], [v("qs")]),
+        mk("Range", ["s0", v("qs"), "s1"], [v("ar")]),  # (q,)
+        mk("Unsqueeze", [v("phase"), "cm1"], [v("phase2")]),  # (G, 1)
+        mk("Equal", [v("phase2"), v("ar")], [v("hot_b")]),  # (G, q): group g has phase j
+        mk("Cast", [v("hot_b")], [v("hot")], to=7),
+        mk("ReduceSum", [v("hot"), "c0"], [v("count")], keepdims=0),  # (q,) groups per phase
+        mk("ReduceMin", [v("count")], [v("count_min")], keepdims=1),
+        mk("ReduceMax", [v("count")], [v("count_max")], keepdims=1),
+        mk("Equal", [v("count_min"), "c1"], [v("once_lo")]),
+        mk("Equal", [v("count_max"), "c1"], [v("once_hi")]),
+        mk("Cast", [v("hot_b")], [v("hot_f")], to=1),
+        mk("ArgMax", [v("hot_f")], [v("gop")], axis=0, keepdims=0),  # (q,) each phase's group
+        # every output position's member lies on its group's phase; its block
+        mk("Gather", [v("phase"), a + "a"], [v("pos_phase")]),  # (H,)
+        mk("Sub", [a + "member_in", v("pos_phase")], [v("rel")]),
+        mk("Mod", [v("rel"), q], [v("off_phase")]),
+        mk("ReduceMax", [v("off_phase")], [v("off_max")], keepdims=1),
+        mk("Equal", [v("off_max"), "c0"], [v("on_phase")]),
+        mk("Div", [v("rel"), q], [v("blk")]),  # (H,)
+        # each group's slot count (a shorter list repeats its first entry), per phase, their starts in a period
+        mk("Gather", [a + "slots", "c0"], [v("slot0")], axis=1),  # (G, 1)
+        mk("Equal", [a + "slots", v("slot0")], [v("rep_b")]),
+        mk("Not", [v("rep_b")], [v("new_b")]),
+        mk("Cast", [v("new_b")], [v("new")], to=7),
+        mk("ReduceSum", [v("new"), "c1"], [v("extra")], keepdims=0),
+        mk("Add", [v("extra"), "c1"], [v("kt")]),  # (G,)
+        mk("Gather", [v("kt"), a + "a"], [v("pos_kt")]),
+        mk("Less", [a + "k", v("pos_kt")], [v("k_in")]),
+        mk("Cast", [v("k_in")], [v("k_in_i")], to=7),
+        mk("ReduceMin", [v("k_in_i")], [v("k_in_min")], keepdims=1),
+        mk("Equal", [v("k_in_min"), "c1"], [v("slots_ok")]),
+        mk("Gather", [v("kt"), v("gop")], [v("kphase")]),  # (q,)
+        mk("CumSum", [v("kphase"), "s0"], [v("cum")], exclusive=1),  # (q,) first position of each phase
+        mk("ReduceSum", [v("kphase"), "c0"], [v("p")], keepdims=1),  # (1,) the period
+        # output position y lies at (block + 1) * p + cum[phase] + slot: that minus y is one constant, y0
+        mk("Gather", [v("cum"), v("pos_phase")], [v("pos_cum")]),
+        mk("Add", [v("pos_cum"), a + "k"], [v("t")]),
+        mk("Add", [v("blk"), "c1"], [v("blk1")]),
+        mk("Mul", [v("blk1"), v("p")], [v("base")]),
+        mk("Add", [v("base"), v("t")], [v("Y")]),
+        mk("Shape", [a + "pick"], [v("n1")]),
+        mk("Squeeze", [v("n1")], [v("n")]),
+        mk("Range", ["s0", v("n"), "s1"], [v("y")]),
+        mk("Sub", [v("Y"), v("y")], [v("dev")]),
+        mk("Gather", [v("dev"), "c0"], [v("y0")]),
+        mk("Sub", [v("dev"), v("y0")], [v("dev0")]),
+        mk("Abs", [v("dev0")], [v("dev_abs")]),
+        mk("ReduceMax", [v("dev_abs")], [v("dev_max")], keepdims=1),
+        mk("Equal", [v("dev_max"), "c0"], [v("periodic")]),
+        *all_of([v("once_lo"), v("once_hi"), v("on_phase"), v("slots_ok"), v("periodic")], v("ok")),
+        # each position t of a period: its phase (the phases ending at or before t) and slot
+        mk("Squeeze", [v("p")], [v("ps")]),
+        mk("Range", ["s0", v("ps"), "s1"], [v("tt")]),  # (p,)
+        mk("Add", [v("cum"), v("kphase")], [v("end")]),  # (q,)
+        mk("Unsqueeze", [v("tt"), "cm1"], [v("tt2")]),
+        mk("GreaterOrEqual", [v("tt2"), v("end")], [v("past_b")]),  # (p, q)
+        mk("Cast", [v("past_b")], [v("past")], to=7),
+        mk("ReduceSum", [v("past"), "c1"], [v("tphi")], keepdims=0),  # (p,)
+        mk("Gather", [v("cum"), v("tphi")], [v("tcum")]),
+        mk("Sub", [v("tt"), v("tcum")], [v("tk")]),  # (p,)
+    ]
+
+
+def _condition(block: int) -> list[onnx.NodeProto]:
+    """``ph_take``: a rank-0 bool, the phase path applies (module docstring)."""
+    n = _axis_condition("row") + _axis_condition("col")
+    n += [const(f"ph_q{q}", [q]) for q in PHASE_PERIODS]
+    n += [mk("Equal", ["G_row", f"ph_q{q}"], [f"ph_is{q}"]) for q in PHASE_PERIODS]
+    n += any_of([f"ph_is{q}" for q in PHASE_PERIODS], "ph_known_q")
+    n += [
+        mk("Equal", ["row_s", "s1"], ["ph_unit_r"]),
+        mk("Equal", ["col_s", "s1"], ["ph_unit_c"]),
+        mk("And", ["ph_unit_r", "ph_unit_c"], ["ph_unit0"]),
+        mk("Unsqueeze", ["ph_unit0", "c0"], ["ph_unit"]),
+        mk("Equal", ["G_row", "G_col"], ["ph_same_q"]),
+        mk("Equal", ["ph_row_p", "ph_col_p"], ["ph_same_p"]),
+        const("ph_max_p", [PHASE_MAX_P]),
+        mk("LessOrEqual", ["ph_row_p", "ph_max_p"], ["ph_small_p"]),
+        mk("Mul", ["K_row", "K_col"], ["ph_kk"]),
+        mk("Mul", ["ph_kk", "c3"], ["ph_o"]),  # (1,) output channels per phase pair, (o, kr, kc)
+        const("ph_max_o", [max(PHASE_OUT)]),
+        mk("LessOrEqual", ["ph_o", "ph_max_o"], ["ph_few_o"]),
+        const("ph_B", [block]),
+        mk("Mod", ["C", "ph_B"], ["ph_Cm"]),
+        mk("Equal", ["ph_Cm", "c0"], ["ph_whole"]),
+        mk("GreaterOrEqual", ["N", "c1"], ["ph_batch"]),
+        mk("Mul", ["h", "w"], ["ph_hw"]),
+        const("ph_min_px", [PHASE_MIN_PIXELS]),
+        mk("GreaterOrEqual", ["ph_hw", "ph_min_px"], ["ph_big"]),
+        *all_of(
+            [
+                "ph_unit",
+                "ph_same_q",
+                "ph_known_q",
+                "ph_row_ok",
+                "ph_col_ok",
+                "ph_same_p",
+                "ph_small_p",
+                "ph_few_o",
+                "ph_whole",
+                "ph_big",
+                "ph_batch",
+            ],
+            "ph_take1",
+        ),
+        mk("Reshape", ["ph_take1", "scalar_shape"], ["ph_take"]),
+    ]
+    return n
+
+
+def _filters() -> list[onnx.NodeProto]:
+    """``ph_wp`` (q^2 * Opad, C, 3, 3): each phase pair's filters, channels (o, kr, kc) padded to ``ph_opad``,
+    packed OIhw{B}i{B}o (the NCHWc kernels' layout). Every transpose moves one axis, and Reshapes keep them apart:
+    ONNX Runtime copies such moves in blocks, while a general permutation of these ~1.4 M floats (x3.3) took it
+    3.5 ms on one thread."""
+    return [
+        mk("Gather", ["row_off", "ph_row_gop"], ["ph_roff"]),  # (q, K_r) offset indices of each phase's slots
+        mk("Gather", ["col_off", "ph_col_gop"], ["ph_coff"]),
+        # the predictor's filters (P_r * P_c, (ky, kx, c, o)) with o first (before the slots multiply them)
+        mk("Mul", ["C", "c9"], ["ph_C9"]),
+        mk("Concat", ["cm1", "ph_C9", "c3"], ["ph_wflat_shape"], axis=0),
+        mk("Reshape", ["weights", "ph_wflat_shape"], ["ph_wflat"]),  # (P_r * P_c, 9C, 3)
+        mk("Transpose", ["ph_wflat"], ["ph_wo"], perm=[0, 2, 1]),  # (P_r * P_c, 3, 9C)
+        mk("Shape", ["weights"], ["ph_w_shape"]),
+        dim("ph_w_shape", 1, "ph_Pc"),
+        # one Gather of every (phase pair, slot pair): (q, q, K_r, K_c, 3, 9C)
+        mk("Mul", ["ph_roff", "ph_Pc"], ["ph_rbase"]),  # (q, K_r)
+        const("ph_u13", [1, 3]),
+        mk("Unsqueeze", ["ph_rbase", "ph_u13"], ["ph_rb4"]),  # (q, 1, K_r, 1)
+        const("ph_u02", [0, 2]),
+        mk("Unsqueeze", ["ph_coff", "ph_u02"], ["ph_cb4"]),  # (1, q, 1, K_c)
+        mk("Add", ["ph_rb4", "ph_cb4"], ["ph_pairs"]),
+        mk("Gather", ["ph_wo", "ph_pairs"], ["ph_wg"], axis=0),
+        mk("Mul", ["G_row", "G_col"], ["ph_qq"]),
+        mk("Concat", ["ph_qq", "ph_kk", "c3", "ph_C9"], ["ph_w4_shape"], axis=0),
+        mk("Reshape", ["ph_wg", "ph_w4_shape"], ["ph_w4"]),  # (q^2, K_r K_c, 3, 9C)
+        mk("Transpose", ["ph_w4"], ["ph_w4t"], perm=[0, 2, 1, 3]),  # (q^2, o, K_r K_c, 9C): 9C-float blocks
+        mk("Concat", ["ph_qq", "ph_o", "ph_C9"], ["ph_w3_shape"], axis=0),
+        mk("Reshape", ["ph_w4t", "ph_w3_shape"], ["ph_w3"]),  # (q^2, O, 9C), O = (o, kr, kc), 9C = (ky, kx, c)
+        const("ph_sixteen", [16]),
+        mk("Add", ["ph_o", "c15"], ["ph_o15"]),
+        mk("Div", ["ph_o15", "ph_sixteen"], ["ph_o16"]),
+        mk("Mul", ["ph_o16", "ph_sixteen"], ["ph_opad"]),  # (1,) O rounded up to 16 (a multiple of B)
+        mk("Sub", ["ph_opad", "ph_o"], ["ph_opad_extra"]),
+        mk("Concat", ["c0", "c0", "c0", "c0", "ph_opad_extra", "c0"], ["ph_w3_pads"], axis=0),
+        mk("Pad", ["ph_w3", "ph_w3_pads"], ["ph_w3p"], mode="constant"),  # (q^2, Opad, 9C)
+        mk("Div", ["ph_opad", "ph_B"], ["ph_ob"]),
+        mk("Div", ["C", "ph_B"], ["ph_cb"]),
+        mk("Mul", ["ph_qq", "ph_ob"], ["ph_qob"]),
+        mk("Concat", ["ph_qob", "ph_B", "c9", "ph_cb", "ph_B"], ["ph_w6_shape"], axis=0),
+        mk("Reshape", ["ph_w3p", "ph_w6_shape"], ["ph_w6"]),  # (q^2 O/B, B_o, (ky, kx), C/B, B_i)
+        mk("Transpose", ["ph_w6"], ["ph_w6t"], perm=[0, 2, 3, 4, 1]),  # (q^2 O/B, (ky, kx), C/B, B_i, B_o)
+        # a Reshape between the transposes: ONNX Runtime would merge two adjacent ones into one general (slow) one
+        mk("Mul", ["ph_B", "ph_B"], ["ph_BB"]),
+        mk("Concat", ["cm1", "c9", "ph_cb", "ph_BB"], ["ph_w4b_shape"], axis=0),
+        mk("Reshape", ["ph_w6t", "ph_w4b_shape"], ["ph_w6r"]),
+        mk("Transpose", ["ph_w6r"], ["ph_w6u"], perm=[0, 2, 1, 3]),  # (q^2 O/B, C/B, (ky, kx), B_i B_o)
+        mk("Mul", ["ph_qq", "ph_opad"], ["ph_rows"]),
+        mk("Concat", ["ph_rows", "C", "c3", "c3"], ["ph_wp_shape"], axis=0),
+        mk("Reshape", ["ph_w6u", "ph_wp_shape"], ["ph_wp"]),
+    ]
+
+
+def _convs(q: int, opad: int) -> onnx.GraphProto:
+    """The q^2 convolutions for ``opad`` channels per phase pair: ``ph_x`` (blocked, (N, C, q*nb_r, q*nb_c))
+    -> (N, q^2 * opad, J_r, J_c), channels (phase pair, o, kr, kc, padding)."""
+    p = f"ph{q}_{opad}_"
+    n = [
+        const(p + "split", [opad] * (q * q)),
+        mk("Split", ["ph_wp", p + "split"], [f"{p}w{i}" for i in range(q * q)], axis=0),
+    ]
+    for i in range(q * q):
+        pr, pc = divmod(i, q)
+        pads = [q + 1 - pr, q + 1 - pc, pr + 1, pc + 1]  # floor((n + q - 1) / q) + 1 = nb + 1 outputs
+        n.append(mk("Conv", ["ph_x", f"{p}w{i}"], [f"{p}y{i}"], domain=NCHWC, pads=pads, strides=[q, q]))
+    n += [
+        mk("Concat", [f"{p}y{i}" for i in range(q * q)], [p + "y"], axis=1),
+        mk("ReorderOutput", [p + "y"], [p + "out"], domain=NCHWC, channels=q * q * opad, channels_last=0),
+    ]
+    return make_graph(n, f"MetaUpscale_phase{q}_{opad}", [], [float_out(p + "out")])
+
+
+def _chain(options: list[tuple[str, object]], build, name: str) -> tuple[list[onnx.NodeProto], str]:
+    """Nested ``If``s over ``options`` [(condition, key)]: the first whose condition holds (the last when none)."""
+    cond, key = options[0]
+    g = build(key)
+    if len(options) == 1:
+        return list(g.node), g.output[0].name
+    inner, inner_out = _chain(options[1:], build, name)
+    rest = make_graph(inner, f"{g.name}_else", [], [float_out(inner_out)])
+    out = f"{name}_{key}"
+    return [mk("If", [cond], [out], then_branch=g, else_branch=rest)], out
+
+
+def _per_q(q: int) -> onnx.GraphProto:
+    """q's convolutions for the Opad this call needs."""
+    n = []
+    for opad in PHASE_OUT:
+        n += [const(f"ph{q}_o{opad}", [opad]), mk("Equal", ["ph_opad", f"ph{q}_o{opad}"], [f"ph{q}_is{opad}_1"]),
+              mk("Reshape", [f"ph{q}_is{opad}_1", "scalar_shape"], [f"ph{q}_is{opad}"])]  # fmt: skip
+    inner, out = _chain([(f"ph{q}_is{o}", o) for o in PHASE_OUT], lambda o: _convs(q, o), f"ph{q}_o")
+    return make_graph(n + inner, f"MetaUpscale_phase{q}", [], [float_out(out)])
+
+
+def _col2im_tree(lo: int, hi: int) -> onnx.GraphProto:
+    """``ph_planes`` (N, 3*p*p, J_r*J_c) -> (N, 3, J_r*p, J_c*p): ``Col2Im`` with p x p blocks at stride p, for
+    ``ph_row_p`` in [lo, hi] (a binary tree of ``If``s: the stride is an attribute)."""
+    if lo == hi:
+        out = f"ph_img{lo}"
+        node = mk("Col2Im", ["ph_planes", "ph_image", "ph_block"], [out], strides=[lo, lo])
+        return make_graph([node], f"MetaUpscale_col2im{lo}", [], [float_out(out)])
+    mid = (lo + hi) // 2
+    n = [
+        const(f"ph_mid{lo}_{hi}", [mid]),
+        mk("LessOrEqual", ["ph_row_p", f"ph_mid{lo}_{hi}"], [f"ph_le{lo}_{hi}_1"]),
+        mk("Reshape", [f"ph_le{lo}_{hi}_1", "scalar_shape"], [f"ph_le{lo}_{hi}"]),
+        mk("If", [f"ph_le{lo}_{hi}"], [f"ph_img{lo}_{hi}"], then_branch=_col2im_tree(lo, mid),
+           else_branch=_col2im_tree(mid + 1, hi)),
+    ]  # fmt: skip
+    return make_graph(n, f"MetaUpscale_col2im{lo}_{hi}", [], [float_out(f"ph_img{lo}_{hi}")])
+
+
+def _phase_path() -> onnx.GraphProto:
+    n = _filters()
+    n += [
+        # blocks per axis nb = ceil(n / q); every phase's convolution gives J = nb + 1 outputs (its pads below)
+        mk("Add", ["h", "G_row"], ["ph_hq"]),
+        mk("Sub", ["ph_hq", "c1"], ["ph_hq1"]),
+        mk("Div", ["ph_hq1", "G_row"], ["ph_nb_r"]),
+        mk("Add", ["w", "G_col"], ["ph_wq"]),
+        mk("Sub", ["ph_wq", "c1"], ["ph_wq1"]),
+        mk("Div", ["ph_wq1", "G_col"], ["ph_nb_c"]),
+        mk("ReorderInput", ["features"], ["ph_x"], domain=NCHWC, channels_last=0),
+    ]
+    for q in PHASE_PERIODS:
+        n.append(mk("Reshape", [f"ph_is{q}", "scalar_shape"], [f"ph_is{q}_s"]))
+    convs, conv_out = _chain([(f"ph_is{q}_s", q) for q in PHASE_PERIODS], _per_q, "ph_q")
+    n += convs
+    n += [
+        # planes (phase pair, o, kr, kc) -> a period's (o, row position, column position)
+        mk("Reshape", [conv_out, "ph_flat3"], ["ph_y3"]),  # (N, q^2 * Opad, J_r * J_c)
+        mk("Mul", ["G_col", "ph_opad"], ["ph_row_stride"]),
+        mk("Mul", ["ph_row_tphi", "ph_row_stride"], ["ph_ri1"]),
+        mk("Mul", ["ph_row_tk", "K_col"], ["ph_ri2"]),
+        mk("Add", ["ph_ri1", "ph_ri2"], ["ph_ri"]),  # (p,)
+        mk("Mul", ["ph_col_tphi", "ph_opad"], ["ph_ci1"]),
+        mk("Add", ["ph_ci1", "ph_col_tk"], ["ph_ci"]),  # (p,)
+        const("ph_o3", [0, 1, 2]),
+        mk("Mul", ["ph_o3", "ph_kk"], ["ph_oi"]),  # (3,)
+        const("ph_u12", [1, 2]),
+        mk("Unsqueeze", ["ph_oi", "ph_u12"], ["ph_oi3"]),  # (3, 1, 1)
+        mk("Unsqueeze", ["ph_ri", "cm1"], ["ph_ri2d"]),  # (p, 1)
+        mk("Add", ["ph_oi3", "ph_ri2d"], ["ph_ori"]),
+        mk("Add", ["ph_ori", "ph_ci"], ["ph_pidx3"]),  # (3, p, p)
+        mk("Reshape", ["ph_pidx3", "cm1"], ["ph_pidx"]),
+        mk("Gather", ["ph_y3", "ph_pidx"], ["ph_planes"], axis=1),  # (N, 3 p p, J_r J_c)
+        mk("Add", ["ph_nb_r", "c1"], ["ph_J_r"]),
+        mk("Add", ["ph_nb_c", "c1"], ["ph_J_c"]),
+        mk("Mul", ["ph_J_r", "ph_row_p"], ["ph_img_h"]),
+        mk("Mul", ["ph_J_c", "ph_col_p"], ["ph_img_w"]),
+        mk("Concat", ["ph_img_h", "ph_img_w"], ["ph_image"], axis=0),
+        mk("Concat", ["ph_row_p", "ph_col_p"], ["ph_block"], axis=0),
+    ]
+    tree = _col2im_tree(2, PHASE_MAX_P)
+    n += list(tree.node)
+    n += [
+        mk("Concat", ["ph_row_y0", "ph_col_y0"], ["ph_start"], axis=0),
+        mk("Add", ["ph_row_y0", "ph_row_n1"], ["ph_end_r"]),
+        mk("Add", ["ph_col_y0", "ph_col_n1"], ["ph_end_c"]),
+        mk("Concat", ["ph_end_r", "ph_end_c"], ["ph_end"], axis=0),
+        const("ph_axes", [2, 3]),
+        mk("Slice", [tree.output[0].name, "ph_start", "ph_end", "ph_axes"], ["ph_out"]),  # (N, 3, H, W)
+    ]
+    return make_graph(n, "MetaUpscale_phase", [], [float_out("ph_out")])
+
+
+def not_conv(grouped: onnx.GraphProto, block: int) -> onnx.GraphProto:
+    """The body's branch for plans off the convolution path: the phase path where it applies, else ``grouped``."""
+    n = [const("c15", [15]), const("ph_flat3", [0, 0, -1]), *_condition(block)]
+    n.append(mk("If", ["ph_take"], ["nc_out"], then_branch=_phase_path(), else_branch=grouped))
+    return make_graph(n, "MetaUpscale_not_conv", [], [float_out("nc_out")])
