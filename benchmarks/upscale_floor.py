@@ -12,6 +12,9 @@ also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's comp
 built on that op pays) and the NCHWc variant's (``ort_cpu.branch_model``: reorders, filter packing, kernels).
 Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared machine).
 
+Path: "conv" (one convolution), "phase" (the CPU variant's q^2 strided convolutions, r = p/q; labelled so where
+the output is not bit-identical to the exported body's), "grouped" (batched matrix products).
+
 floor = 1728 FLOP per output pixel (2 * C * 9 * 3, C = 32) at that convolution's rate; ratio = stage time /
 (output pixels x floor). The stage is the whole upscale graph: weight prediction, MetaUpscale, add_mean. The
 share is the stage's part of end to end (feature graph + upscale graph) on that input.
@@ -105,6 +108,15 @@ def _features(after: Path, threads: int) -> dict[tuple[int, int], tuple[np.ndarr
         lr = np.ascontiguousarray(img[y0 : y0 + h, x0 : x0 + w].transpose(2, 0, 1))[None]
         out[(h, w)] = lr, feature.run(None, {"lr": lr})[0]
     return out
+
+
+def _path(on_conv: bool, after: np.ndarray, before: np.ndarray) -> str:
+    """The body's path this call took in the "after" graph: the convolution path (from the hints); else the
+    variant's phase path where its output is not bit-identical to the exported body's (which runs the grouped path
+    there; the phase path sums in another order), else the grouped path."""
+    if on_conv:
+        return "conv"
+    return "phase" if not np.array_equal(after, before) else "grouped"
 
 
 def _cpu() -> str:
@@ -207,7 +219,7 @@ def run(args: argparse.Namespace, after: Path) -> None:
                     size=f"{h}x{w}",
                     scale=scale,
                     out=f"{plan.out_size[0]}x{plan.out_size[1]}",
-                    path="conv" if on_conv else "grouped",
+                    path=_path(on_conv, outs["after"], outs["before"]),
                     conv_gflops=rate / 1e9,
                     floor_ms=floor_s * 1e3,
                     before_ms=med["before"] * 1e3,

@@ -32,6 +32,8 @@ def dim(shape: str, index: int, name: str) -> onnx.NodeProto:
 
 
 def _fold(op: str, conditions: list[str], out: str) -> list[onnx.NodeProto]:
+    if len(conditions) == 1:
+        return [mk("Identity", conditions, [out])]
     nodes, acc = [], conditions[0]
     for i, c in enumerate(conditions[1:]):
         name = out if i == len(conditions) - 2 else f"{out}_{i}"
@@ -41,12 +43,12 @@ def _fold(op: str, conditions: list[str], out: str) -> list[onnx.NodeProto]:
 
 
 def all_of(conditions: list[str], out: str) -> list[onnx.NodeProto]:
-    """``out`` = the And of ``conditions`` (each (1,) bool, at least two), one node per term."""
+    """``out`` = the And of ``conditions`` (each (1,) bool), one node per term."""
     return _fold("And", conditions, out)
 
 
 def any_of(conditions: list[str], out: str) -> list[onnx.NodeProto]:
-    """``out`` = the Or of ``conditions`` (each (1,) bool, at least two), one node per term."""
+    """``out`` = the Or of ``conditions`` (each (1,) bool), one node per term."""
     return _fold("Or", conditions, out)
 
 

@@ -15,7 +15,8 @@ features    F in blocks of B channels (``ReorderInput``); no padded copy: the co
 convs       phase pair (pr, pc): ``nchwc:Conv`` 3x3 at stride q with pads q+1-pr before and pr+1 after (columns
             alike): every phase gets J outputs per axis, output (i, j) being the window of input pixel
             (q*(i-1) + pr, q*(j-1) + pc) -> (N, Opad, J_r, J_c) (i = 0 is never read). Concatenated (whole
-            blocks: the blocked layout's concatenation) and ``ReorderOutput`` -> (N, q^2*Opad, J_r, J_c).
+            blocks: the blocked layout's concatenation), to planes by ``ReorderOutput`` (each block of B channels
+            one batch entry) -> (N, q^2*Opad, J_r*J_c).
 interleave  one period of output rows (p of them) is the phases' slots in order, so output row y = (block + 1) *
             p + cumK[phase] + slot, minus the first row's: a ``Gather`` of whole planes into (N, 3*p*p, J_r*J_c),
             ``Col2Im`` with p x p blocks at stride p (one branch per p: strides are attributes), one ``Slice``.
@@ -23,7 +24,7 @@ interleave  one period of output rows (p of them) is the phases' slots in order,
 Taken when every block is one pixel, G_r = G_c = q is one of :data:`PHASE_PERIODS` and each group is one
 phase's rows (a permutation of the phases), the output rows and columns are exactly that periodic layout (the
 float32 "exception" rows of some scales are not: those plans keep the grouped path), p_r = p_c <=
-:data:`PHASE_MAX_P`, 3*K_r*K_c <= 48, C is whole blocks and the features have at least
+:data:`PHASE_MAX_P`, 3*K_r*K_c <= :data:`PHASE_MAX_O`, C is whole blocks and the features have at least
 :data:`PHASE_MIN_PIXELS`. Work: the member pixels' windows against O = Opad channels (the slots' padding to K and
 to whole blocks; x3.3 1.47x the exact products, x1.1 4.4x). Memory: no patch matrix; peaks per 256 x 256
 output tile, C = 64 (``benchmarks/ort_upscale_memory.py``): x1.1 23.5 MiB (grouped path 172), x1.7 15.1 (83),
@@ -41,12 +42,13 @@ from metasr.export.onnx_proto import make_graph
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["PHASE_MAX_P", "PHASE_MIN_PIXELS", "PHASE_OUT", "PHASE_PERIODS", "not_conv"]
+__all__ = ["PHASE_MAX_O", "PHASE_MAX_P", "PHASE_MIN_PIXELS", "PHASE_PERIODS", "not_conv"]
 
 NCHWC = "com.microsoft.nchwc"
 PHASE_PERIODS = (3, 4, 5, 10)  # q: x4/3, x1.25 ... x3.75, x1.2 ... x3.8, x1.1 ... x3.9 (one branch of q^2 convs each)
-PHASE_OUT = (16, 32, 48)  # Opad: K = 2 (12 channels), 3 (27), 4 (48); one branch each (a static channel count)
-PHASE_MAX_P = 64  # periods p the interleave has a Col2Im for (x6.4 at q = 10)
+PHASE_MAX_O = 48  # 3*K_r*K_c per phase pair: K <= 4 (every r = p/q up to x4 without float32 exceptions)
+PHASE_MIN_P, PHASE_MAX_P = 4, 40  # periods the interleave has a Col2Im for: p > q >= 3; x4 (the default largest
+# scale) at q = 10
 PHASE_MIN_PIXELS = 1024  # below: the grouped path (measured: even 24 x 24 is not slower; a margin)
 
 
@@ -138,10 +140,13 @@ def _condition(block: int) -> list[onnx.NodeProto]:
         mk("Equal", ["G_row", "G_col"], ["ph_same_q"]),
         mk("Equal", ["ph_row_p", "ph_col_p"], ["ph_same_p"]),
         const("ph_max_p", [PHASE_MAX_P]),
-        mk("LessOrEqual", ["ph_row_p", "ph_max_p"], ["ph_small_p"]),
+        mk("LessOrEqual", ["ph_row_p", "ph_max_p"], ["ph_p_le"]),
+        const("ph_min_p", [PHASE_MIN_P]),
+        mk("GreaterOrEqual", ["ph_row_p", "ph_min_p"], ["ph_p_ge"]),
+        mk("And", ["ph_p_le", "ph_p_ge"], ["ph_small_p"]),  # one of the Col2Im tree's periods
         mk("Mul", ["K_row", "K_col"], ["ph_kk"]),
         mk("Mul", ["ph_kk", "c3"], ["ph_o"]),  # (1,) output channels per phase pair, (o, kr, kc)
-        const("ph_max_o", [max(PHASE_OUT)]),
+        const("ph_max_o", [PHASE_MAX_O]),
         mk("LessOrEqual", ["ph_o", "ph_max_o"], ["ph_few_o"]),
         const("ph_B", [block]),
         mk("Mod", ["C", "ph_B"], ["ph_Cm"]),
@@ -173,9 +178,9 @@ def _condition(block: int) -> list[onnx.NodeProto]:
 
 def _filters() -> list[onnx.NodeProto]:
     """``ph_wp`` (q^2 * Opad, C, 3, 3): each phase pair's filters, channels (o, kr, kc) padded to ``ph_opad``,
-    packed OIhw{B}i{B}o (the NCHWc kernels' layout). Every transpose moves one axis, and Reshapes keep them apart:
-    ONNX Runtime copies such moves in blocks, while a general permutation of these ~1.4 M floats (x3.3) took it
-    3.5 ms on one thread."""
+    packed OIhw{B}i{B}o (the NCHWc kernels' layout). Every transpose moves one axis (ONNX Runtime copies such moves
+    in blocks; a general permutation of these ~1.4 M floats, x3.3, took it 3.5 ms on one thread), and one move
+    is a ``ReorderInput``."""
     return [
         mk("Gather", ["row_off", "ph_row_gop"], ["ph_roff"]),  # (q, K_r) offset indices of each phase's slots
         mk("Gather", ["col_off", "ph_col_gop"], ["ph_coff"]),
@@ -210,10 +215,11 @@ def _filters() -> list[onnx.NodeProto]:
         mk("Div", ["ph_opad", "ph_B"], ["ph_ob"]),
         mk("Div", ["C", "ph_B"], ["ph_cb"]),
         mk("Mul", ["ph_qq", "ph_ob"], ["ph_qob"]),
-        mk("Concat", ["ph_qob", "ph_B", "c9", "ph_cb", "ph_B"], ["ph_w6_shape"], axis=0),
-        mk("Reshape", ["ph_w3p", "ph_w6_shape"], ["ph_w6"]),  # (q^2 O/B, B_o, (ky, kx), C/B, B_i)
-        mk("Transpose", ["ph_w6"], ["ph_w6t"], perm=[0, 2, 3, 4, 1]),  # (q^2 O/B, (ky, kx), C/B, B_i, B_o)
-        # a Reshape between the transposes: ONNX Runtime would merge two adjacent ones into one general (slow) one
+        # B_o innermost: ``ReorderInput`` of (q^2 O/B, B_o, 9, C) as an image of B channels (3x faster than the
+        # Transpose it replaces) -> (q^2 O/B, (ky, kx), C/B, B_i, B_o) in its bytes
+        mk("Concat", ["ph_qob", "ph_B", "c9", "C"], ["ph_w6_shape"], axis=0),
+        mk("Reshape", ["ph_w3p", "ph_w6_shape"], ["ph_w6"]),
+        mk("ReorderInput", ["ph_w6"], ["ph_w6t"], domain=NCHWC, channels_last=0),
         mk("Mul", ["ph_B", "ph_B"], ["ph_BB"]),
         mk("Concat", ["cm1", "c9", "ph_cb", "ph_BB"], ["ph_w4b_shape"], axis=0),
         mk("Reshape", ["ph_w6t", "ph_w4b_shape"], ["ph_w6r"]),
@@ -224,23 +230,18 @@ def _filters() -> list[onnx.NodeProto]:
     ]
 
 
-def _convs(q: int, opad: int) -> onnx.GraphProto:
-    """The q^2 convolutions for ``opad`` channels per phase pair: ``ph_x`` (blocked, (N, C, q*nb_r, q*nb_c))
-    -> (N, q^2 * opad, J_r, J_c), channels (phase pair, o, kr, kc, padding)."""
-    p = f"ph{q}_{opad}_"
-    n = [
-        const(p + "split", [opad] * (q * q)),
-        mk("Split", ["ph_wp", p + "split"], [f"{p}w{i}" for i in range(q * q)], axis=0),
-    ]
+def _convs(q: int) -> onnx.GraphProto:
+    """The q^2 convolutions: ``ph_x`` (blocked (N, C, h, w)) and ``ph_wp`` -> (N, q^2 * Opad, J_r, J_c) in the
+    blocked layout (whole blocks per convolution: their concatenation is the blocked layout's), channels (phase
+    pair, o, kr, kc, padding)."""
+    p = f"ph{q}_"
+    n = [mk("Split", ["ph_wp", "ph_split"], [f"{p}w{i}" for i in range(q * q)], axis=0)]
     for i in range(q * q):
         pr, pc = divmod(i, q)
         pads = [q + 1 - pr, q + 1 - pc, pr + 1, pc + 1]  # floor((n + q - 1) / q) + 1 = nb + 1 outputs
         n.append(mk("Conv", ["ph_x", f"{p}w{i}"], [f"{p}y{i}"], domain=NCHWC, pads=pads, strides=[q, q]))
-    n += [
-        mk("Concat", [f"{p}y{i}" for i in range(q * q)], [p + "y"], axis=1),
-        mk("ReorderOutput", [p + "y"], [p + "out"], domain=NCHWC, channels=q * q * opad, channels_last=0),
-    ]
-    return make_graph(n, f"MetaUpscale_phase{q}_{opad}", [], [float_out(p + "out")])
+    n.append(mk("Concat", [f"{p}y{i}" for i in range(q * q)], [p + "y"], axis=1))
+    return make_graph(n, f"MetaUpscale_phase{q}", [], [float_out(p + "y")])
 
 
 def _chain(options: list[tuple[str, object]], build, name: str) -> tuple[list[onnx.NodeProto], str]:
@@ -253,16 +254,6 @@ def _chain(options: list[tuple[str, object]], build, name: str) -> tuple[list[on
     rest = make_graph(inner, f"{g.name}_else", [], [float_out(inner_out)])
     out = f"{name}_{key}"
     return [mk("If", [cond], [out], then_branch=g, else_branch=rest)], out
-
-
-def _per_q(q: int) -> onnx.GraphProto:
-    """q's convolutions for the Opad this call needs."""
-    n = []
-    for opad in PHASE_OUT:
-        n += [const(f"ph{q}_o{opad}", [opad]), mk("Equal", ["ph_opad", f"ph{q}_o{opad}"], [f"ph{q}_is{opad}_1"]),
-              mk("Reshape", [f"ph{q}_is{opad}_1", "scalar_shape"], [f"ph{q}_is{opad}"])]  # fmt: skip
-    inner, out = _chain([(f"ph{q}_is{o}", o) for o in PHASE_OUT], lambda o: _convs(q, o), f"ph{q}_o")
-    return make_graph(n + inner, f"MetaUpscale_phase{q}", [], [float_out(out)])
 
 
 def _col2im_tree(lo: int, hi: int) -> onnx.GraphProto:
@@ -283,7 +274,7 @@ def _col2im_tree(lo: int, hi: int) -> onnx.GraphProto:
     return make_graph(n, f"MetaUpscale_col2im{lo}_{hi}", [], [float_out(f"ph_img{lo}_{hi}")])
 
 
-def _phase_path() -> onnx.GraphProto:
+def _phase_path(block: int) -> onnx.GraphProto:
     n = _filters()
     n += [
         # blocks per axis nb = ceil(n / q); every phase's convolution gives J = nb + 1 outputs (its pads below)
@@ -293,15 +284,27 @@ def _phase_path() -> onnx.GraphProto:
         mk("Add", ["w", "G_col"], ["ph_wq"]),
         mk("Sub", ["ph_wq", "c1"], ["ph_wq1"]),
         mk("Div", ["ph_wq1", "G_col"], ["ph_nb_c"]),
+        mk("Add", ["ph_nb_r", "c1"], ["ph_nb_r1"]),  # J_r
+        mk("Add", ["ph_nb_c", "c1"], ["ph_nb_c1"]),
         mk("ReorderInput", ["features"], ["ph_x"], domain=NCHWC, channels_last=0),
     ]
     for q in PHASE_PERIODS:
         n.append(mk("Reshape", [f"ph_is{q}", "scalar_shape"], [f"ph_is{q}_s"]))
-    convs, conv_out = _chain([(f"ph_is{q}_s", q) for q in PHASE_PERIODS], _per_q, "ph_q")
+    n += [mk("Expand", ["ph_opad", "ph_qq"], ["ph_split"])]  # (q^2,) Opad filters per convolution
+    convs, conv_out = _chain([(f"ph_is{q}_s", q) for q in PHASE_PERIODS], _convs, "ph_q")
     n += convs
     n += [
+        # blocked (N, q^2 Opad, J_r, J_c) to planes: each block of B channels a batch entry of ``ReorderOutput``
+        # with B channels (its channel count is a static attribute; Opad is not, and a Transpose took 3.5x longer)
+        mk("Mul", ["ph_qq", "ph_opad"], ["ph_all"]),
+        mk("Div", ["ph_all", "ph_B"], ["ph_all_b"]),
+        mk("Mul", ["N", "ph_all_b"], ["ph_nb_all"]),
+        mk("Concat", ["ph_nb_all", "ph_B", "ph_nb_r1", "ph_nb_c1"], ["ph_yb_shape"], axis=0),
+        mk("Reshape", [conv_out, "ph_yb_shape"], ["ph_yb"]),  # (N q^2 Opad / B, B, J_r, J_c), the same bytes
+        mk("ReorderOutput", ["ph_yb"], ["ph_ybt"], domain=NCHWC, channels=block, channels_last=0),
+        mk("Concat", ["N", "ph_all", "cm1"], ["ph_y3_shape"], axis=0),
+        mk("Reshape", ["ph_ybt", "ph_y3_shape"], ["ph_y3"]),  # (N, q^2 * Opad, J_r * J_c)
         # planes (phase pair, o, kr, kc) -> a period's (o, row position, column position)
-        mk("Reshape", [conv_out, "ph_flat3"], ["ph_y3"]),  # (N, q^2 * Opad, J_r * J_c)
         mk("Mul", ["G_col", "ph_opad"], ["ph_row_stride"]),
         mk("Mul", ["ph_row_tphi", "ph_row_stride"], ["ph_ri1"]),
         mk("Mul", ["ph_row_tk", "K_col"], ["ph_ri2"]),
@@ -317,14 +320,12 @@ def _phase_path() -> onnx.GraphProto:
         mk("Add", ["ph_ori", "ph_ci"], ["ph_pidx3"]),  # (3, p, p)
         mk("Reshape", ["ph_pidx3", "cm1"], ["ph_pidx"]),
         mk("Gather", ["ph_y3", "ph_pidx"], ["ph_planes"], axis=1),  # (N, 3 p p, J_r J_c)
-        mk("Add", ["ph_nb_r", "c1"], ["ph_J_r"]),
-        mk("Add", ["ph_nb_c", "c1"], ["ph_J_c"]),
-        mk("Mul", ["ph_J_r", "ph_row_p"], ["ph_img_h"]),
-        mk("Mul", ["ph_J_c", "ph_col_p"], ["ph_img_w"]),
+        mk("Mul", ["ph_nb_r1", "ph_row_p"], ["ph_img_h"]),
+        mk("Mul", ["ph_nb_c1", "ph_col_p"], ["ph_img_w"]),
         mk("Concat", ["ph_img_h", "ph_img_w"], ["ph_image"], axis=0),
         mk("Concat", ["ph_row_p", "ph_col_p"], ["ph_block"], axis=0),
     ]
-    tree = _col2im_tree(2, PHASE_MAX_P)
+    tree = _col2im_tree(PHASE_MIN_P, PHASE_MAX_P)
     n += list(tree.node)
     n += [
         mk("Concat", ["ph_row_y0", "ph_col_y0"], ["ph_start"], axis=0),
@@ -339,6 +340,6 @@ def _phase_path() -> onnx.GraphProto:
 
 def not_conv(grouped: onnx.GraphProto, block: int) -> onnx.GraphProto:
     """The body's branch for plans off the convolution path: the phase path where it applies, else ``grouped``."""
-    n = [const("c15", [15]), const("ph_flat3", [0, 0, -1]), *_condition(block)]
-    n.append(mk("If", ["ph_take"], ["nc_out"], then_branch=_phase_path(), else_branch=grouped))
+    n = [const("c15", [15]), *_condition(block)]
+    n.append(mk("If", ["ph_take"], ["nc_out"], then_branch=_phase_path(block), else_branch=grouped))
     return make_graph(n, "MetaUpscale_not_conv", [], [float_out("nc_out")])
