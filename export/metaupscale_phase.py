@@ -9,7 +9,8 @@ patch matrix: the grouped path's 9C floats per input pixel) and the filters run 
 F the features (N, C, h, w), nb = ceil(n / q) blocks per axis, J = nb + 1:
 
 filters     each phase's group (``gop``, from the members' first rows), its slots' filters (q, K_r, q, K_c, 27C)
-            -> per phase pair (O, C, 3, 3), O = 3*K_r*K_c channels (o, kr, kc) rounded up to ``Opad``, packed
+            -> per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i channels (o, kr, kc) for the two phases' own slot
+            counts (x3.3: 3 or 4 per phase, lists padded to K = 4), rounded up to 16 (Opad_i), packed
             OIhw{B}i{B}o, split into q^2 filters.
 features    F in blocks of B channels (``ReorderInput``); no padded copy: the convolutions' zero padding.
 convs       phase pair (pr, pc): ``nchwc:Conv`` 3x3 at stride q with pads q+1-pr before and pr+1 after (columns
@@ -26,7 +27,7 @@ phase's rows (a permutation of the phases), the output rows and columns are exac
 float32 "exception" rows of some scales are not: those plans keep the grouped path), p_r = p_c <=
 :data:`PHASE_MAX_P`, 3*K_r*K_c <= :data:`PHASE_MAX_O`, C is whole blocks and the features have at least
 :data:`PHASE_MIN_PIXELS`. Work: the member pixels' windows against O = Opad channels (the slots' padding to K and
-to whole blocks; x3.3 1.47x the exact products, x1.1 4.4x). Memory: no patch matrix; peaks per 256 x 256
+to whole blocks: x3.3 1.23x the exact products, x2.1 1.6x, x1.1 4.4x). Memory: no patch matrix; peaks per 256 x 256
 output tile, C = 64 (``benchmarks/ort_upscale_memory.py``): x1.1 23.5 MiB (grouped path 172), x1.7 15.1 (83),
 x3.3 25.1 (56), x3.9 43.6 (43); ``tiling.tile_bytes`` (the grouped path's count) bounds them 2.5-8x. The output
 equals the grouped path's to float32 rounding (another summation order).
@@ -200,6 +201,7 @@ def _filters() -> list[onnx.NodeProto]:
         mk("Add", ["ph_rb4", "ph_cb4"], ["ph_pairs"]),
         mk("Gather", ["ph_wo", "ph_pairs"], ["ph_wg"], axis=0),
         mk("Mul", ["G_row", "G_col"], ["ph_qq"]),
+        mk("Squeeze", ["ph_qq"], ["ph_qq_s"]),
         mk("Concat", ["ph_qq", "ph_kk", "c3", "ph_C9"], ["ph_w4_shape"], axis=0),
         mk("Reshape", ["ph_wg", "ph_w4_shape"], ["ph_w4"]),  # (q^2, K_r K_c, 3, 9C)
         mk("Transpose", ["ph_w4"], ["ph_w4t"], perm=[0, 2, 1, 3]),  # (q^2, o, K_r K_c, 9C): 9C-float blocks
@@ -208,10 +210,48 @@ def _filters() -> list[onnx.NodeProto]:
         const("ph_sixteen", [16]),
         mk("Add", ["ph_o", "c15"], ["ph_o15"]),
         mk("Div", ["ph_o15", "ph_sixteen"], ["ph_o16"]),
-        mk("Mul", ["ph_o16", "ph_sixteen"], ["ph_opad"]),  # (1,) O rounded up to 16 (a multiple of B)
-        mk("Sub", ["ph_opad", "ph_o"], ["ph_opad_extra"]),
-        mk("Concat", ["c0", "c0", "c0", "c0", "ph_opad_extra", "c0"], ["ph_w3_pads"], axis=0),
-        mk("Pad", ["ph_w3", "ph_w3_pads"], ["ph_w3p"], mode="constant"),  # (q^2, Opad, 9C)
+        mk("Mul", ["ph_o16", "ph_sixteen"], ["ph_opad"]),  # (1,) the largest pair's O rounded up to 16
+        # each phase pair's own slot counts (the phases' real slots, not the lists' padding): O_i = 3 Kr_i Kc_i
+        # channels (o, kr, kc), rounded up to 16 (a multiple of B): Opad_i
+        mk("Unsqueeze", ["ph_row_kphase", "cm1"], ["ph_kr2"]),  # (q, 1)
+        mk("Mul", ["ph_kr2", "ph_col_kphase"], ["ph_kk2"]),  # (q, q)
+        mk("Reshape", ["ph_kk2", "cm1"], ["ph_kki"]),  # (q^2,) Kr_i Kc_i
+        mk("Mul", ["ph_col_kphase", "c0"], ["ph_zq"]),  # (q,) zeros
+        mk("Add", ["ph_kr2", "ph_zq"], ["ph_kr_qq"]),  # (q, q) Kr of the row phase
+        mk("Reshape", ["ph_kr_qq", "cm1"], ["ph_kri"]),  # (q^2,) Kr_i
+        mk("Div", ["ph_kki", "ph_kri"], ["ph_kci"]),  # (q^2,) Kc_i
+        mk("Mul", ["ph_kki", "c3"], ["ph_oi_all"]),  # (q^2,) O_i
+        mk("Add", ["ph_oi_all", "c15"], ["ph_oi15"]),
+        mk("Div", ["ph_oi15", "ph_sixteen"], ["ph_oi16"]),
+        mk("Mul", ["ph_oi16", "ph_sixteen"], ["ph_split"]),  # (q^2,) Opad_i: the convolutions' filters
+        # rows (q^2, Opad) of ph_w3: pair i's row r < O_i is its (o, kr, kc), a zero row after
+        mk("Squeeze", ["ph_opad"], ["ph_opad_s"]),
+        mk("Range", ["s0", "ph_opad_s", "s1"], ["ph_r"]),  # (Opad,)
+        mk("Unsqueeze", ["ph_kki", "cm1"], ["ph_kki2"]),  # (q^2, 1)
+        mk("Unsqueeze", ["ph_kci", "cm1"], ["ph_kci2"]),
+        mk("Unsqueeze", ["ph_oi_all", "cm1"], ["ph_oi2"]),
+        mk("Div", ["ph_r", "ph_kki2"], ["ph_ro"]),  # (q^2, Opad) o
+        mk("Mod", ["ph_r", "ph_kki2"], ["ph_rrem"]),
+        mk("Div", ["ph_rrem", "ph_kci2"], ["ph_rkr"]),
+        mk("Mod", ["ph_rrem", "ph_kci2"], ["ph_rkc"]),
+        mk("Mul", ["ph_ro", "ph_kk"], ["ph_s1"]),  # source row in the padded lists: o K_r K_c + kr K_c + kc
+        mk("Mul", ["ph_rkr", "K_col"], ["ph_s2"]),
+        mk("Add", ["ph_s1", "ph_s2"], ["ph_s12"]),
+        mk("Add", ["ph_s12", "ph_rkc"], ["ph_s3"]),
+        mk("Range", ["s0", "ph_qq_s", "s1"], ["ph_pairs_ar"]),
+        mk("Unsqueeze", ["ph_pairs_ar", "cm1"], ["ph_pairs2"]),
+        mk("Mul", ["ph_pairs2", "ph_o"], ["ph_pair_base"]),  # (q^2, 1) i * O
+        mk("Add", ["ph_s3", "ph_pair_base"], ["ph_src"]),
+        mk("Less", ["ph_r", "ph_oi2"], ["ph_real"]),
+        mk("Mul", ["ph_qq", "ph_o"], ["ph_zero_row"]),  # the appended zero row
+        mk("Where", ["ph_real", "ph_src", "ph_zero_row"], ["ph_rows_idx"]),
+        mk("Concat", ["cm1", "ph_C9"], ["ph_w2_shape"], axis=0),
+        mk("Reshape", ["ph_w3", "ph_w2_shape"], ["ph_w2"]),  # (q^2 O, 9C)
+        mk("Concat", ["c1", "ph_C9"], ["ph_zshape"], axis=0),
+        mk("ConstantOfShape", ["ph_zshape"], ["ph_z"]),
+        mk("CastLike", ["ph_z", "ph_w2"], ["ph_zf"]),
+        mk("Concat", ["ph_w2", "ph_zf"], ["ph_w2z"], axis=0),
+        mk("Gather", ["ph_w2z", "ph_rows_idx"], ["ph_w3p"], axis=0),  # (q^2, Opad, 9C)
         mk("Div", ["ph_opad", "ph_B"], ["ph_ob"]),
         mk("Div", ["C", "ph_B"], ["ph_cb"]),
         mk("Mul", ["ph_qq", "ph_ob"], ["ph_qob"]),
@@ -224,9 +264,23 @@ def _filters() -> list[onnx.NodeProto]:
         mk("Concat", ["cm1", "c9", "ph_cb", "ph_BB"], ["ph_w4b_shape"], axis=0),
         mk("Reshape", ["ph_w6t", "ph_w4b_shape"], ["ph_w6r"]),
         mk("Transpose", ["ph_w6r"], ["ph_w6u"], perm=[0, 2, 1, 3]),  # (q^2 O/B, C/B, (ky, kx), B_i B_o)
-        mk("Mul", ["ph_qq", "ph_opad"], ["ph_rows"]),
-        mk("Concat", ["ph_rows", "C", "c3", "c3"], ["ph_wp_shape"], axis=0),
-        mk("Reshape", ["ph_w6u", "ph_wp_shape"], ["ph_wp"]),
+        # each pair's first Opad_i / B blocks (a pair with fewer real slots than the lists' K computes fewer)
+        mk("Squeeze", ["ph_ob"], ["ph_ob_s"]),
+        mk("Range", ["s0", "ph_ob_s", "s1"], ["ph_obr"]),  # (Opad / B,)
+        mk("Div", ["ph_split", "ph_B"], ["ph_obi"]),  # (q^2,)
+        mk("Unsqueeze", ["ph_obi", "cm1"], ["ph_obi2"]),
+        mk("Less", ["ph_obr", "ph_obi2"], ["ph_keep2"]),  # (q^2, Opad / B)
+        mk("Mul", ["ph_pairs2", "ph_ob"], ["ph_blk_base"]),
+        mk("Add", ["ph_blk_base", "ph_obr"], ["ph_blk2"]),
+        mk("Reshape", ["ph_keep2", "cm1"], ["ph_keep"]),
+        mk("Reshape", ["ph_blk2", "cm1"], ["ph_blk"]),
+        mk("Compress", ["ph_blk", "ph_keep"], ["ph_blocks"], axis=0),  # (sum Opad_i / B,)
+        mk("Mul", ["ph_C9", "ph_B"], ["ph_C9B"]),
+        mk("Concat", ["cm1", "ph_C9B"], ["ph_wb_shape"], axis=0),
+        mk("Reshape", ["ph_w6u", "ph_wb_shape"], ["ph_wb"]),  # (q^2 Opad / B, 9 C B)
+        mk("Gather", ["ph_wb", "ph_blocks"], ["ph_wk"], axis=0),
+        mk("Concat", ["cm1", "C", "c3", "c3"], ["ph_wp_shape"], axis=0),
+        mk("Reshape", ["ph_wk", "ph_wp_shape"], ["ph_wp"]),  # (sum Opad_i, C, 3, 3)
     ]
 
 
@@ -290,13 +344,12 @@ def _phase_path(block: int) -> onnx.GraphProto:
     ]
     for q in PHASE_PERIODS:
         n.append(mk("Reshape", [f"ph_is{q}", "scalar_shape"], [f"ph_is{q}_s"]))
-    n += [mk("Expand", ["ph_opad", "ph_qq"], ["ph_split"])]  # (q^2,) Opad filters per convolution
     convs, conv_out = _chain([(f"ph_is{q}_s", q) for q in PHASE_PERIODS], _convs, "ph_q")
     n += convs
     n += [
         # blocked (N, q^2 Opad, J_r, J_c) to planes: each block of B channels a batch entry of ``ReorderOutput``
         # with B channels (its channel count is a static attribute; Opad is not, and a Transpose took 3.5x longer)
-        mk("Mul", ["ph_qq", "ph_opad"], ["ph_all"]),
+        mk("ReduceSum", ["ph_split"], ["ph_all"], keepdims=1),  # (1,) sum of Opad_i
         mk("Div", ["ph_all", "ph_B"], ["ph_all_b"]),
         mk("Mul", ["N", "ph_all_b"], ["ph_nb_all"]),
         mk("Concat", ["ph_nb_all", "ph_B", "ph_nb_r1", "ph_nb_c1"], ["ph_yb_shape"], axis=0),
@@ -305,19 +358,26 @@ def _phase_path(block: int) -> onnx.GraphProto:
         mk("Concat", ["N", "ph_all", "cm1"], ["ph_y3_shape"], axis=0),
         mk("Reshape", ["ph_ybt", "ph_y3_shape"], ["ph_y3"]),  # (N, q^2 * Opad, J_r * J_c)
         # planes (phase pair, o, kr, kc) -> a period's (o, row position, column position)
-        mk("Mul", ["G_col", "ph_opad"], ["ph_row_stride"]),
-        mk("Mul", ["ph_row_tphi", "ph_row_stride"], ["ph_ri1"]),
-        mk("Mul", ["ph_row_tk", "K_col"], ["ph_ri2"]),
-        mk("Add", ["ph_ri1", "ph_ri2"], ["ph_ri"]),  # (p,)
-        mk("Mul", ["ph_col_tphi", "ph_opad"], ["ph_ci1"]),
-        mk("Add", ["ph_ci1", "ph_col_tk"], ["ph_ci"]),  # (p,)
+        # plane of (o, t_r, t_c): base of its pair (phi_r(t_r), phi_c(t_c)) + o Kr Kc + kr Kc + kc, with that pair's
+        # own slot counts
+        mk("CumSum", ["ph_split", "s0"], ["ph_base"], exclusive=1),  # (q^2,)
+        mk("Mul", ["ph_row_tphi", "G_col"], ["ph_tq"]),  # (p,)
+        mk("Unsqueeze", ["ph_tq", "cm1"], ["ph_tq2"]),
+        mk("Add", ["ph_tq2", "ph_col_tphi"], ["ph_tpair"]),  # (p, p)
+        mk("Gather", ["ph_base", "ph_tpair"], ["ph_tbase"]),
+        mk("Gather", ["ph_row_kphase", "ph_row_tphi"], ["ph_tkr"]),  # (p,) Kr of t_r's phase
+        mk("Gather", ["ph_col_kphase", "ph_col_tphi"], ["ph_tkc"]),  # (p,)
+        mk("Unsqueeze", ["ph_tkr", "cm1"], ["ph_tkr2"]),
+        mk("Mul", ["ph_tkr2", "ph_tkc"], ["ph_tkk"]),  # (p, p) Kr Kc
+        mk("Unsqueeze", ["ph_row_tk", "cm1"], ["ph_trk2"]),
+        mk("Mul", ["ph_trk2", "ph_tkc"], ["ph_tkrkc"]),  # kr Kc
+        mk("Add", ["ph_tbase", "ph_tkrkc"], ["ph_t1"]),
+        mk("Add", ["ph_t1", "ph_col_tk"], ["ph_t2"]),  # (p, p)
         const("ph_o3", [0, 1, 2]),
-        mk("Mul", ["ph_o3", "ph_kk"], ["ph_oi"]),  # (3,)
         const("ph_u12", [1, 2]),
-        mk("Unsqueeze", ["ph_oi", "ph_u12"], ["ph_oi3"]),  # (3, 1, 1)
-        mk("Unsqueeze", ["ph_ri", "cm1"], ["ph_ri2d"]),  # (p, 1)
-        mk("Add", ["ph_oi3", "ph_ri2d"], ["ph_ori"]),
-        mk("Add", ["ph_ori", "ph_ci"], ["ph_pidx3"]),  # (3, p, p)
+        mk("Unsqueeze", ["ph_o3", "ph_u12"], ["ph_o33"]),  # (3, 1, 1)
+        mk("Mul", ["ph_o33", "ph_tkk"], ["ph_to"]),  # (3, p, p)
+        mk("Add", ["ph_to", "ph_t2"], ["ph_pidx3"]),
         mk("Reshape", ["ph_pidx3", "cm1"], ["ph_pidx"]),
         mk("Gather", ["ph_y3", "ph_pidx"], ["ph_planes"], axis=1),  # (N, 3 p p, J_r J_c)
         mk("Mul", ["ph_nb_r1", "ph_row_p"], ["ph_img_h"]),
