@@ -8,19 +8,21 @@ a convolution at stride q reads exactly their 3x3 windows. Here the windows are 
 patch matrix: the grouped path's 9C floats per input pixel) and the filters run on the NCHWc kernels. Shapes,
 F the features (N, C, h, w), nb = ceil(n / q) blocks per axis, J = nb + 1:
 
-filters     each phase's group (``gop``, from the members' first rows), its slots' filters (q, K_r, q, K_c, 27C)
-            -> per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i channels (o, kr, kc) for the two phases' own slot
-            counts (x3.3: 3 or 4 per phase, lists padded to K = 4), rounded up to 16 (Opad_i), packed
-            OIhw{B}i{B}o, split into q^2 filters.
+filters     the predictor's rows (P_r P_c, 27C) with o moved first by one ``Gemm`` against the identity (exact),
+            then one ``Gather`` of rows: per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i channels (o, kr, kc)
+            for the two phases' own slot counts (x3.3: 3 or 4 per phase, lists padded to K = 4; each phase's
+            group ``gop`` from the members' first rows), rounded up to 16 (Opad_i), packed OIhw{B}i{B}o, split
+            into q^2 filters.
 features    F in blocks of B channels (``ReorderInput``); no padded copy: the convolutions' zero padding.
 convs       phase pair (pr, pc): ``nchwc:Conv`` 3x3 at stride q with pads q+1-pr before and pr+1 after (columns
             alike): every phase gets J outputs per axis, output (i, j) being the window of input pixel
             (q*(i-1) + pr, q*(j-1) + pc) -> (N, Opad, J_r, J_c) (i = 0 is never read). Concatenated (whole
             blocks: the blocked layout's concatenation), to planes by ``ReorderOutput`` (each block of B channels
-            one batch entry) -> (N, q^2*Opad, J_r*J_c).
+            one batch entry) -> (N, sum Opad_i, J_r, J_c).
 interleave  one period of output rows (p of them) is the phases' slots in order, so output row y = (block + 1) *
-            p + cumK[phase] + slot, minus the first row's: a ``Gather`` of whole planes into (N, 3*p*p, J_r*J_c),
-            ``Col2Im`` with p x p blocks at stride p (one branch per p: strides are attributes), one ``Slice``.
+            p + cumK[phase] + slot, minus the first row's: a ``Gather`` of whole planes into (N, 3*p*p, J_r, J_c),
+            ``DepthToSpace`` (CRD) with block p (one branch per p: the block is an attribute), one ``Slice``.
+            Built only in the variant with ``Col2Im`` (opset >= 18), though it uses no opset-18 operator.
 
 Taken when every block is one pixel, G_r = G_c = q is one of :data:`PHASE_PERIODS` and each group is one
 phase's rows (a permutation of the phases), the output rows and columns are exactly that periodic layout (the
@@ -48,7 +50,7 @@ __all__ = ["PHASE_MAX_O", "PHASE_MAX_P", "PHASE_MIN_PIXELS", "PHASE_PERIODS", "n
 NCHWC = "com.microsoft.nchwc"
 PHASE_PERIODS = (3, 4, 5, 10)  # q: x4/3, x1.25 ... x3.75, x1.2 ... x3.8, x1.1 ... x3.9 (one branch of q^2 convs each)
 PHASE_MAX_O = 48  # 3*K_r*K_c per phase pair: K <= 4 (every r = p/q up to x4 without float32 exceptions)
-PHASE_MIN_P, PHASE_MAX_P = 4, 40  # periods the interleave has a Col2Im for: p > q >= 3; x4 (the default largest
+PHASE_MIN_P, PHASE_MAX_P = 4, 40  # periods the interleave has a branch for: p > q >= 3; x4 (the default largest
 # scale) at q = 10
 PHASE_MIN_PIXELS = 1024  # below: the grouped path (measured: even 24 x 24 is not slower; a margin)
 
@@ -144,7 +146,7 @@ def _condition(block: int) -> list[onnx.NodeProto]:
         mk("LessOrEqual", ["ph_row_p", "ph_max_p"], ["ph_p_le"]),
         const("ph_min_p", [PHASE_MIN_P]),
         mk("GreaterOrEqual", ["ph_row_p", "ph_min_p"], ["ph_p_ge"]),
-        mk("And", ["ph_p_le", "ph_p_ge"], ["ph_small_p"]),  # one of the Col2Im tree's periods
+        mk("And", ["ph_p_le", "ph_p_ge"], ["ph_small_p"]),  # one of the interleave tree's periods
         mk("Mul", ["K_row", "K_col"], ["ph_kk"]),
         mk("Mul", ["ph_kk", "c3"], ["ph_o"]),  # (1,) output channels per phase pair, (o, kr, kc)
         const("ph_max_o", [PHASE_MAX_O]),
@@ -178,35 +180,40 @@ def _condition(block: int) -> list[onnx.NodeProto]:
 
 
 def _filters() -> list[onnx.NodeProto]:
-    """``ph_wp`` (q^2 * Opad, C, 3, 3): each phase pair's filters, channels (o, kr, kc) padded to ``ph_opad``,
-    packed OIhw{B}i{B}o (the NCHWc kernels' layout). Every transpose moves one axis (ONNX Runtime copies such moves
-    in blocks; a general permutation of these ~1.4 M floats, x3.3, took it 3.5 ms on one thread), and one move
-    is a ``ReorderInput``."""
+    """``ph_wp`` (sum Opad_i, C, 3, 3): each phase pair's filters, channels (o, kr, kc) padded to Opad_i, packed
+    OIhw{B}i{B}o (the NCHWc kernels' layout). No general transpose (one of these ~1.4 M floats, x3.3, took ONNX
+    Runtime 3.5 ms on one thread): o moves first by a ``Gemm``, the rows by one ``Gather``, B_o inwards by a
+    ``ReorderInput``, and the one ``Transpose`` left moves whole (ky, kx) blocks."""
     return [
         mk("Gather", ["row_off", "ph_row_gop"], ["ph_roff"]),  # (q, K_r) offset indices of each phase's slots
         mk("Gather", ["col_off", "ph_col_gop"], ["ph_coff"]),
-        # the predictor's filters (P_r * P_c, (ky, kx, c, o)) with o first (before the slots multiply them)
+        # the predictor's filters (P_r * P_c, (ky, kx, c, o)) with o first: (3, P_r * P_c * 9C) by one Gemm against
+        # the 3x3 identity (exact: each value is 1 * w + 0 * w' + 0 * w''; a Transpose of the 3-float inner axis
+        # took 1.7 ms at x3.3, the Gemm 0.3-0.5), as rows (3 P_r P_c, 9C): row o * P_r P_c + pair
         mk("Mul", ["C", "c9"], ["ph_C9"]),
-        mk("Concat", ["cm1", "ph_C9", "c3"], ["ph_wflat_shape"], axis=0),
-        mk("Reshape", ["weights", "ph_wflat_shape"], ["ph_wflat"]),  # (P_r * P_c, 9C, 3)
-        mk("Transpose", ["ph_wflat"], ["ph_wo"], perm=[0, 2, 1]),  # (P_r * P_c, 3, 9C)
+        const("ph_col3", [-1, 3]),
+        mk("Reshape", ["weights", "ph_col3"], ["ph_wcol"]),  # (P_r P_c 9C, 3)
+        const("ph_33", [3, 3]),
+        mk("ConstantOfShape", ["ph_33"], ["ph_z33"]),
+        mk("CastLike", ["ph_z33", "weights"], ["ph_z33f"]),
+        mk("EyeLike", ["ph_z33f"], ["ph_eye3"]),
+        mk("Gemm", ["ph_eye3", "ph_wcol"], ["ph_wt"], transB=1),  # (3, P_r P_c 9C)
+        mk("Concat", ["cm1", "ph_C9"], ["ph_wo_shape"], axis=0),
+        mk("Reshape", ["ph_wt", "ph_wo_shape"], ["ph_wo"]),  # (3 P_r P_c, 9C)
         mk("Shape", ["weights"], ["ph_w_shape"]),
+        dim("ph_w_shape", 0, "ph_Pr"),
         dim("ph_w_shape", 1, "ph_Pc"),
-        # one Gather of every (phase pair, slot pair): (q, q, K_r, K_c, 3, 9C)
+        mk("Mul", ["ph_Pr", "ph_Pc"], ["ph_P"]),
+        # every (phase pair, slot pair)'s offset pair: (q, q, K_r, K_c) -> flat (q^2 K_r K_c,)
         mk("Mul", ["ph_roff", "ph_Pc"], ["ph_rbase"]),  # (q, K_r)
         const("ph_u13", [1, 3]),
         mk("Unsqueeze", ["ph_rbase", "ph_u13"], ["ph_rb4"]),  # (q, 1, K_r, 1)
         const("ph_u02", [0, 2]),
         mk("Unsqueeze", ["ph_coff", "ph_u02"], ["ph_cb4"]),  # (1, q, 1, K_c)
         mk("Add", ["ph_rb4", "ph_cb4"], ["ph_pairs"]),
-        mk("Gather", ["ph_wo", "ph_pairs"], ["ph_wg"], axis=0),
+        mk("Reshape", ["ph_pairs", "cm1"], ["ph_pairs_flat"]),
         mk("Mul", ["G_row", "G_col"], ["ph_qq"]),
         mk("Squeeze", ["ph_qq"], ["ph_qq_s"]),
-        mk("Concat", ["ph_qq", "ph_kk", "c3", "ph_C9"], ["ph_w4_shape"], axis=0),
-        mk("Reshape", ["ph_wg", "ph_w4_shape"], ["ph_w4"]),  # (q^2, K_r K_c, 3, 9C)
-        mk("Transpose", ["ph_w4"], ["ph_w4t"], perm=[0, 2, 1, 3]),  # (q^2, o, K_r K_c, 9C): 9C-float blocks
-        mk("Concat", ["ph_qq", "ph_o", "ph_C9"], ["ph_w3_shape"], axis=0),
-        mk("Reshape", ["ph_w4t", "ph_w3_shape"], ["ph_w3"]),  # (q^2, O, 9C), O = (o, kr, kc), 9C = (ky, kx, c)
         const("ph_sixteen", [16]),
         mk("Add", ["ph_o", "c15"], ["ph_o15"]),
         mk("Div", ["ph_o15", "ph_sixteen"], ["ph_o16"]),
@@ -224,7 +231,8 @@ def _filters() -> list[onnx.NodeProto]:
         mk("Add", ["ph_oi_all", "c15"], ["ph_oi15"]),
         mk("Div", ["ph_oi15", "ph_sixteen"], ["ph_oi16"]),
         mk("Mul", ["ph_oi16", "ph_sixteen"], ["ph_split"]),  # (q^2,) Opad_i: the convolutions' filters
-        # rows (q^2, Opad) of ph_w3: pair i's row r < O_i is its (o, kr, kc), a zero row after
+        # filter row r of pair i: r < O_i is its (o, kr, kc), row o P + the pair's (kr, kc) offset pair; a padding
+        # row (never read: the planes' Gather skips it) repeats row 0
         mk("Squeeze", ["ph_opad"], ["ph_opad_s"]),
         mk("Range", ["s0", "ph_opad_s", "s1"], ["ph_r"]),  # (Opad,)
         mk("Unsqueeze", ["ph_kki", "cm1"], ["ph_kki2"]),  # (q^2, 1)
@@ -234,51 +242,35 @@ def _filters() -> list[onnx.NodeProto]:
         mk("Mod", ["ph_r", "ph_kki2"], ["ph_rrem"]),
         mk("Div", ["ph_rrem", "ph_kci2"], ["ph_rkr"]),
         mk("Mod", ["ph_rrem", "ph_kci2"], ["ph_rkc"]),
-        mk("Mul", ["ph_ro", "ph_kk"], ["ph_s1"]),  # source row in the padded lists: o K_r K_c + kr K_c + kc
-        mk("Mul", ["ph_rkr", "K_col"], ["ph_s2"]),
-        mk("Add", ["ph_s1", "ph_s2"], ["ph_s12"]),
-        mk("Add", ["ph_s12", "ph_rkc"], ["ph_s3"]),
+        mk("Mul", ["ph_rkr", "K_col"], ["ph_s2"]),  # index into the flat pairs: i K_r K_c + kr K_c + kc
+        mk("Add", ["ph_s2", "ph_rkc"], ["ph_s3"]),
         mk("Range", ["s0", "ph_qq_s", "s1"], ["ph_pairs_ar"]),
         mk("Unsqueeze", ["ph_pairs_ar", "cm1"], ["ph_pairs2"]),
-        mk("Mul", ["ph_pairs2", "ph_o"], ["ph_pair_base"]),  # (q^2, 1) i * O
-        mk("Add", ["ph_s3", "ph_pair_base"], ["ph_src"]),
+        mk("Mul", ["ph_pairs2", "ph_kk"], ["ph_pair_base"]),  # (q^2, 1) i K_r K_c
+        mk("Add", ["ph_s3", "ph_pair_base"], ["ph_fidx"]),
+        mk("Gather", ["ph_pairs_flat", "ph_fidx"], ["ph_prow"]),  # (q^2, Opad) offset pair
+        mk("Mul", ["ph_ro", "ph_P"], ["ph_obase"]),
+        mk("Add", ["ph_obase", "ph_prow"], ["ph_src"]),
         mk("Less", ["ph_r", "ph_oi2"], ["ph_real"]),
-        mk("Mul", ["ph_qq", "ph_o"], ["ph_zero_row"]),  # the appended zero row
-        mk("Where", ["ph_real", "ph_src", "ph_zero_row"], ["ph_rows_idx"]),
-        mk("Concat", ["cm1", "ph_C9"], ["ph_w2_shape"], axis=0),
-        mk("Reshape", ["ph_w3", "ph_w2_shape"], ["ph_w2"]),  # (q^2 O, 9C)
-        mk("Concat", ["c1", "ph_C9"], ["ph_zshape"], axis=0),
-        mk("ConstantOfShape", ["ph_zshape"], ["ph_z"]),
-        mk("CastLike", ["ph_z", "ph_w2"], ["ph_zf"]),
-        mk("Concat", ["ph_w2", "ph_zf"], ["ph_w2z"], axis=0),
-        mk("Gather", ["ph_w2z", "ph_rows_idx"], ["ph_w3p"], axis=0),  # (q^2, Opad, 9C)
-        mk("Div", ["ph_opad", "ph_B"], ["ph_ob"]),
+        mk("Where", ["ph_real", "ph_src", "c0"], ["ph_rows_idx"]),
+        # each pair's first Opad_i rows (a pair with fewer real slots than the lists' K computes fewer)
+        mk("Unsqueeze", ["ph_split", "cm1"], ["ph_split2"]),
+        mk("Less", ["ph_r", "ph_split2"], ["ph_keep2"]),  # (q^2, Opad)
+        mk("Reshape", ["ph_keep2", "cm1"], ["ph_keep"]),
+        mk("Reshape", ["ph_rows_idx", "cm1"], ["ph_rows_all"]),
+        mk("Compress", ["ph_rows_all", "ph_keep"], ["ph_rows"], axis=0),  # (sum Opad_i,)
+        mk("Gather", ["ph_wo", "ph_rows"], ["ph_w3p"], axis=0),  # (sum Opad_i, 9C)
         mk("Div", ["C", "ph_B"], ["ph_cb"]),
-        mk("Mul", ["ph_qq", "ph_ob"], ["ph_qob"]),
-        # B_o innermost: ``ReorderInput`` of (q^2 O/B, B_o, 9, C) as an image of B channels (3x faster than the
-        # Transpose it replaces) -> (q^2 O/B, (ky, kx), C/B, B_i, B_o) in its bytes
-        mk("Concat", ["ph_qob", "ph_B", "c9", "C"], ["ph_w6_shape"], axis=0),
+        # B_o innermost: ``ReorderInput`` of (sum Opad_i / B, B_o, 9, C) as an image of B channels (3x faster than
+        # the Transpose it replaces) -> (sum Opad_i / B, (ky, kx), C/B, B_i, B_o) in its bytes (every Opad_i is
+        # whole blocks: no block spans two pairs)
+        mk("Concat", ["cm1", "ph_B", "c9", "C"], ["ph_w6_shape"], axis=0),
         mk("Reshape", ["ph_w3p", "ph_w6_shape"], ["ph_w6"]),
         mk("ReorderInput", ["ph_w6"], ["ph_w6t"], domain=NCHWC, channels_last=0),
         mk("Mul", ["ph_B", "ph_B"], ["ph_BB"]),
         mk("Concat", ["cm1", "c9", "ph_cb", "ph_BB"], ["ph_w4b_shape"], axis=0),
         mk("Reshape", ["ph_w6t", "ph_w4b_shape"], ["ph_w6r"]),
-        mk("Transpose", ["ph_w6r"], ["ph_w6u"], perm=[0, 2, 1, 3]),  # (q^2 O/B, C/B, (ky, kx), B_i B_o)
-        # each pair's first Opad_i / B blocks (a pair with fewer real slots than the lists' K computes fewer)
-        mk("Squeeze", ["ph_ob"], ["ph_ob_s"]),
-        mk("Range", ["s0", "ph_ob_s", "s1"], ["ph_obr"]),  # (Opad / B,)
-        mk("Div", ["ph_split", "ph_B"], ["ph_obi"]),  # (q^2,)
-        mk("Unsqueeze", ["ph_obi", "cm1"], ["ph_obi2"]),
-        mk("Less", ["ph_obr", "ph_obi2"], ["ph_keep2"]),  # (q^2, Opad / B)
-        mk("Mul", ["ph_pairs2", "ph_ob"], ["ph_blk_base"]),
-        mk("Add", ["ph_blk_base", "ph_obr"], ["ph_blk2"]),
-        mk("Reshape", ["ph_keep2", "cm1"], ["ph_keep"]),
-        mk("Reshape", ["ph_blk2", "cm1"], ["ph_blk"]),
-        mk("Compress", ["ph_blk", "ph_keep"], ["ph_blocks"], axis=0),  # (sum Opad_i / B,)
-        mk("Mul", ["ph_C9", "ph_B"], ["ph_C9B"]),
-        mk("Concat", ["cm1", "ph_C9B"], ["ph_wb_shape"], axis=0),
-        mk("Reshape", ["ph_w6u", "ph_wb_shape"], ["ph_wb"]),  # (q^2 Opad / B, 9 C B)
-        mk("Gather", ["ph_wb", "ph_blocks"], ["ph_wk"], axis=0),
+        mk("Transpose", ["ph_w6r"], ["ph_wk"], perm=[0, 2, 1, 3]),  # (sum Opad_i / B, C/B, (ky, kx), B_i B_o)
         mk("Concat", ["cm1", "C", "c3", "c3"], ["ph_wp_shape"], axis=0),
         mk("Reshape", ["ph_wk", "ph_wp_shape"], ["ph_wp"]),  # (sum Opad_i, C, 3, 3)
     ]
@@ -310,22 +302,24 @@ def _chain(options: list[tuple[str, object]], build, name: str) -> tuple[list[on
     return [mk("If", [cond], [out], then_branch=g, else_branch=rest)], out
 
 
-def _col2im_tree(lo: int, hi: int) -> onnx.GraphProto:
-    """``ph_planes`` (N, 3*p*p, J_r*J_c) -> (N, 3, J_r*p, J_c*p): ``Col2Im`` with p x p blocks at stride p, for
-    ``ph_row_p`` in [lo, hi] (a binary tree of ``If``s: the stride is an attribute)."""
+def _interleave_tree(lo: int, hi: int) -> onnx.GraphProto:
+    """``ph_planes`` (N, 3*p*p, J_r, J_c) -> (N, 3, J_r*p, J_c*p): ``DepthToSpace`` (CRD) with block p, for
+    ``ph_row_p`` in [lo, hi] (a binary tree of ``If``s: the block size is an attribute). Measured against
+    ``Col2Im`` (p x p blocks at stride p, the same values) on these shapes, 2 threads: 0.39-0.72x its time for
+    p >= 17 (x3.3 on 480 x 480: 3.9 against 9.7 ms), 0.9-1.07x for p = 4, 5, 11."""
     if lo == hi:
         out = f"ph_img{lo}"
-        node = mk("Col2Im", ["ph_planes", "ph_image", "ph_block"], [out], strides=[lo, lo])
-        return make_graph([node], f"MetaUpscale_col2im{lo}", [], [float_out(out)])
+        node = mk("DepthToSpace", ["ph_planes"], [out], blocksize=lo, mode="CRD")
+        return make_graph([node], f"MetaUpscale_d2s{lo}", [], [float_out(out)])
     mid = (lo + hi) // 2
     n = [
         const(f"ph_mid{lo}_{hi}", [mid]),
         mk("LessOrEqual", ["ph_row_p", f"ph_mid{lo}_{hi}"], [f"ph_le{lo}_{hi}_1"]),
         mk("Reshape", [f"ph_le{lo}_{hi}_1", "scalar_shape"], [f"ph_le{lo}_{hi}"]),
-        mk("If", [f"ph_le{lo}_{hi}"], [f"ph_img{lo}_{hi}"], then_branch=_col2im_tree(lo, mid),
-           else_branch=_col2im_tree(mid + 1, hi)),
+        mk("If", [f"ph_le{lo}_{hi}"], [f"ph_img{lo}_{hi}"], then_branch=_interleave_tree(lo, mid),
+           else_branch=_interleave_tree(mid + 1, hi)),
     ]  # fmt: skip
-    return make_graph(n, f"MetaUpscale_col2im{lo}_{hi}", [], [float_out(f"ph_img{lo}_{hi}")])
+    return make_graph(n, f"MetaUpscale_d2s{lo}_{hi}", [], [float_out(f"ph_img{lo}_{hi}")])
 
 
 def _phase_path(block: int) -> onnx.GraphProto:
@@ -355,8 +349,8 @@ def _phase_path(block: int) -> onnx.GraphProto:
         mk("Concat", ["ph_nb_all", "ph_B", "ph_nb_r1", "ph_nb_c1"], ["ph_yb_shape"], axis=0),
         mk("Reshape", [conv_out, "ph_yb_shape"], ["ph_yb"]),  # (N q^2 Opad / B, B, J_r, J_c), the same bytes
         mk("ReorderOutput", ["ph_yb"], ["ph_ybt"], domain=NCHWC, channels=block, channels_last=0),
-        mk("Concat", ["N", "ph_all", "cm1"], ["ph_y3_shape"], axis=0),
-        mk("Reshape", ["ph_ybt", "ph_y3_shape"], ["ph_y3"]),  # (N, q^2 * Opad, J_r * J_c)
+        mk("Concat", ["N", "ph_all", "ph_nb_r1", "ph_nb_c1"], ["ph_y3_shape"], axis=0),
+        mk("Reshape", ["ph_ybt", "ph_y3_shape"], ["ph_y3"]),  # (N, sum Opad_i, J_r, J_c)
         # planes (phase pair, o, kr, kc) -> a period's (o, row position, column position)
         # plane of (o, t_r, t_c): base of its pair (phi_r(t_r), phi_c(t_c)) + o Kr Kc + kr Kc + kc, with that pair's
         # own slot counts
@@ -379,13 +373,9 @@ def _phase_path(block: int) -> onnx.GraphProto:
         mk("Mul", ["ph_o33", "ph_tkk"], ["ph_to"]),  # (3, p, p)
         mk("Add", ["ph_to", "ph_t2"], ["ph_pidx3"]),
         mk("Reshape", ["ph_pidx3", "cm1"], ["ph_pidx"]),
-        mk("Gather", ["ph_y3", "ph_pidx"], ["ph_planes"], axis=1),  # (N, 3 p p, J_r J_c)
-        mk("Mul", ["ph_nb_r1", "ph_row_p"], ["ph_img_h"]),
-        mk("Mul", ["ph_nb_c1", "ph_col_p"], ["ph_img_w"]),
-        mk("Concat", ["ph_img_h", "ph_img_w"], ["ph_image"], axis=0),
-        mk("Concat", ["ph_row_p", "ph_col_p"], ["ph_block"], axis=0),
+        mk("Gather", ["ph_y3", "ph_pidx"], ["ph_planes"], axis=1),  # (N, 3 p p, J_r, J_c)
     ]
-    tree = _col2im_tree(PHASE_MIN_P, PHASE_MAX_P)
+    tree = _interleave_tree(PHASE_MIN_P, PHASE_MAX_P)
     n += list(tree.node)
     n += [
         mk("Concat", ["ph_row_y0", "ph_col_y0"], ["ph_start"], axis=0),
