@@ -184,6 +184,13 @@ class OrtBackend:
         check_graph_io(spec, io(self.session.get_inputs()), io(self.session.get_outputs()))
         self.output_names = [t.name for t in spec.outputs]
 
+    @property
+    def phase_periods(self) -> tuple[int, ...]:
+        """The q of r = p/q for which the loaded body has the phase path (the tiler keeps calls on it), or ()."""
+        from metasr.runtime.ort_cpu import PHASE, PHASE_PERIODS
+
+        return PHASE_PERIODS if PHASE in self.body else ()
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(self.spec, feeds)
         try:

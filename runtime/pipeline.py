@@ -49,6 +49,7 @@ from metasr.runtime.engines import EngineInfo
 from metasr.runtime.feeds import plan_feeds, portable_targets, signature_hints
 from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
 from metasr.runtime.memory import UpscaleCost
+from metasr.runtime.phase_parts import phase_period
 from metasr.runtime.projection import ProjectionPlan, project
 from metasr.runtime.stripes import FeatureRows
 from metasr.runtime.tiling import (
@@ -226,7 +227,8 @@ class Pipeline:
         elif self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
             tiles = plan_profile_tiles(feeds, h, w, self.profile)
         else:
-            tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget, grouped=self._grouped_only)
+            q = phase_period(scale, getattr(self._upscale, "phase_periods", ()))
+            tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget, grouped=self._grouped_only, phase_q=q)
         return plan, feeds, tiles
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:

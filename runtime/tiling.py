@@ -25,11 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 from metasr.runtime.engine_profile import ProfileError, UpscaleProfile
 from metasr.runtime.feeds import conv_path, part_feeds
+from metasr.runtime.phase_parts import phase_cuts
 
 __all__ = [
     "MAX_TILE_PIXELS",
     "MIN_TILE_COLS",
     "MIN_TILE_ROWS",
+    "PHASE_BAND_PIXELS",
     "UpscaleTile",
     "axis_tiles",
     "plan_profile_tiles",
@@ -191,7 +193,14 @@ def _tile(feeds: dict[str, np.ndarray], rows: slice, cols: slice, in_h: int, in_
 
 
 def plan_upscale_tiles(
-    feeds: dict[str, np.ndarray], in_h: int, in_w: int, channels: int, budget_bytes: float, *, grouped: bool = False
+    feeds: dict[str, np.ndarray],
+    in_h: int,
+    in_w: int,
+    channels: int,
+    budget_bytes: float,
+    *,
+    grouped: bool = False,
+    phase_q: int | None = None,
 ) -> list[UpscaleTile]:
     """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible
     (``grouped``: as there).
@@ -201,20 +210,56 @@ def plan_upscale_tiles(
     :data:`MIN_TILE_ROWS` rows would not fit. Tiles never get
     smaller than ``MIN_TILE_ROWS`` x ``MIN_TILE_COLS`` output pixels: a budget too small even for that (or
     for the filters alone) is exceeded rather than refused.
+
+    ``phase_q``: the backend runs the phase path for this plan's r = p/q (:mod:`metasr.runtime.phase_parts`).
+    Column parts and row bands then also start where the float32 drift of a long axis would take a call off it
+    (:func:`~metasr.runtime.phase_parts.phase_cuts`); with column cuts, the parts are near-equal pieces of the
+    cut segments, and bands hold at most :data:`PHASE_BAND_PIXELS` output pixels.
     """
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
+    col_cuts = phase_cuts(feeds["col_src"], feeds["col_idx"], phase_q) if phase_q else []
+    row_cuts = phase_cuts(feeds["row_src"], feeds["row_idx"], phase_q) if phase_q else []
     n_cols, rows = 1, 0
     while True:
-        col_slices = _axis_slices(feeds, "col", n_cols)
+        col_slices = _cut_slices(out_h, out_w, col_cuts, n_cols) if col_cuts else _axis_slices(feeds, "col", n_cols)
         # every column part, not only the widest: an inner part reads one more context column than an edge one
         rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes, grouped) for c in col_slices)
-        narrower = math.ceil(out_w / (2 * n_cols))
+        widest = max(c.stop - c.start for c in col_slices) if col_cuts else out_w // n_cols
+        narrower = math.ceil(widest / 2 if col_cuts else out_w / (2 * n_cols))
         if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
             break
         n_cols *= 2
-    rows = max(min(rows, MAX_TILE_PIXELS // max(out_w // n_cols, 1)), min(out_h, MIN_TILE_ROWS))
-    row_slices = _axis_slices(feeds, "row", math.ceil(out_h / rows))
+    rows = min(rows, MAX_TILE_PIXELS // max(widest, 1))
+    if col_cuts:
+        rows = min(rows, max(PHASE_BAND_PIXELS // out_w, 1))
+    rows = max(rows, min(out_h, MIN_TILE_ROWS))
+    row_slices = _split_at(_axis_slices(feeds, "row", math.ceil(out_h / rows)), row_cuts)
     return [_tile(feeds, r, c, in_h, in_w) for r in row_slices for c in col_slices]
+
+
+def _cut_slices(out_h: int, out_w: int, cuts: list[int], split: int) -> list[slice]:
+    """Column parts for an axis cut at ``cuts``: each segment in near-equal pieces no wider than the widest
+    segment after the first, nor than a :data:`MAX_TILE_PIXELS` tile of a :data:`PHASE_BAND_PIXELS` band needs
+    (so the first segment, before the drift, does not set the band height alone); ``split`` times as many where
+    the budget asks for narrower tiles."""
+    bounds = [0, *cuts, out_w]
+    segments = list(itertools.pairwise(bounds))
+    band_rows = max(min(out_h, PHASE_BAND_PIXELS // out_w), 1)
+    widest = max(max(b - a for a, b in segments[1:]), MAX_TILE_PIXELS // band_rows)
+    return [s for a, b in segments for s in _even_slices_at(a, b, math.ceil((b - a) / widest) * split)]
+
+
+def _even_slices_at(start: int, stop: int, parts: int) -> list[slice]:
+    return [slice(start + s.start, start + s.stop) for s in _even_slices(stop - start, parts) if s.stop > s.start]
+
+
+def _split_at(slices: list[slice], cuts: list[int]) -> list[slice]:
+    """``slices`` with every one that spans a cut split there."""
+    out = []
+    for s in slices:
+        inner = [c for c in cuts if s.start < c < s.stop]
+        out += [slice(a, b) for a, b in itertools.pairwise([s.start, *inner, s.stop])]
+    return out
 
 
 MIN_TILE_ROWS = 8
@@ -222,6 +267,9 @@ MIN_TILE_COLS = 64
 # output pixels per call at most: the convolution path's bands would otherwise fill the budget with few, tall
 # bands whose buffers ONNX Runtime's arena keeps; 1 Mpx bands cost no measurable speed (a call costs ~1 ms more)
 MAX_TILE_PIXELS = 1 << 20
+# output pixels per band when column parts are cut for the phase path (the band's float32 buffer: 96 MiB): its
+# parts are narrow, and a part of fewer rows runs its convolutions on fewer outputs each
+PHASE_BAND_PIXELS = 8 << 20
 
 
 def _axis_slices(feeds: dict[str, np.ndarray], axis: str, parts: int) -> list[slice]:
