@@ -13,10 +13,18 @@ import itertools
 
 import numpy as np
 import pytest
+from metasr.runtime import tiling
 from metasr.runtime.feeds import check_hints, plan_feeds
 from metasr.runtime.phase_parts import MIN_PART, phase_cuts, phase_period
 from metasr.runtime.projection import project
-from metasr.runtime.tiling import MIN_TILE_COLS, MIN_TILE_ROWS, plan_upscale_tiles, tile_bytes, window_feeds
+from metasr.runtime.tiling import (
+    MIN_CUT_TILE_PIXELS,
+    MIN_TILE_COLS,
+    MIN_TILE_ROWS,
+    plan_upscale_tiles,
+    tile_bytes,
+    window_feeds,
+)
 
 PERIODS = (3, 4, 5, 10)
 
@@ -81,7 +89,7 @@ def test_where_no_cut_is_made():
     assert phase_cuts(np.zeros(0, np.int64), np.zeros(0, np.int64), 10) == []
 
 
-@pytest.mark.parametrize("scale,h,w", [(3.3, 20, 1500), (1.7, 12, 2300), (3.9, 1100, 30), (1.1, 30, 1400)])
+@pytest.mark.parametrize("scale,h,w", [(3.3, 200, 1500), (1.7, 400, 2300), (3.9, 1100, 300), (1.1, 900, 1400)])
 @pytest.mark.parametrize("budget_mb", [0.5, 8, 512])
 def test_cut_tiles_cover_the_output_once_within_the_budget(scale, h, w, budget_mb):
     plan = project(h, w, scale)
@@ -93,8 +101,13 @@ def test_cut_tiles_cover_the_output_once_within_the_budget(scale, h, w, budget_m
     order = [(t.rows.start, t.cols.start) for t in tiles]
     assert order == sorted(order)
     col_starts, row_starts = {t.cols.start for t in tiles}, {t.rows.start for t in tiles}
-    assert set(phase_cuts(feeds["col_src"], feeds["col_idx"], q)) <= col_starts
-    assert set(phase_cuts(feeds["row_src"], feeds["row_idx"], q)) <= row_starts
+    plain = plan_upscale_tiles(feeds, h, w, 32, budget_mb * 2**20)
+    if [(t.rows, t.cols) for t in tiles] != [(t.rows, t.cols) for t in plain]:  # cut: every cut a tile start
+        assert set(phase_cuts(feeds["col_src"], feeds["col_idx"], q)) <= col_starts
+        assert set(phase_cuts(feeds["row_src"], feeds["row_idx"], q)) <= row_starts
+        assert out_h * out_w >= MIN_CUT_TILE_PIXELS * len(tiles)
+    else:  # not cut: the cut tiles would have been small
+        assert budget_mb < 512
     bands = {}
     for t in tiles:
         covered[t.rows, t.cols] += 1
@@ -144,8 +157,9 @@ def _agree(got, want):
 
 
 @pytest.mark.parametrize("scale,h,w", [(3.3, 16, 1500), (1.7, 1250, 14), (3.4, 14, 1250)])
-def test_each_cut_part_runs_the_phase_path_on_the_variant(sessions, scale, h, w):
+def test_each_cut_part_runs_the_phase_path_on_the_variant(sessions, scale, h, w, monkeypatch):
     standard, variant, grouped = sessions
+    monkeypatch.setattr(tiling, "MIN_CUT_TILE_PIXELS", 0)  # cut these small plans too
     feeds = plan_feeds(project(h, w, scale))
     features = np.random.default_rng(3).standard_normal((1, 32, h, w)).astype(np.float32) * 3
     whole = [s.run(None, {"features": features, **feeds})[0] for s in (standard, variant)]
@@ -167,13 +181,14 @@ def test_the_pipeline_cuts_only_where_its_backend_has_the_phase_path(bundled_art
     from metasr.runtime import ort_cpu
     from metasr.runtime.pipeline import Pipeline
 
-    feeds = plan_feeds(project(16, 1500, 3.3))
+    feeds = plan_feeds(project(300, 1500, 3.3))
     cuts = phase_cuts(feeds["col_src"], feeds["col_idx"], 10)
     with Pipeline(bundled_artifacts, backend="ort") as p:
-        starts = {t.cols.start for t in p.tiles(16, 1500, 3.3)}
+        starts = {t.cols.start for t in p.tiles(300, 1500, 3.3)}
         phase = ort_cpu.PHASE in p.upscale_body
         assert set(cuts) <= starts if phase else starts == {0}
-        assert {t.cols.start for t in p.tiles(16, 1500, 3.0)} == {0}  # integer scales: no phase path, no cuts
+        assert {t.cols.start for t in p.tiles(300, 1500, 3.0)} == {0}  # integer scales: no phase path, no cuts
+        assert {t.cols.start for t in p.tiles(16, 1500, 3.3)} == {0}  # a small plan: its cut tiles would be small
     monkeypatch.setenv(ort_cpu.ENV, "0")
     with Pipeline(bundled_artifacts, backend="ort") as p:
-        assert {t.cols.start for t in p.tiles(16, 1500, 3.3)} == {0}
+        assert {t.cols.start for t in p.tiles(300, 1500, 3.3)} == {0}
