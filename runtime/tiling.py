@@ -30,7 +30,7 @@ from metasr.runtime.phase_parts import phase_cuts
 
 __all__ = [
     "MAX_TILE_PIXELS",
-    "MIN_CUT_TILE_PIXELS",
+    "MIN_CUT_TILE_INPUTS",
     "MIN_TILE_COLS",
     "MIN_TILE_ROWS",
     "PHASE_BAND_PIXELS",
@@ -215,9 +215,9 @@ def plan_upscale_tiles(
 
     ``phase_q``: the backend runs the phase path for this plan's r = p/q (:mod:`metasr.runtime.phase_parts`).
     Column parts and row bands then also start where the float32 drift of a long axis would take a call off it
-    (:func:`~metasr.runtime.phase_parts.phase_cuts`), where the tiles stay at least :data:`MIN_CUT_TILE_PIXELS`
-    on average; with column cuts, the parts are near-equal pieces of the cut segments, and bands hold at most
-    :data:`PHASE_BAND_PIXELS` output pixels.
+    (:func:`~metasr.runtime.phase_parts.phase_cuts`), unless that adds calls of fewer than
+    :data:`MIN_CUT_TILE_INPUTS` input pixels on average; with column cuts, the parts are near-equal pieces of the
+    cut segments, and bands hold at most :data:`PHASE_BAND_PIXELS` output pixels.
     """
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
 
@@ -252,10 +252,9 @@ def plan_upscale_tiles(
         cut = tiles(*fit(lambda n: _cut_slices(out_h, out_w, col_cuts, n), True), row_cuts, True)
     else:
         cut = tiles(*fit(lambda n: _axis_slices(feeds, "col", n), False), row_cuts, False)
-    # cut tiles only where they stay large: a call's fixed cost (~4 ms) outweighs the phase path's gain on
-    # small ones (measured at x3.3, 1000 x 1500: 64 MiB, 165 -> 380 tiles of 43 kpx, 1.2 -> 2.0 s; 512 MiB,
-    # 16 -> 40 tiles of 408 kpx, 0.69 -> 0.62 s)
-    return cut if out_h * out_w >= MIN_CUT_TILE_PIXELS * len(cut) else plain
+    # more calls only where the cut tiles stay large: a call's fixed cost (~4 ms) against the phase path's gain,
+    # which is per input pixel (the grouped path's patch matrix), so the same for every scale
+    return cut if len(cut) <= len(plain) or in_h * in_w >= MIN_CUT_TILE_INPUTS * len(cut) else plain
 
 
 def _cut_slices(out_h: int, out_w: int, cuts: list[int], split: int) -> list[slice]:
@@ -291,7 +290,13 @@ MAX_TILE_PIXELS = 1 << 20
 # output pixels per band when column parts are cut for the phase path (the band's float32 buffer: 96 MiB): its
 # parts are narrow, and a part of fewer rows runs its convolutions on fewer outputs each
 PHASE_BAND_PIXELS = 8 << 20
-MIN_CUT_TILE_PIXELS = 1 << 17  # output pixels per tile, on average, for the phase path's cuts to be taken
+# input pixels per tile, on average, for the phase path's cuts to be taken where they add calls. Measured
+# (Pipeline tiles, 2 threads, same run, plain / cut): x3.3, 1000 x 1500 features: 512 MiB 16 / 40 tiles (37.5 k
+# input pixels each) 0.69 / 0.62 s, 256 MiB 24 / 80 (18.7 k) 1.48 / 0.98 s, 128 MiB 50 / 170 (8.8 k) 0.73 / 1.16 s,
+# 64 MiB 165 / 380 (3.9 k) 1.20 / 1.94 s; x3.9 512 MiB 24 / 90 (16.7 k) 1.29 / 1.13 s; x3.9 60 x 1500 3 / 20
+# (4.5 k) 0.08 / 0.14 s; x1.7 100 x 1600 2 / 5 (32 k) 0.059 / 0.039 s (and fewer calls: x1.7 and x1.1 at 64 MiB,
+# 100 / 91 and 92 / 63 tiles, 0.58 / 0.50 and 0.58 / 0.39 s)
+MIN_CUT_TILE_INPUTS = 12_000
 
 
 def _axis_slices(feeds: dict[str, np.ndarray], axis: str, parts: int) -> list[slice]:
