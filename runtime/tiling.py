@@ -287,9 +287,11 @@ MIN_TILE_COLS = 64
 # output pixels per call at most: the convolution path's bands would otherwise fill the budget with few, tall
 # bands whose buffers ONNX Runtime's arena keeps; 1 Mpx bands cost no measurable speed (a call costs ~1 ms more)
 MAX_TILE_PIXELS = 1 << 20
-# output pixels per band when column parts are cut for the phase path (the band's float32 buffer: 96 MiB): its
-# parts are narrow, and a part of fewer rows runs its convolutions on fewer outputs each
-PHASE_BAND_PIXELS = 8 << 20
+# output pixels per band when column parts are cut for the phase path (the band's float32 buffer: 48 MiB): its
+# parts are narrow, and a part of fewer rows runs its convolutions on fewer outputs each. Measured (Pipeline tiles,
+# 1000 x 1500 features, 512 MiB, 8 / 4 / 2 Mpx): x3.3 0.65 / 0.63 / 0.71 s, x3.4 0.52 / 0.51 / 0.53, x3.9 1.21 /
+# 1.12 / 1.25, x1.1 0.27 / 0.24 / 0.25, x1.7 0.31 / 0.31 / 0.30
+PHASE_BAND_PIXELS = 4 << 20
 # input pixels per tile, on average, for the phase path's cuts to be taken where they add calls. Measured
 # (Pipeline tiles, 2 threads, same run, plain / cut): x3.3, 1000 x 1500 features: 512 MiB 16 / 40 tiles (37.5 k
 # input pixels each) 0.69 / 0.62 s, 256 MiB 24 / 80 (18.7 k) 1.48 / 0.98 s, 128 MiB 50 / 170 (8.8 k) 0.73 / 1.16 s,
