@@ -241,7 +241,8 @@ def plan_upscale_tiles(
         row_slices = _split_at(_axis_slices(feeds, "row", math.ceil(out_h / rows)), row_cuts)
         return [_tile(feeds, r, c, in_h, in_w) for r in row_slices for c in col_slices]
 
-    plain = tiles(*fit(lambda n: _axis_slices(feeds, "col", n), False), [], False)
+    plain_fit = fit(lambda n: _axis_slices(feeds, "col", n), False)
+    plain = tiles(*plain_fit, [], False)
     if phase_q is None:
         return plain
     col_cuts = phase_cuts(feeds["col_src"], feeds["col_idx"], phase_q)
@@ -250,8 +251,8 @@ def plan_upscale_tiles(
         return plain
     if col_cuts:
         cut = tiles(*fit(lambda n: _cut_slices(out_h, out_w, col_cuts, n), True), row_cuts, True)
-    else:
-        cut = tiles(*fit(lambda n: _axis_slices(feeds, "col", n), False), row_cuts, False)
+    else:  # row cuts alone: the plain columns and band height, the bands split at the cuts
+        cut = tiles(*plain_fit, row_cuts, False)
     # more calls only where the cut tiles stay large: a call's fixed cost (~4 ms) against the phase path's gain,
     # which is per input pixel (the grouped path's patch matrix), so the same for every scale
     return cut if len(cut) <= len(plain) or in_h * in_w >= MIN_CUT_TILE_INPUTS * len(cut) else plain

@@ -47,11 +47,11 @@ def _signatures(src, idx) -> list[list[int]]:
 
 def _check_cuts(src, idx, q, cuts):
     sig = _signatures(src, idx)
-    first_out = {}
+    first_out: dict[int, int] = {}  # pixel -> its first output position
     for j, s in enumerate(src.tolist()):
         first_out.setdefault(s - int(src[0]), j)
-    pix = sorted(first_out, key=first_out.get)
-    cut_pix = [pix[[first_out[p] for p in pix].index(c)] for c in cuts]  # every cut is some pixel's first output
+    pixel_at = {j: p for p, j in first_out.items()}
+    cut_pix = [pixel_at[c] for c in cuts]  # every cut is some pixel's first output (else KeyError)
     bounds = [0, *cut_pix, len(sig)]
     for k, (a, b) in enumerate(itertools.pairwise(bounds)):
         last_part = k == len(bounds) - 2
