@@ -20,13 +20,16 @@ Telemetry events are disabled (see :mod:`metasr`).
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from metasr.runtime.manifest import GraphSpec
 
 from metasr.interrupts import reraise_interrupt
 from metasr.limits import check_threads
+
+if TYPE_CHECKING:
+    from metasr.runtime.predictor_split import FilterCache
 
 __all__ = [
     "ALL_BACKENDS",
@@ -159,30 +162,52 @@ class OrtBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.spec = spec
         self._errors = _ort_errors()
-        # the CPU provider alone: the MetaUpscale body's convolution on its NCHWc kernels (runtime/ort_cpu.py)
         self.body = "as exported"
-        variant = model
-        if providers == ["CPUExecutionProvider"]:
+        self.filters: FilterCache | None = None  # the upscale graph's filter table, once per plan (CPU provider)
+        if providers != ["CPUExecutionProvider"]:
+            self.session = self._load(model, model, opts, providers)
+        else:  # the MetaUpscale body's convolution on the NCHWc kernels (runtime/ort_cpu.py)
             from metasr.runtime.ort_cpu import specialize
+            from metasr.runtime.predictor_split import FilterCache, PredictorSplit, split_upscale
 
-            variant, self.body = specialize(model, spec.precision)
-        try:
-            self.session = ort.InferenceSession(variant, opts, providers=providers)
-        except self._errors as e:
-            if variant is model:
-                raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e)}") from None
-            # the variant passed its probe but this graph with it does not load: the graph as exported
-            self.body = f"standard MetaUpscale body (the NCHWc variant did not load: {_first_line(e)[:160]})"
-            try:
-                self.session = ort.InferenceSession(model, opts, providers=providers)
-            except self._errors as e2:
-                raise BackendError(f"{spec.file}: ONNX Runtime cannot load it: {_first_line(e2)}") from None
+            split = split_upscale(model)
+            if isinstance(split, PredictorSplit):  # the weight predictor in its own session (predictor_split.py)
+                try:
+                    predictor = ort.InferenceSession(split.predictor, opts, providers=providers)
+                    variant, self.body = specialize(split.body, spec.precision)
+                    self.session = self._load(variant, split.body, opts, providers)
+                    self.filters = FilterCache(split.inputs, lambda feeds: predictor.run([split.table], feeds)[0])
+                    self._table = split.table
+                except (*self._errors, BackendError):  # not in this graph: the graph whole, as below
+                    self.filters = None
+            if self.filters is None:
+                variant, self.body = specialize(model, spec.precision)
+                self.session = self._load(variant, model, opts, providers)
 
         def io(args: list) -> list[tuple[str, str, list]]:
             return [(a.name, _ORT_TYPES.get(a.type, a.type), list(a.shape)) for a in args]
 
-        check_graph_io(spec, io(self.session.get_inputs()), io(self.session.get_outputs()))
+        inputs = io(self.session.get_inputs())
+        if self.filters is not None:  # the graph's inputs: the body's but the table, and the predictor's
+            inputs = [i for i in inputs if i[0] != self._table] + io(predictor.get_inputs())
+        check_graph_io(spec, inputs, io(self.session.get_outputs()))
         self.output_names = [t.name for t in spec.outputs]
+
+    def _load(self, variant: bytes, model: bytes, opts: object, providers: list[str]) -> object:
+        """A session of ``variant``; where it does not load and is not ``model``, of ``model`` (the graph as
+        exported: the NCHWc variant passed its probe but not in this graph)."""
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(variant, opts, providers=providers)
+        except self._errors as e:
+            if variant is model:
+                raise BackendError(f"{self.spec.file}: ONNX Runtime cannot load it: {_first_line(e)}") from None
+            self.body = f"standard MetaUpscale body (the NCHWc variant did not load: {_first_line(e)[:160]})"
+        try:
+            return ort.InferenceSession(model, opts, providers=providers)
+        except self._errors as e2:
+            raise BackendError(f"{self.spec.file}: ONNX Runtime cannot load it: {_first_line(e2)}") from None
 
     @property
     def phase_periods(self) -> tuple[int, ...]:
@@ -194,6 +219,9 @@ class OrtBackend:
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(self.spec, feeds)
         try:
+            if self.filters is not None:  # the plan's filter table: computed once, fed to each of its calls
+                table = self.filters.table(feeds)
+                feeds = {k: v for k, v in feeds.items() if k not in self.filters.inputs} | {self._table: table}
             outputs = self.session.run(self.output_names, feeds)
         except self._errors as e:
             raise BackendError(f"{self.spec.file}: ONNX Runtime failed: {_first_line(e)}") from None
@@ -201,6 +229,8 @@ class OrtBackend:
 
     def close(self) -> None:
         self.session = None
+        if self.filters is not None:
+            self.filters.clear()
 
     def __enter__(self) -> OrtBackend:
         return self

@@ -56,6 +56,7 @@ from metasr.runtime.tiling import (
     MIN_TILE_ROWS,
     UpscaleTile,
     axis_tiles,
+    full_table_fits,
     plan_profile_tiles,
     plan_upscale_tiles,
     tile_bytes,
@@ -214,11 +215,13 @@ class Pipeline:
 
     def _make_plan(
         self, h: int, w: int, scale: float, budget: float
-    ) -> tuple[ProjectionPlan, dict[str, np.ndarray], list[UpscaleTile]]:
+    ) -> tuple[ProjectionPlan, dict[str, np.ndarray], list[UpscaleTile], bool]:
+        """The plan, its feeds, its tiles and whether the tiles' offsets are compacted (``window_feeds``)."""
         plan = project(
             h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol, min_scale=self.min_scale
         )
         feeds = plan_feeds(plan)
+        compact = True
         if self.graph == "portable":  # one call for the whole output: one tile, with the graph's own hints
             for axis in ("row", "col"):
                 hints = signature_hints(feeds[f"{axis}_src"], feeds[f"{axis}_idx"])
@@ -228,8 +231,14 @@ class Pipeline:
             tiles = plan_profile_tiles(feeds, h, w, self.profile)
         else:
             q = phase_period(scale, getattr(self._upscale, "phase_periods", ()))
-            tiles = plan_upscale_tiles(feeds, h, w, self.channels, budget, grouped=self._grouped_only, phase_q=q)
-        return plan, feeds, tiles
+            # a backend that computes the filter table once per plan gets the whole table in every tile
+            # (the same key each call), where it is small enough
+            caches = getattr(self._upscale, "filters", None) is not None
+            compact = not (caches and full_table_fits(feeds, self.channels, budget))
+            tiles = plan_upscale_tiles(
+                feeds, h, w, self.channels, budget, grouped=self._grouped_only, phase_q=q, compact_offsets=compact
+            )
+        return plan, feeds, tiles, compact
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:
         """The (cached) projection plan for an h x w input at ``scale``."""
@@ -244,7 +253,7 @@ class Pipeline:
         """The upscale tiles under ``budget_bytes``: the largest one's :func:`tile_bytes`, the tallest band and
         feature window (what :func:`~metasr.runtime.memory.plan_memory` needs)."""
         budget = self._budget(budget_bytes)
-        _, feeds, tiles = self._plan(int(h), int(w), float(scale), budget)
+        _, feeds, tiles, compact = self._plan(int(h), int(w), float(scale), budget)
         rows = max(t.rows.stop - t.rows.start for t in tiles)
         window = max(t.in_rows.stop - t.in_rows.start for t in tiles)
         if len(tiles) > 32 and rows > min(feeds["row_src"].size, MIN_TILE_ROWS):
@@ -253,10 +262,15 @@ class Pipeline:
             return UpscaleCost(int(budget), rows, window)
         cache: dict = {}  # each band's row feeds and each column part's feeds computed once
         worst = max(
-            tile_bytes(window_feeds(feeds, t, cache=cache), self.channels, t.in_rows.stop - t.in_rows.start,
-                       t.in_cols.stop - t.in_cols.start, grouped=self._grouped_only)
+            tile_bytes(
+                window_feeds(feeds, t, compact_offsets=compact, cache=cache),
+                self.channels,
+                t.in_rows.stop - t.in_rows.start,
+                t.in_cols.stop - t.in_cols.start,
+                grouped=self._grouped_only,
+            )
             for t in tiles
-        )  # fmt: skip
+        )
         return UpscaleCost(int(worst), rows, window)
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -355,7 +369,7 @@ class Pipeline:
     def _bands(
         self, window: Callable[[slice, slice], np.ndarray], h: int, w: int, scale: float, budget: float
     ) -> Iterator[tuple[int, np.ndarray]]:
-        _, feeds, tiles = self._plan(h, w, scale, budget)
+        _, feeds, tiles, compact = self._plan(h, w, scale, budget)
         if self.graph == "portable":
             target = portable_targets(self.portable_form, h, w, scale)
             yield 0, self._upscale.infer({"features": window(slice(0, h), slice(0, w)), **target})["sr"]
@@ -365,7 +379,7 @@ class Pipeline:
         cache: dict = {}  # the column parts repeat in every band: their feeds computed once
         for tile in tiles:
             features = window(tile.in_rows, tile.in_cols)
-            plan_inputs = window_feeds(feeds, tile, cache=cache)
+            plan_inputs = window_feeds(feeds, tile, compact_offsets=compact, cache=cache)
             sr = self._upscale.infer({"features": features, **plan_inputs})["sr"]
             if tile.cols.start == 0 and tile.cols.stop == out_w:
                 yield tile.rows.start, sr

@@ -36,6 +36,7 @@ __all__ = [
     "PHASE_BAND_PIXELS",
     "UpscaleTile",
     "axis_tiles",
+    "full_table_fits",
     "plan_profile_tiles",
     "plan_upscale_tiles",
     "source_window",
@@ -141,6 +142,19 @@ def window_feeds(
     return out
 
 
+# a backend that computes a plan's filter table once (``OrtBackend.filters``) is fed the whole table in every
+# tile where it is at most this (and 1/8 of the budget): x3.9 on 3000 x 4000 has 7290 offset pairs, 25 MiB at
+# C = 32; scales whose offsets hardly repeat (x3.19: 110k pairs at 1000 x 1500) keep per-tile tables
+FULL_TABLE_BYTES = 32 << 20
+
+
+def full_table_fits(feeds: dict[str, np.ndarray], channels: int, budget_bytes: float) -> bool:
+    """Whether the plan's filter table ((P_r, P_c, 27C) float32 for its ``feeds``) is small enough to be fed
+    whole to every tile (``window_feeds(..., compact_offsets=False)``): see :data:`FULL_TABLE_BYTES`."""
+    pairs = feeds["row_offsets"].size * feeds["col_offsets"].size
+    return pairs * 27 * channels * 4 <= min(FULL_TABLE_BYTES, budget_bytes / 8)
+
+
 def tile_bytes(
     feeds: dict[str, np.ndarray], channels: int, in_rows: int, in_cols: int, *, grouped: bool = False
 ) -> int:
@@ -203,6 +217,7 @@ def plan_upscale_tiles(
     *,
     grouped: bool = False,
     phase_q: int | None = None,
+    compact_offsets: bool = True,
 ) -> list[UpscaleTile]:
     """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible
     (``grouped``: as there).
@@ -218,6 +233,8 @@ def plan_upscale_tiles(
     (:func:`~metasr.runtime.phase_parts.phase_cuts`), unless that adds calls of fewer than
     :data:`MIN_CUT_TILE_INPUTS` input pixels on average; with column cuts, the parts are near-equal pieces of the
     cut segments, and bands hold at most :data:`PHASE_BAND_PIXELS` output pixels.
+
+    ``compact_offsets``: as the calls will be fed (:func:`window_feeds`); their cost is counted so.
     """
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
 
@@ -226,7 +243,10 @@ def plan_upscale_tiles(
         while True:
             col_slices = parts(n_cols)
             # every column part, not only the widest: an inner part reads one more context column than an edge one
-            rows = min(_rows_that_fit(feeds, c, in_h, in_w, channels, budget_bytes, grouped) for c in col_slices)
+            rows = min(
+                _rows_that_fit(feeds, c, (in_h, in_w), channels, budget_bytes, grouped, compact_offsets)
+                for c in col_slices
+            )
             widest = max(c.stop - c.start for c in col_slices) if cut else out_w // n_cols
             narrower = math.ceil(widest / 2 if cut else out_w / (2 * n_cols))
             if rows >= min(out_h, MIN_TILE_ROWS) or narrower < MIN_TILE_COLS:
@@ -321,29 +341,35 @@ def _even_slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
-def _band_bytes(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int, grouped: bool) -> int:
+def _band_bytes(feeds: dict[str, np.ndarray], tile: UpscaleTile, channels: int, grouped: bool, compact: bool) -> int:
     size = (tile.in_rows.stop - tile.in_rows.start, tile.in_cols.stop - tile.in_cols.start)
-    return tile_bytes(window_feeds(feeds, tile), channels, *size, grouped=grouped)
+    return tile_bytes(window_feeds(feeds, tile, compact_offsets=compact), channels, *size, grouped=grouped)
 
 
 def _rows_that_fit(
-    feeds: dict[str, np.ndarray], cols: slice, in_h: int, in_w: int, channels: int, budget: float, grouped: bool
+    feeds: dict[str, np.ndarray],
+    cols: slice,
+    in_size: tuple[int, int],
+    channels: int,
+    budget: float,
+    grouped: bool,
+    compact: bool,
 ) -> int:
     """The most output rows per band (at these columns) whose every band fits ``budget`` (0 if none).
 
     The cost of a band is close to affine in its rows: a first guess from two probe bands, then the height
     shrinks until every band of that height fits."""
-    out_h = feeds["row_src"].size
+    out_h, (in_h, in_w) = feeds["row_src"].size, in_size
     r1, r2 = min(out_h, 16), min(out_h, 64)
-    c1 = _band_bytes(feeds, _tile(feeds, slice(0, r1), cols, in_h, in_w), channels, grouped)
+    c1 = _band_bytes(feeds, _tile(feeds, slice(0, r1), cols, in_h, in_w), channels, grouped, compact)
     if c1 > budget:
         return 0
-    c2 = _band_bytes(feeds, _tile(feeds, slice(0, r2), cols, in_h, in_w), channels, grouped)
+    c2 = _band_bytes(feeds, _tile(feeds, slice(0, r2), cols, in_h, in_w), channels, grouped, compact)
     per_row = max((c2 - c1) / max(r2 - r1, 1), 1.0)
     rows = min(out_h, max(r1, int(r1 + (budget - c1) / per_row)))
     while rows >= 1:
         bands = [_tile(feeds, r, cols, in_h, in_w) for r in _axis_slices(feeds, "row", math.ceil(out_h / rows))]
-        if all(_band_bytes(feeds, t, channels, grouped) <= budget for t in bands):
+        if all(_band_bytes(feeds, t, channels, grouped, compact) <= budget for t in bands):
             return rows
         rows = rows - max(1, rows // 20)
     return 0
