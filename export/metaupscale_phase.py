@@ -8,8 +8,10 @@ a convolution at stride q reads exactly their 3x3 windows. Here the windows are 
 patch matrix: the grouped path's 9C floats per input pixel) and the filters run on the NCHWc kernels. Shapes,
 F the features (N, C, h, w), nb = ceil(n / q) blocks per axis, J = nb + 1:
 
-filters     the predictor's rows (P_r P_c, 27C) with o moved first by one ``Gemm`` against the identity (exact),
-            then one ``Gather`` of rows: per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i channels (o, kr, kc)
+filters     the predictor's rows (P_r P_c, 27C) with o moved first by one ``Gemm`` against the identity (exact;
+            a table of more pairs than the q^2 K_r K_c entries read, a plan's whole table fed to a tile, is first
+            cut to the pairs read), then one ``Gather`` of rows:
+            per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i channels (o, kr, kc)
             for the two phases' own slot counts (x3.3: 3 or 4 per phase, lists padded to K = 4; each phase's
             group ``gop`` from the members' first rows), rounded up to 16 (Opad_i), packed OIhw{B}i{B}o, split
             into q^2 filters.
@@ -40,7 +42,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from metasr.export.metaupscale_nodes import all_of, any_of, const, dim, float_out, mk
-from metasr.export.onnx_proto import make_graph
+from metasr.export.onnx_proto import make_graph, protos
 
 if TYPE_CHECKING:
     import onnx
@@ -179,6 +181,36 @@ def _condition(block: int) -> list[onnx.NodeProto]:
     return n
 
 
+def _o_first(cut: bool) -> onnx.GraphProto:
+    """``ph_wt`` (3, X 9C): the table's filters ((ky, kx, c, o)) with o first, row o X + pair, by one ``Gemm``
+    against the 3x3 identity (exact: each value is 1 * w + 0 * w' + 0 * w''; a Transpose of the 3-float inner
+    axis took 1.7 ms at x3.3, the Gemm 0.3-0.5); ``cut``: of the U pairs read alone (X = U), else of the whole
+    table (X = P_r P_c). Also each entry's pair among those X, and X."""
+    p = "ph_cu_" if cut else "ph_wh_"
+    n = []
+    table = "weights"
+    if cut:
+        n += [
+            mk("Unique", ["ph_pairs_all"], ["ph_used", "", "ph_used_at"], sorted=1),
+            mk("Shape", ["ph_used"], ["ph_U"]),
+            mk("Mul", ["ph_C9", "c3"], [p + "C27"]),
+            mk("Concat", ["cm1", p + "C27"], [p + "rows_shape"], axis=0),
+            mk("Reshape", ["weights", p + "rows_shape"], [p + "rows"]),  # (P_r P_c, 27C)
+            mk("Gather", [p + "rows", "ph_used"], [p + "used"], axis=0),  # (U, 27C)
+        ]
+        table = p + "used"
+    n += [
+        const(p + "col3", [-1, 3]),
+        mk("Reshape", [table, p + "col3"], [p + "wcol"]),  # (X 9C, 3)
+        # the Gemm's output is the branch's (a Reshape here, a view, made the If copy 4 MB at x3.3: 0.5 ms)
+        mk("Gemm", ["ph_eye3", p + "wcol"], [p + "wt"], transB=1),  # (3, X 9C)
+        mk("Identity", ["ph_used_at" if cut else "ph_pairs_all"], [p + "at"]),
+        mk("Identity", ["ph_U" if cut else "ph_P_all"], [p + "X"]),
+    ]
+    outs = [float_out(p + "wt"), protos().ValueInfoProto(name=p + "at"), protos().ValueInfoProto(name=p + "X")]
+    return make_graph(n, f"MetaUpscale_phase_{'used' if cut else 'whole'}_table", [], outs)
+
+
 def _filters() -> list[onnx.NodeProto]:
     """``ph_wp`` (sum Opad_i, C, 3, 3): each phase pair's filters, channels (o, kr, kc) padded to Opad_i, packed
     OIhw{B}i{B}o (the NCHWc kernels' layout). No general transpose (one of these ~1.4 M floats, x3.3, took ONNX
@@ -187,31 +219,38 @@ def _filters() -> list[onnx.NodeProto]:
     return [
         mk("Gather", ["row_off", "ph_row_gop"], ["ph_roff"]),  # (q, K_r) offset indices of each phase's slots
         mk("Gather", ["col_off", "ph_col_gop"], ["ph_coff"]),
-        # the predictor's filters (P_r * P_c, (ky, kx, c, o)) with o first: (3, P_r * P_c * 9C) by one Gemm against
-        # the 3x3 identity (exact: each value is 1 * w + 0 * w' + 0 * w''; a Transpose of the 3-float inner axis
-        # took 1.7 ms at x3.3, the Gemm 0.3-0.5), as rows (3 P_r P_c, 9C): row o * P_r P_c + pair
-        mk("Mul", ["C", "c9"], ["ph_C9"]),
-        const("ph_col3", [-1, 3]),
-        mk("Reshape", ["weights", "ph_col3"], ["ph_wcol"]),  # (P_r P_c 9C, 3)
-        const("ph_33", [3, 3]),
-        mk("ConstantOfShape", ["ph_33"], ["ph_z33"]),
-        mk("CastLike", ["ph_z33", "weights"], ["ph_z33f"]),
-        mk("EyeLike", ["ph_z33f"], ["ph_eye3"]),
-        mk("Gemm", ["ph_eye3", "ph_wcol"], ["ph_wt"], transB=1),  # (3, P_r P_c 9C)
-        mk("Concat", ["cm1", "ph_C9"], ["ph_wo_shape"], axis=0),
-        mk("Reshape", ["ph_wt", "ph_wo_shape"], ["ph_wo"]),  # (3 P_r P_c, 9C)
+        # every (phase pair, slot pair)'s offset pair: (q, q, K_r, K_c) -> flat (q^2 K_r K_c,) into the table
         mk("Shape", ["weights"], ["ph_w_shape"]),
         dim("ph_w_shape", 0, "ph_Pr"),
         dim("ph_w_shape", 1, "ph_Pc"),
-        mk("Mul", ["ph_Pr", "ph_Pc"], ["ph_P"]),
-        # every (phase pair, slot pair)'s offset pair: (q, q, K_r, K_c) -> flat (q^2 K_r K_c,)
+        mk("Mul", ["ph_Pr", "ph_Pc"], ["ph_P_all"]),
         mk("Mul", ["ph_roff", "ph_Pc"], ["ph_rbase"]),  # (q, K_r)
         const("ph_u13", [1, 3]),
         mk("Unsqueeze", ["ph_rbase", "ph_u13"], ["ph_rb4"]),  # (q, 1, K_r, 1)
         const("ph_u02", [0, 2]),
         mk("Unsqueeze", ["ph_coff", "ph_u02"], ["ph_cb4"]),  # (1, q, 1, K_c)
         mk("Add", ["ph_rb4", "ph_cb4"], ["ph_pairs"]),
-        mk("Reshape", ["ph_pairs", "cm1"], ["ph_pairs_flat"]),
+        mk("Reshape", ["ph_pairs", "cm1"], ["ph_pairs_all"]),
+        # a table of more pairs than the q^2 K_r K_c entries read (a plan's whole table fed to a tile,
+        # ``tiling.window_feeds``: x3.9 on 3000 x 4000, 7290 pairs against 1600) is first cut to the U pairs
+        # read (U <= p^2), else read whole (a tile's own table, or an untiled call's: 1089 pairs at x3.3)
+        mk("Shape", ["ph_pairs_all"], ["ph_n_read"]),
+        mk("Greater", ["ph_P_all", "ph_n_read"], ["ph_cut_1"]),
+        mk("Reshape", ["ph_cut_1", "scalar_shape"], ["ph_cut"]),
+        mk("Mul", ["C", "c9"], ["ph_C9"]),
+        const("ph_33", [3, 3]),
+        mk("ConstantOfShape", ["ph_33"], ["ph_z33"]),
+        mk("CastLike", ["ph_z33", "weights"], ["ph_z33f"]),
+        mk("EyeLike", ["ph_z33f"], ["ph_eye3"]),
+        mk(
+            "If",
+            ["ph_cut"],
+            ["ph_wt", "ph_pairs_flat", "ph_P"],
+            then_branch=_o_first(True),
+            else_branch=_o_first(False),
+        ),
+        mk("Concat", ["cm1", "ph_C9"], ["ph_wo_shape"], axis=0),
+        mk("Reshape", ["ph_wt", "ph_wo_shape"], ["ph_wo"]),  # (3 X, 9C): row o X + pair
         mk("Mul", ["G_row", "G_col"], ["ph_qq"]),
         mk("Squeeze", ["ph_qq"], ["ph_qq_s"]),
         const("ph_sixteen", [16]),

@@ -217,3 +217,43 @@ def test_planned_tiles_fit_the_budget_with_the_feeds_they_get(bundled_artifacts)
             assert fed["row_offsets"].size == feeds["row_offsets"].size  # the whole table
             size = (t.in_rows.stop - t.in_rows.start, t.in_cols.stop - t.in_cols.start)
             assert tile_bytes(fed, 32, *size) <= budget
+
+
+def _profiled(model: bytes, feeds: dict[str, np.ndarray], tmp_path) -> tuple[np.ndarray, str]:
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp_path / "p")
+    s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    out = s.run(None, feeds)[0]
+    path = s.end_profiling()
+    text = open(path).read()
+    os.remove(path)
+    return out, text
+
+
+@pytest.mark.parametrize(("scale", "pad"), [(3.3, 20), (3.9, 25), (1.1, 12), (3.3, 2)])
+def test_the_phase_path_reads_a_whole_plans_table_the_same(split, scale, pad, tmp_path):
+    """A tile fed the plan's whole table (more pairs than it reads) takes the phase path's cut branch (the pairs
+    it reads gathered first) and gives bit for bit what its own table gives; a table only a little larger is
+    read whole (``pad`` 2: fewer pairs than the entries read)."""
+    from metasr.runtime import ort_cpu
+
+    body, said = ort_cpu.specialize(split.body, "fp32")
+    if "phase path" not in said:
+        pytest.skip(f"no phase path here: {said}")
+    feeds = {"features": _features(40, 52, seed=5), **plan_feeds(project(40, 52, scale))}
+    table = _session(split.predictor).run(None, {n: feeds[n] for n in split.inputs})[0]
+    rest = {k: v for k, v in feeds.items() if k not in split.inputs}
+    want, prof = _profiled(body, rest | {"weights": table}, tmp_path)
+    assert "phase_used_table" not in prof and "phase_whole_table" in prof  # the phase path, its table whole
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal((table.shape[0] + 2 * pad, table.shape[1] + 2 * pad, table.shape[2]))
+    big = big.astype(np.float32) * 100
+    big[pad : pad + table.shape[0], pad : pad + table.shape[1]] = table  # junk around the plan's pairs
+    moved = rest | {"weights": big, "row_idx": rest["row_idx"] + pad, "col_idx": rest["col_idx"] + pad}
+    got, prof = _profiled(body, moved, tmp_path)
+    entries = 100 * rest["row_slots"].shape[1] * rest["col_slots"].shape[1]  # q^2 K_r K_c, q = 10
+    cut = big.shape[0] * big.shape[1] > entries
+    assert cut == (pad > 2)
+    assert ("phase_used_table" in prof) == cut and ("phase_whole_table" in prof) != cut
+    np.testing.assert_array_equal(got, want)
