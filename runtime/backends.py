@@ -143,6 +143,19 @@ def _ort_providers(providers: list[str]) -> str | None:
     return None
 
 
+def _session_options(threads: int, arena: bool = True) -> object:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # fatal only: errors reach the user once, as a BackendError
+    if threads:
+        opts.intra_op_num_threads = threads
+    # the pipeline alternates two sessions: threads spin-waiting in one would compete with the other's work
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.enable_cpu_mem_arena = arena
+    return opts
+
+
 class OrtBackend:
     """One ONNX graph in an ONNX Runtime session, created from the graph's verified bytes."""
 
@@ -154,16 +167,12 @@ class OrtBackend:
         import onnxruntime as ort
 
         ort.disable_telemetry_events()  # (its start-up part is off when metasr was imported first)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4  # fatal only: errors reach the user once, as a BackendError
-        if threads:
-            opts.intra_op_num_threads = threads
-        # the pipeline alternates two sessions: threads spin-waiting in one would compete with the other's work
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts = _session_options(threads)
         self.spec = spec
         self._errors = _ort_errors()
         self.body = "as exported"
         self.filters: FilterCache | None = None  # the upscale graph's filter table, once per plan (CPU provider)
+        self.filters_note = "not the CPU provider"  # why not, or that it is
         if providers != ["CPUExecutionProvider"]:
             self.session = self._load(model, model, opts, providers)
         else:  # the MetaUpscale body's convolution on the NCHWc kernels (runtime/ort_cpu.py)
@@ -171,15 +180,18 @@ class OrtBackend:
             from metasr.runtime.predictor_split import FilterCache, PredictorSplit, split_upscale
 
             split = split_upscale(model)
+            self.filters_note = split if isinstance(split, str) else "the filter table computed once per plan"
             if isinstance(split, PredictorSplit):  # the weight predictor in its own session (predictor_split.py)
                 try:
-                    predictor = ort.InferenceSession(split.predictor, opts, providers=providers)
+                    pred_opts = _session_options(threads, arena=False)
+                    predictor = ort.InferenceSession(split.predictor, pred_opts, providers=providers)
                     variant, self.body = specialize(split.body, spec.precision)
                     self.session = self._load(variant, split.body, opts, providers)
                     self.filters = FilterCache(split.inputs, lambda feeds: predictor.run([split.table], feeds)[0])
                     self._table = split.table
-                except (*self._errors, BackendError):  # not in this graph: the graph whole, as below
+                except (*self._errors, BackendError) as e:  # not in this graph: the graph whole, as below
                     self.filters = None
+                    self.filters_note = f"the split graph did not load: {_first_line(e)[:160]}"
             if self.filters is None:
                 variant, self.body = specialize(model, spec.precision)
                 self.session = self._load(variant, model, opts, providers)
@@ -218,6 +230,8 @@ class OrtBackend:
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(self.spec, feeds)
+        if self.session is None:
+            raise BackendError(f"{self.spec.file}: the backend is closed")
         try:
             if self.filters is not None:  # the plan's filter table: computed once, fed to each of its calls
                 table = self.filters.table(feeds)
@@ -231,6 +245,7 @@ class OrtBackend:
         self.session = None
         if self.filters is not None:
             self.filters.clear()
+            self.filters = None  # (its predictor session with it)
 
     def __enter__(self) -> OrtBackend:
         return self

@@ -17,7 +17,9 @@ bit-identical (``tests/test_predictor_split.py``).
 :class:`FilterCache` holds the last table computed, keyed by the predictor's inputs (their bytes): a thread
 asking for another plan's table computes it and replaces the entry, so the cache holds one table (what one
 call of the graph holds anyway, ``tiling.tile_bytes`` counts it per pair). Threads share it safely: a table is
-computed outside the lock, and two threads missing at once both compute (same values).
+computed outside the lock (the old one dropped first), and two threads missing at once both compute (same
+values). The predictor's session runs without ONNX Runtime's memory arena (its buffers are freed after each
+run, not held beside the body's arena; a plan with per-tile tables runs it in every call, as before).
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ def _has_graph(node: object) -> bool:
     return any(a.HasField("g") or len(a.graphs) for a in node.attribute)
 
 
+def _table_type(g: object, table: str, producer: object) -> int | None:
+    """The table's element type: declared (value_info), else a ``Cast``'s target (FP16 graphs cast the
+    predictor's float32 output to float16 before ``MetaUpscale``), else the ``features`` input's."""
+    for v in (*g.value_info, *g.output):
+        if v.name == table and v.type.tensor_type.elem_type:
+            return int(v.type.tensor_type.elem_type)
+    if producer.op_type == "Cast":
+        return next(int(a.i) for a in producer.attribute if a.name == "to")
+    return next((int(v.type.tensor_type.elem_type) for v in g.input if v.name == "features"), None)
+
+
 def split_predictor(model: bytes) -> PredictorSplit | str:
     """The predictor / body split of an upscale graph (module docstring), or why it does not apply."""
     pb = protos()
@@ -78,7 +91,9 @@ def split_predictor(model: bytes) -> PredictorSplit | str:
     graph_inputs = list(g.input)
     read = {x for i in ancestors for x in nodes[i].input}
     pred_inputs = [v for v in graph_inputs if v.name in read]
-    if any(v.name == "features" for v in pred_inputs) or not pred_inputs:
+    constants = {t.name for t in g.initializer}  # inputs with an initializer (an exporter's option): not fed
+    fed = tuple(v.name for v in pred_inputs if v.name not in constants)
+    if "features" in fed or not fed:
         return "the filter table reads the features (or no graph input)"
     if any(_has_graph(nodes[i]) for i in ancestors):
         return "the predictor has control flow"
@@ -92,7 +107,7 @@ def split_predictor(model: bytes) -> PredictorSplit | str:
     if any(v.name in rest_read for v in pred_inputs):
         return "the predictor's inputs are read elsewhere"
 
-    float_type = next((v.type.tensor_type.elem_type for v in graph_inputs if v.name == "features"), None)
+    float_type = _table_type(g, table, nodes[producer[table]])
     if float_type is None:
         return "the graph has no features input"
 
@@ -115,9 +130,7 @@ def split_predictor(model: bytes) -> PredictorSplit | str:
     body.input.append(make_tensor_value_info(table, float_type, ["P_r", "P_c", "K"]))
     body.output.extend(g.output)
     body.initializer.extend(t for t in g.initializer if t.name in rest_read)
-    return PredictorSplit(
-        model_of(pred, functions=False), model_of(body, functions=True), tuple(v.name for v in pred_inputs), table
-    )
+    return PredictorSplit(model_of(pred, functions=False), model_of(body, functions=True), fed, table)
 
 
 def split_upscale(model: bytes) -> PredictorSplit | str:
@@ -153,6 +166,7 @@ class FilterCache:
                 self.hits += 1
                 return self._entry[1]
             self.misses += 1
+            self._entry = None  # the old table is not kept alive while the new one is computed
         table = self._compute({n: feeds[n] for n in self.inputs})
         table.setflags(write=False)  # shared by every call that hits: nobody may change it
         with self._lock:
