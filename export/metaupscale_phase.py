@@ -10,11 +10,10 @@ F the features (N, C, h, w), nb = ceil(n / q) blocks per axis, J = nb + 1:
 
 filters     the predictor's rows (P_r P_c, 27C) with o moved first by one ``Gemm`` against the identity (exact;
             a table of more pairs than the q^2 K_r K_c entries read, a plan's whole table fed to a tile, is first
-            cut to the pairs read), then one ``Gather`` of rows:
-            per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i channels (o, kr, kc)
-            for the two phases' own slot counts (x3.3: 3 or 4 per phase, lists padded to K = 4; each phase's
-            group ``gop`` from the members' first rows), rounded up to 16 (Opad_i), packed OIhw{B}i{B}o, split
-            into q^2 filters.
+            cut to the pairs read), then one ``Gather`` of rows: per phase pair (O_i, C, 3, 3), O_i = 3*Kr_i*Kc_i
+            channels (o, kr, kc) for the two phases' own slot counts (x3.3: 3 or 4 per phase, lists padded to
+            K = 4; each phase's group ``gop`` from the members' first rows), rounded up to 16 (Opad_i), packed
+            OIhw{B}i{B}o, split into q^2 filters.
 features    F in blocks of B channels (``ReorderInput``); no padded copy: the convolutions' zero padding.
 convs       phase pair (pr, pc): ``nchwc:Conv`` 3x3 at stride q with pads q+1-pr before and pr+1 after (columns
             alike): every phase gets J outputs per axis, output (i, j) being the window of input pixel
