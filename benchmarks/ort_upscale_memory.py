@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from metasr.export.upscale_graph import build_upscale_graph
-from metasr.runtime.backends import GROUPED_ONLY_BACKENDS
+from metasr.runtime.backends import GROUPED_ONLY_BACKENDS, _session_options
 from metasr.runtime.feeds import conv_path, plan_feeds
 from metasr.runtime.ort_cpu import specialize
 from metasr.runtime.projection import project
@@ -61,8 +61,7 @@ def measure(tile: int, scale: float, preset_name: str, backend: str = "ort") -> 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "upscale.onnx"
         onnx.save(build_upscale_graph(model), str(path))
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4
+        opts = _session_options(0)  # the runtime's options (no memory pattern: runtime/backends.py)
         # as the ort backend loads it (runtime/ort_cpu.py: the NCHWc variant where it exists; METASR_ORT_NCHWC=0 not)
         sess = ort.InferenceSession(specialize(path.read_bytes(), "fp32")[0], opts, providers=["CPUExecutionProvider"])
         if backend == "openvino":

@@ -24,7 +24,9 @@ __all__ = ["PROBE", "RUNTIME_FACTOR", "live_bytes_peak", "work_bytes_per_pixel"]
 PROBE = (64, 64)
 # ONNX Runtime 1.32 (CPU, memory arena) against this count (1664 B/px for the bundled model): after ten runs
 # of 256..512-pixel tiles the process held 1736-1792 B per tile pixel above the session (arena growth and
-# fragmentation, 1.04-1.08x); the factor leaves a margin for other allocators and versions (docs/memory.md)
+# fragmentation, 1.04-1.08x); the factor leaves a margin for other allocators and versions (docs/memory.md).
+# Since the runtime turned ONNX Runtime's memory pattern off (runtime/backends.py) the same ten runs hold 686 B
+# per pixel of a 512 tile (957 with it, on another machine): the figure is an upper bound, kept
 RUNTIME_FACTOR = 1.25
 
 

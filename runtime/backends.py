@@ -14,6 +14,10 @@ ONNX Runtime sessions keep their CPU memory arena: without it the runs were 1.5-
 buffer faulted in again) and a feature tile's peak was not lower after a few runs (439 against 434 MiB for
 512x512 tiles of the bundled model: glibc's heap keeps freed memory too). The memory bound of
 ``metasr upscale`` therefore counts each session's largest run as held (:mod:`metasr.runtime.memory`).
+They run without ONNX Runtime's memory pattern (``enable_mem_pattern``), which plans one block per input
+shape on top of the arena: with it a 512x512 feature tile peaked at 321 MiB above the session (169 without),
+three upscale tiles at x2.3 at 603 MiB against 380 planned (346 without), and 260 tiles at x2.357 at 648 against
+512 planned (479 without); the run times were equal or lower without it (``docs/memory.md``).
 Telemetry events are disabled (see :mod:`metasr`).
 """
 
@@ -153,6 +157,8 @@ def _session_options(threads: int, arena: bool = True) -> object:
     # the pipeline alternates two sessions: threads spin-waiting in one would compete with the other's work
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.enable_cpu_mem_arena = arena
+    # the memory pattern roughly doubled the peaks of shapes that vary between calls (module docstring)
+    opts.enable_mem_pattern = False
     return opts
 
 

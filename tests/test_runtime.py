@@ -353,9 +353,13 @@ def test_manifests_cannot_reach_outside_their_directory(bundled, tmp_path):
 def test_tile_bytes_bounds_the_measured_peak(scale):
     """``tile_bytes`` (what the Pipeline sizes its tiles by) against the measured peak of one 256x256 output tile
     (fresh process, VmHWM, the tile's window copy included; benchmarks/ort_upscale_memory.py; the graph as the ort
-    backend loads it: on this CPU the NCHWc variant, runtime/ort_cpu.py). Measured (C = 64): x2 10.5 / 5.0 MiB,
-    x2.5 10.9 / 6.4, grouped x3.3 103.8 / 55.3, x1.5 14.2 / 7.9 (with METASR_ORT_NCHWC=0: 5.1 at x2.5, 3.7 at x2):
-    never below the peak, and not so far above that tiles get needlessly small. (x3 and x4 are not checked at
+    backend loads it: on this CPU the NCHWc variant, runtime/ort_cpu.py). Measured (C = 64, estimate / peak):
+    x2 10.5 / 4.5 MiB, x2.5 10.9 / 6.8, grouped x3.3 103.8 / 30.2, x1.5 14.2 / 8.5 (with METASR_ORT_NCHWC=0: 5.2
+    at x2.5, 3.9 at x2): never below the peak, and not so far above that tiles get needlessly small. The grouped
+    path's count holds every buffer at once; since the sessions run without ONNX Runtime's memory pattern
+    (runtime/backends.py) it frees the patch matrix's inputs early, so x3.3 peaks 3.4x under the count (55.3 MiB
+    with the pattern); the variant runs this path only for the float32 exception scales, where the count is
+    1.6-1.9x the peak (x2.3 91.8 / 48.3, x2.357 5175 / 3241). (x3 and x4 are not checked at
     this size: their lean convolution path peaks at 1.4-3.5 MiB, inside heap that glibc reuses; at 512 px tiles
     estimate / peak is 4.5 and 4.7, an upper bound as if no buffer were freed, while ONNX Runtime's planner
     reuses them.)"""
@@ -369,7 +373,8 @@ def test_tile_bytes_bounds_the_measured_peak(scale):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     r = json.loads(out.strip().splitlines()[-1])
     assert r["path"] == ("grouped" if scale == 3.3 else "conv")
-    assert r["peak_mib"] <= r["estimate_mib"] <= 2.5 * r["peak_mib"] + 8, r
+    slack = 4.0 if scale == 3.3 else 2.5  # measured 3.4 (grouped) and 2.3 / 1.6 (conv): see above
+    assert r["peak_mib"] <= r["estimate_mib"] <= slack * r["peak_mib"] + 8, r
 
 
 @pytest.mark.parametrize("scale", [1.1, 3.3, 3.9])
