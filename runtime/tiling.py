@@ -27,10 +27,10 @@ import numpy as np
 from metasr.runtime.engine_profile import ProfileError, UpscaleProfile
 from metasr.runtime.feeds import conv_path, part_feeds
 from metasr.runtime.phase_parts import phase_cuts
+from metasr.runtime.tile_cost import call_seconds
 
 __all__ = [
     "MAX_TILE_PIXELS",
-    "MIN_CUT_TILE_INPUTS",
     "MIN_TILE_COLS",
     "MIN_TILE_ROWS",
     "PHASE_BAND_PIXELS",
@@ -230,9 +230,9 @@ def plan_upscale_tiles(
 
     ``phase_q``: the backend runs the phase path for this plan's r = p/q (:mod:`metasr.runtime.phase_parts`).
     Column parts and row bands then also start where the float32 drift of a long axis would take a call off it
-    (:func:`~metasr.runtime.phase_parts.phase_cuts`), unless that adds calls of fewer than
-    :data:`MIN_CUT_TILE_INPUTS` input pixels on average; with column cuts, the parts are near-equal pieces of the
-    cut segments, and bands hold at most :data:`PHASE_BAND_PIXELS` output pixels.
+    (:func:`~metasr.runtime.phase_parts.phase_cuts`), where that adds no calls or the cost model
+    (:mod:`metasr.runtime.tile_cost`) puts the cut plan below the plain one; with column cuts, the parts are
+    near-equal pieces of the cut segments, and bands hold at most :data:`PHASE_BAND_PIXELS` output pixels.
 
     ``compact_offsets``: as the calls will be fed (:func:`window_feeds`); their cost is counted so.
     """
@@ -273,9 +273,22 @@ def plan_upscale_tiles(
         cut = tiles(*fit(lambda n: _cut_slices(out_h, out_w, col_cuts, n), True), row_cuts, True)
     else:  # row cuts alone: the plain columns and band height, the bands split at the cuts
         cut = tiles(*plain_fit, row_cuts, False)
-    # more calls only where the cut tiles stay large: a call's fixed cost (~4 ms) against the phase path's gain,
-    # which is per input pixel (the grouped path's patch matrix), so the same for every scale
-    return cut if len(cut) <= len(plain) or in_h * in_w >= MIN_CUT_TILE_INPUTS * len(cut) else plain
+    # more calls only where the cost model says they pay: the phase path's fixed cost per call (~3.4 ms) against
+    # what the plain tiles pay on the grouped path (runtime/tile_cost.py)
+    if len(cut) <= len(plain):
+        return cut
+    cut_s, plain_s = (_plan_seconds(feeds, tiles, phase_q, compact_offsets) for tiles in (cut, plain))
+    return cut if cut_s < plain_s else plain
+
+
+def _plan_seconds(feeds: dict[str, np.ndarray], tiles: list[UpscaleTile], q: int, compact_offsets: bool) -> float:
+    """The estimated CPU seconds of a plan's calls (:func:`~metasr.runtime.tile_cost.call_seconds`)."""
+    cache: dict = {}
+    total = 0.0
+    for t in tiles:
+        tf = window_feeds(feeds, t, compact_offsets=compact_offsets, cache=cache)
+        total += call_seconds(tf, (t.in_rows.stop - t.in_rows.start) * (t.in_cols.stop - t.in_cols.start), q)
+    return total
 
 
 def _cut_slices(out_h: int, out_w: int, cuts: list[int], split: int) -> list[slice]:
@@ -313,13 +326,6 @@ MAX_TILE_PIXELS = 1 << 20
 # 1000 x 1500 features, 512 MiB, 8 / 4 / 2 Mpx): x3.3 0.65 / 0.63 / 0.71 s, x3.4 0.52 / 0.51 / 0.53, x3.9 1.21 /
 # 1.12 / 1.25, x1.1 0.27 / 0.24 / 0.25, x1.7 0.31 / 0.31 / 0.30
 PHASE_BAND_PIXELS = 4 << 20
-# input pixels per tile, on average, for the phase path's cuts to be taken where they add calls. Measured
-# (Pipeline tiles, 2 threads, same run, plain / cut): x3.3, 1000 x 1500 features: 512 MiB 16 / 40 tiles (37.5 k
-# input pixels each) 0.69 / 0.62 s, 256 MiB 24 / 80 (18.7 k) 1.48 / 0.98 s, 128 MiB 50 / 170 (8.8 k) 0.73 / 1.16 s,
-# 64 MiB 165 / 380 (3.9 k) 1.20 / 1.94 s; x3.9 512 MiB 24 / 90 (16.7 k) 1.29 / 1.13 s; x3.9 60 x 1500 3 / 20
-# (4.5 k) 0.08 / 0.14 s; x1.7 100 x 1600 2 / 5 (32 k) 0.059 / 0.039 s (and fewer calls: x1.7 and x1.1 at 64 MiB,
-# 100 / 91 and 92 / 63 tiles, 0.58 / 0.50 and 0.58 / 0.39 s)
-MIN_CUT_TILE_INPUTS = 12_000
 
 
 def _axis_slices(feeds: dict[str, np.ndarray], axis: str, parts: int) -> list[slice]:

@@ -18,7 +18,6 @@ from metasr.runtime.feeds import check_hints, plan_feeds
 from metasr.runtime.phase_parts import MIN_PART, phase_cuts, phase_period
 from metasr.runtime.projection import project
 from metasr.runtime.tiling import (
-    MIN_CUT_TILE_INPUTS,
     MIN_TILE_COLS,
     MIN_TILE_ROWS,
     plan_upscale_tiles,
@@ -105,7 +104,10 @@ def test_cut_tiles_cover_the_output_once_within_the_budget(scale, h, w, budget_m
     if [(t.rows, t.cols) for t in tiles] != [(t.rows, t.cols) for t in plain]:  # cut: every cut a tile start
         assert set(phase_cuts(feeds["col_src"], feeds["col_idx"], q)) <= col_starts
         assert set(phase_cuts(feeds["row_src"], feeds["row_idx"], q)) <= row_starts
-        assert len(tiles) <= len(plain) or h * w >= MIN_CUT_TILE_INPUTS * len(tiles)
+        # more calls only where the cost model puts them below the plain plan
+        assert len(tiles) <= len(plain) or tiling._plan_seconds(feeds, tiles, q, True) < tiling._plan_seconds(
+            feeds, plain, q, True
+        )
     else:  # not cut: the cut tiles would have been more and small
         assert budget_mb < 512
     bands = {}
@@ -159,7 +161,7 @@ def _agree(got, want):
 @pytest.mark.parametrize("scale,h,w", [(3.3, 16, 1500), (1.7, 1250, 14), (3.4, 14, 1250)])
 def test_each_cut_part_runs_the_phase_path_on_the_variant(sessions, scale, h, w, monkeypatch):
     standard, variant, grouped = sessions
-    monkeypatch.setattr(tiling, "MIN_CUT_TILE_INPUTS", 0)  # cut these small plans too
+    monkeypatch.setattr(tiling, "_plan_seconds", lambda feeds, tiles, q, compact: -len(tiles))  # cut these too
     feeds = plan_feeds(project(h, w, scale))
     features = np.random.default_rng(3).standard_normal((1, 32, h, w)).astype(np.float32) * 3
     whole = [s.run(None, {"features": features, **feeds})[0] for s in (standard, variant)]

@@ -1,0 +1,72 @@
+"""The tiler's cost model for phase cuts (runtime/tile_cost.py): the path a call's shapes take, and the plans it
+picks on the cases measured side by side (process CPU time, 2 threads, Intel Xeon with AVX-512 VNNI, ONNX Runtime
+1.32; ``Pipeline.upscale`` of random features, plain / cut plan, docs/upscale-stage.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from metasr.runtime import tiling
+from metasr.runtime.feeds import plan_feeds
+from metasr.runtime.phase_parts import phase_cuts, phase_period
+from metasr.runtime.projection import project
+from metasr.runtime.tile_cost import call_seconds, phase_call
+from metasr.runtime.tiling import plan_upscale_tiles, window_feeds
+
+PERIODS = (3, 4, 5, 10)
+
+
+def test_the_path_follows_the_shapes():
+    feeds = plan_feeds(project(200, 200, 3.3))  # one period per phase: q groups of one-pixel blocks
+    assert phase_call(feeds, 200 * 200, 10)
+    assert not phase_call(feeds, 30 * 30, 10)  # below PHASE_MIN_PIXELS: the variant's grouped path
+    assert not phase_call(feeds, 200 * 200, 5)
+    half = plan_feeds(project(200, 200, 2.5))  # 2-row blocks
+    assert not phase_call(half, 200 * 200, 10)
+    phase, grouped = call_seconds(feeds, 200 * 200, 10), call_seconds(feeds, 200 * 200, None)
+    assert 0 < phase < grouped  # the same call: the phase path has no patch matrix
+
+
+def test_a_wide_bands_grouped_call_costs_more_per_pixel():
+    """A full-width band of a long axis spans the drift: more column groups, more filters gathered per call."""
+    narrow, wide = project(40, 900, 3.9), project(40, 4000, 3.9)
+    per_px = [call_seconds(plan_feeds(p), 40 * p.cols.src.size // 4, 10) / p.cols.src.size for p in (narrow, wide)]
+    assert plan_feeds(wide)["col_groups"].shape[0] > plan_feeds(narrow)["col_groups"].shape[0] == 10
+    assert per_px[1] > 1.3 * per_px[0]
+
+
+def _plans(h, w, scale, budget_mb):
+    feeds = plan_feeds(project(h, w, scale))
+    q = phase_period(scale, PERIODS)
+    assert phase_cuts(feeds["col_src"], feeds["col_idx"], q)  # the axis is long enough to drift
+    plain = plan_upscale_tiles(feeds, h, w, 32, budget_mb * 2**20, compact_offsets=False)
+    chosen = plan_upscale_tiles(feeds, h, w, 32, budget_mb * 2**20, phase_q=q, compact_offsets=False)
+    return feeds, plain, chosen
+
+
+@pytest.mark.parametrize(
+    ("scale", "h", "w", "budget_mb", "cut"),
+    [
+        (3.9, 3000, 4000, 512, True),  # measured plain 325 tiles 32.05 s, cut 2808 tiles 23.91 s
+        (3.9, 1000, 1500, 128, True),  # 163 tiles 2.97 s, 324 tiles 2.61 s
+        (3.3, 1000, 1500, 512, True),  # 16 tiles 1.31 s, 35 tiles 0.89 s
+        (3.3, 1000, 1500, 64, False),  # 165 tiles 1.65 s, 350 tiles 2.09 s
+    ],
+)
+def test_the_faster_plan_of_the_measured_cases(scale, h, w, budget_mb, cut):
+    feeds, plain, chosen = _plans(h, w, scale, budget_mb)
+    assert len(chosen) > len(plain) if cut else chosen == plain
+    # the cut tiles that are large enough run the phase path, as the model counts them
+    if cut:
+        sizes = [(t.in_rows.stop - t.in_rows.start) * (t.in_cols.stop - t.in_cols.start) for t in chosen]
+        cache: dict = {}
+        on_phase = [phase_call(window_feeds(feeds, t, compact_offsets=False, cache=cache), n, 10)
+                    for t, n in zip(chosen, sizes, strict=True)]
+        assert np.mean(on_phase) > 0.75
+
+
+def test_more_calls_need_the_model_not_just_the_count(monkeypatch):
+    """The model decides, not a tile-count threshold: a model that prices every call alike keeps the plain plan."""
+    monkeypatch.setattr(tiling, "call_seconds", lambda feeds, n, q: 1.0)
+    _, plain, chosen = _plans(3000, 4000, 3.9, 512)
+    assert chosen == plain
