@@ -16,8 +16,8 @@ buffer faulted in again) and a feature tile's peak was not lower after a few run
 ``metasr upscale`` therefore counts each session's largest run as held (:mod:`metasr.runtime.memory`).
 They run without ONNX Runtime's memory pattern (``enable_mem_pattern``), which plans one block per input
 shape on top of the arena: with it a 512x512 feature tile peaked at 321 MiB above the session (169 without),
-three upscale tiles at x2.3 at 603 MiB against 380 planned (346 without), and 260 tiles at x2.357 at 648 against
-512 planned (479 without); the run times were equal or lower without it (``docs/memory.md``).
+three upscale tiles at x2.3 at 603 MiB against 380 planned (345-346 without), and 260 tiles at x2.357 at 648
+against 512 planned (479-504 without); run times side by side were 0.93-1.03x (``docs/memory.md``).
 Telemetry events are disabled (see :mod:`metasr`).
 """
 

@@ -6,10 +6,12 @@ The cut plan usually has more, smaller calls than the plain one; which is faster
 costs on the grouped path (wide bands gather filters for many groups) against what the extra calls cost on the
 phase path (about 3 ms each). :func:`call_seconds` estimates one call from its feeds' shapes alone:
 
-* **phase path** (``G_r = G_c = q``, one-pixel blocks, at least ``PHASE_MIN_PIXELS`` input pixels: the
-  variant's own test, less the order checks its parts meet by construction): a fixed cost plus the strided
+* **phase path**, where the feeds pass the variant's own test (``ph_take`` in
+  :mod:`metasr.export.metaupscale_phase`, ported in :func:`phase_call`: q groups of one-pixel blocks, one per
+  input phase, the outputs in the period's order, p equal on both axes within 4..40, 3 K_r K_c <= 48, C in
+  whole channel blocks, at least ``PHASE_MIN_PIXELS`` input pixels): a fixed cost plus the strided
   convolutions' work, sum over phase pairs (g, h) of ``(L_r + 1)(L_c + 1) * Opad(k_g, k_h)`` with ``k`` a
-  phase's own slot count and ``Opad`` = 3 k_g k_h rounded up to 16 (:mod:`metasr.export.metaupscale_phase`);
+  phase's own slot count and ``Opad`` = 3 k_g k_h rounded up to 16;
 * **grouped path** (everything else): the padded products ``G_r L_r K_r * G_c L_c K_c`` (blocks of s rows
   count s^2), the patch matrix's rows ``G_r L_r * G_c L_c``, and the filters gathered per group and slot pair
   ``G_r K_r * G_c K_c`` (27C floats each).
@@ -18,49 +20,104 @@ The constants are least-squares fits of 253 calls sampled from plain and cut pla
 on the grouped; x3.3 and x3.9 on 1000 x 1500 and 3000 x 4000 features at 64-512 MiB budgets, x1.1 and x1.7 at
 64 MiB, x2.35 at 512; the minimum process CPU time of two repeats, 2 threads, Intel Xeon with AVX-512 VNNI,
 ONNX Runtime 1.32, the filter table cached per plan): median error 3% (grouped) and 6% (phase), at most 34%
-and 59% (x1.1's smallest calls). Only the comparison of two plans uses them; which of the
-two measured faster is what they were checked on (``docs/upscale-stage.md``).
+and 59% (x1.1's smallest calls). The per-pixel terms scale with C / 32; the phase path's fixed cost is q = 10's
+(q^2 convolutions: less at q = 3..5, not fitted, which errs towards the plain plan there); a per-tile filter
+table's predictor (offsets that hardly repeat) is not counted, as it is alike in both plans. Only the
+comparison of two plans uses the figures; which of the two measured faster is what they were checked on
+(``docs/upscale-stage.md``).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-__all__ = ["PHASE_MIN_PIXELS", "call_seconds", "phase_call"]
+__all__ = ["PHASE_MIN_PIXELS", "PathMemo", "call_seconds", "phase_call"]
 
-PHASE_MIN_PIXELS = 1024  # as export/metaupscale_phase.py: below it the variant takes the grouped path
-_PHASE_CALL_S = 3.36e-3  # fixed: ~150 nodes, the 100 convolutions' calls (q = 10), the reorders
+PHASE_MIN_PIXELS = 1024  # as export/metaupscale_phase.py (tests/test_tile_cost.py checks): below, the grouped path
+PHASE_MIN_P, PHASE_MAX_P, PHASE_MAX_O = 4, 40, 48  # as there: the periods it has a branch for, 3 K_r K_c at most
+_PHASE_CALL_S = 3.36e-3  # fixed: ~150 nodes, the 100 convolutions' calls (q = 10; fewer at q = 3..5, not fitted)
 _PHASE_PER_OUTPUT_CHANNEL_S = 7.31e-9  # per convolution output position and padded channel (9C products each)
 _GROUPED_PER_PRODUCT_S = 20.4e-9  # per padded (member pixel, slot pair): its 27C products and the pick
 _GROUPED_PER_MEMBER_S = 227e-9  # per member pixel: its row of the patch matrix (9C floats gathered)
 _GROUPED_PER_FILTER_S = 2.84e-6  # per (group pair, slot pair): its 27C-float filter gathered from the table
-_BLOCK = 16  # the NCHWc channel block the phase path pads each pair's channels to (AVX-512; 8 on AVX2: close)
+_FIT_CHANNELS = 32  # the constants' C (the bundled model); the per-pixel terms scale with C, the fixed one not
+_BLOCK = 16  # the NCHWc channel block the phase path pads each pair's channels to (AVX-512; 8 on AVX2)
+
+# an axis part's phase layout: (its period p, each group's own slot count) or None, keyed by id of its hints
+PathMemo = dict[int, tuple[np.ndarray, "tuple[int, np.ndarray] | None"]]
 
 
-def _exact_slots(slots: np.ndarray) -> list[int]:
-    """Each group's own slot count (the hints pad a group's list by repeating its first slot)."""
-    return [len(np.unique(row)) for row in slots]
+def _axis_phase(feeds: dict[str, np.ndarray], axis: str, q: int) -> tuple[int, np.ndarray] | None:
+    """The phase layout of one axis' hints, as the variant's phase path tests it (``ph_{axis}_ok`` in
+    export/metaupscale_phase.py): q groups of one-pixel blocks, one per input phase; every output's member on its
+    group's phase and its slot within the group's own count; the outputs exactly at (block + 1) p + (the phase's
+    first slot) + slot. Returns (p, the groups' own slot counts) or None."""
+    src, groups, slots, pick = (feeds[f"{axis}_{n}"] for n in ("src", "groups", "slots", "pick"))
+    g, members, block = groups.shape
+    k = slots.shape[1]
+    if g != q or block != 1 or pick.size == 0 or members == 0:
+        return None
+    first = src[groups[:, 0, 0]] % q  # each group's phase
+    if np.bincount(first, minlength=q).max() != 1:
+        return None
+    group, slot = pick // (members * k), pick % k
+    member_in = src[groups[:, :, 0]].reshape(-1)[pick // k]  # the input row (column) of each output's member
+    rel = member_in - first[group]
+    own = (slots != slots[:, :1]).sum(axis=1) + 1  # the hints pad a group's slot list with its first slot
+    if np.any(rel % q) or np.any(slot >= own[group]):
+        return None
+    per_phase = own[np.argsort(first)]
+    p = int(per_phase.sum())
+    start = np.concatenate(([0], np.cumsum(per_phase)[:-1]))
+    position = (rel // q + 1) * p + start[first[group]] + slot
+    offset = position - np.arange(pick.size)
+    return (p, own) if np.all(offset == offset[0]) else None
 
 
-def phase_call(feeds: dict[str, np.ndarray], in_pixels: int, q: int) -> bool:
-    """Whether a call with these feeds takes the phase path (as far as its shapes tell)."""
-    (g_r, _, s_r), (g_c, _, s_c) = feeds["row_groups"].shape, feeds["col_groups"].shape
-    return g_r == g_c == q and s_r == s_c == 1 and in_pixels >= PHASE_MIN_PIXELS
+def _memo_axis(feeds: dict[str, np.ndarray], axis: str, q: int, memo: PathMemo | None) -> tuple[int, np.ndarray] | None:
+    hints = feeds[f"{axis}_groups"]
+    if memo is None:
+        return _axis_phase(feeds, axis, q)
+    if id(hints) not in memo:  # the array is kept with its entry, so its id is not reused while the memo lives
+        memo[id(hints)] = (hints, _axis_phase(feeds, axis, q))
+    return memo[id(hints)][1]
 
 
-def call_seconds(feeds: dict[str, np.ndarray], in_pixels: int, q: int | None) -> float:
-    """Estimated CPU seconds of one upscale call with these feeds (``q``: the phase period, None: no phase path)."""
+def phase_call(
+    feeds: dict[str, np.ndarray], in_pixels: int, q: int, channels: int = _FIT_CHANNELS, memo: PathMemo | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Whether a call with these feeds takes the phase path: the groups' own slot counts per axis, or None.
+    ``memo``: one dict per plan, so the tiles of a band (of a column part) test its hints once."""
+    if in_pixels < PHASE_MIN_PIXELS or channels % _BLOCK:
+        return None
+    rows, cols = _memo_axis(feeds, "row", q, memo), _memo_axis(feeds, "col", q, memo)
+    if rows is None or cols is None or rows[0] != cols[0] or not PHASE_MIN_P <= rows[0] <= PHASE_MAX_P:
+        return None
+    if 3 * feeds["row_slots"].shape[1] * feeds["col_slots"].shape[1] > PHASE_MAX_O:
+        return None
+    return rows[1], cols[1]
+
+
+def call_seconds(
+    feeds: dict[str, np.ndarray],
+    in_pixels: int,
+    q: int | None,
+    channels: int = _FIT_CHANNELS,
+    memo: PathMemo | None = None,
+) -> float:
+    """Estimated CPU seconds of one upscale call with these feeds (``q``: the phase period, None: no phase path;
+    ``memo`` as :func:`phase_call`)."""
     g_r, l_r, s_r = feeds["row_groups"].shape
     g_c, l_c, s_c = feeds["col_groups"].shape
-    if q is not None and phase_call(feeds, in_pixels, q):
-        k_r, k_c = _exact_slots(feeds["row_slots"]), _exact_slots(feeds["col_slots"])
-        channels = sum(math.ceil(3 * a * b / _BLOCK) * _BLOCK for a in k_r for b in k_c)
-        return _PHASE_CALL_S + _PHASE_PER_OUTPUT_CHANNEL_S * (l_r + 1) * (l_c + 1) * channels
+    per_channel = channels / _FIT_CHANNELS
+    slots = None if q is None else phase_call(feeds, in_pixels, q, channels, memo)
+    if slots is not None:
+        pairs = 3 * np.outer(slots[0], slots[1])
+        padded = int((-(-pairs // _BLOCK) * _BLOCK).sum())
+        return _PHASE_CALL_S + _PHASE_PER_OUTPUT_CHANNEL_S * per_channel * (l_r + 1) * (l_c + 1) * padded
     k_r, k_c = feeds["row_slots"].shape[1], feeds["col_slots"].shape[1]
     members = g_r * l_r * s_r * g_c * l_c * s_c
-    return (
+    return per_channel * (
         _GROUPED_PER_PRODUCT_S * members * k_r * k_c
         + _GROUPED_PER_MEMBER_S * members
         + _GROUPED_PER_FILTER_S * g_r * k_r * g_c * k_c

@@ -277,17 +277,21 @@ def plan_upscale_tiles(
     # what the plain tiles pay on the grouped path (runtime/tile_cost.py)
     if len(cut) <= len(plain):
         return cut
-    cut_s, plain_s = (_plan_seconds(feeds, tiles, phase_q, compact_offsets) for tiles in (cut, plain))
+    cut_s, plain_s = (_plan_seconds(feeds, tiles, phase_q, channels, compact_offsets) for tiles in (cut, plain))
     return cut if cut_s < plain_s else plain
 
 
-def _plan_seconds(feeds: dict[str, np.ndarray], tiles: list[UpscaleTile], q: int, compact_offsets: bool) -> float:
+def _plan_seconds(
+    feeds: dict[str, np.ndarray], tiles: list[UpscaleTile], q: int, channels: int, compact_offsets: bool
+) -> float:
     """The estimated CPU seconds of a plan's calls (:func:`~metasr.runtime.tile_cost.call_seconds`)."""
     cache: dict = {}
+    memo: dict = {}
     total = 0.0
     for t in tiles:
         tf = window_feeds(feeds, t, compact_offsets=compact_offsets, cache=cache)
-        total += call_seconds(tf, (t.in_rows.stop - t.in_rows.start) * (t.in_cols.stop - t.in_cols.start), q)
+        pixels = (t.in_rows.stop - t.in_rows.start) * (t.in_cols.stop - t.in_cols.start)
+        total += call_seconds(tf, pixels, q, channels, memo)
     return total
 
 
