@@ -3,15 +3,30 @@
     app = build_app(ServiceConfig("artifacts/small"), DeploymentLimits(replicas=2))
     run_service(app, ServeOptions(port=8000))   # blocks until SIGINT / SIGTERM, then shuts down
 
-Each replica is a Ray actor holding one :class:`~metasr.runtime.serve_api.Upscaler` (a ``Pipeline`` per
-precision), its ONNX Runtime threads set to the CPUs Ray gave it (``cpus_per_replica``). The HTTP proxy runs
-on the head node only. Overload is bounded, never absorbed: a replica takes at most ``max_ongoing_requests``
-(running one upscale at a time, the rest waiting in it), the router holds at most ``max_queued_requests``
-more and answers 503 beyond; a request that has not finished after ``request_timeout_s`` is answered 408
-(these two bodies are Ray's own plain text; everything the service refuses is a one-line JSON 4xx). A body is
-read at most up to ``max_body_bytes`` (413 from its ``Content-Length`` before reading anything). Each request
-logs one line (route, status, bytes, sizes, scale, ms) in the replica's log, which Ray streams to the
-``metasr serve`` process. Nothing is written to disk.
+Two deployments. ``MetaSR``: the replicas, Ray actors each holding one
+:class:`~metasr.runtime.serve_api.Upscaler` (a ``Pipeline`` per precision), its ONNX Runtime threads set to the
+CPUs Ray gave it (``cpus_per_replica``). ``MetaSRIngress``: the HTTP entry point, one asyncio replica that
+reserves no CPU and does no image work: it reads the body (at most ``max_body_bytes``: 413 from its
+``Content-Length`` before reading anything), hands the request to ``MetaSR`` through a ``DeploymentHandle``
+and turns what Ray Serve's HTTP proxy would answer in plain text into the service's one-line JSON.
+
+Overload is bounded, never absorbed: a replica takes at most ``max_ongoing_requests`` (one upscale at a time,
+the rest waiting in it) and at most ``max_queued_requests`` more wait for a replica. The ingress counts the
+requests in the service and answers the excess 503 with ``Retry-After`` before reading its body; its count is
+the bound (exact: there is one ingress). The handle router's own count of queued requests raced (it dropped
+requests that fitted: 5 or 6 of the 8 that fit answered in a flood of 24 at once, before and with the ingress;
+8 of 8 in every run since it is only a backstop, set to the same total), and its ``BackPressureError``, should
+it come, is the same JSON 503. A request not finished within ``request_timeout_s`` (reading its body included)
+is answered 408 by the ingress and cancelled in the replica: an upscale that has not started never starts, one
+already running finishes there (ONNX Runtime cannot be interrupted) before the next one starts (measured: 3
+upscales of ~1.8 s at once under a 0.5 s timeout, 3 x 408 at 0.53 s, the next upscale answered ~1.5 s later).
+A replica lost mid-request is a 503 too (retry: an upscale has no side effect). Every refusal is a one-line
+JSON body ``{"error": "..."}``. Ray's proxy keeps a timeout of its own as a backstop, above the service's
+(:func:`proxy_timeout_s`), so the ingress answers first; a client that sends Ray's ``x-request-timeout-seconds``
+header with less gets Ray's plain-text 408 at its own deadline. The ingress costs a Ray process (~130 MiB PSS)
+and ~4 ms per request (measured, 128x128 at concurrency 1). Each request logs one line (route, status, bytes,
+sizes, scale, ms) in the log of the replica that answered it (a refusal of the ingress in the ingress's),
+which Ray streams to the ``metasr serve`` process. Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -28,9 +43,14 @@ from dataclasses import dataclass
 from metasr.runtime.ray_env import init_ray, replica_cpus
 from metasr.runtime.serve_api import Reply, ServiceConfig, Upscaler
 
-__all__ = ["APP_NAME", "DeploymentLimits", "ServeOptions", "build_app", "check_port", "run_service", "start_service"]
+__all__ = ["APP_NAME", "DeploymentLimits", "ServeOptions", "ServiceApp", "build_app", "check_port",
+           "proxy_timeout_s", "run_service", "start_service"]  # fmt: skip
 
 APP_NAME = "metasr"
+RETRY_AFTER_S = 1  # the Retry-After of a 503: about one upscale of a typical image
+# requests the ingress takes beyond those it forwards: it refuses them itself (503, in microseconds), so Ray's
+# proxy never queues in front of it
+INGRESS_HEADROOM = 1024
 _log = logging.getLogger("ray.serve")
 
 
@@ -53,10 +73,16 @@ class DeploymentLimits:
         if not (math.isfinite(self.cpus_per_replica) and 0.1 <= self.cpus_per_replica <= 256):
             raise ValueError(f"cpus_per_replica must be in 0.1..256, got {self.cpus_per_replica!r}")
 
+    @property
+    def capacity(self) -> int:
+        """Requests the service holds at once: in the replicas and queued for them (503 beyond)."""
+        return self.replicas * self.max_ongoing_requests + self.max_queued_requests
+
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Where the service listens, the request timeout (s), and the Ray cluster to join (None: embedded)."""
+    """Where the service listens, the request timeout (s; 408 past it), and the Ray cluster to join (None:
+    embedded)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -70,10 +96,16 @@ class ServeOptions:
             raise ValueError(f"request_timeout_s must be in 0.1..86400, got {self.request_timeout_s!r}")
 
 
+def proxy_timeout_s(request_timeout_s: float) -> float:
+    """Ray's HTTP proxy timeout for a service timeout: a backstop far enough above it that the ingress answers
+    (JSON) first."""
+    return request_timeout_s + max(5.0, request_timeout_s / 10)
+
+
 async def _read_body(request, limit: int) -> bytes | Reply:  # request: starlette.requests.Request
     """The body, read no further than ``limit`` bytes (a 413 :class:`Reply` past it)."""
     declared = request.headers.get("content-length")
-    too_big = Reply.json(413, {"error": f"the body is larger than {limit:,} bytes"})
+    too_big = Reply.json(413, {"error": f"the body is larger than {limit:,} bytes"}, log="body over the limit")
     if declared and declared.isdigit() and int(declared) > limit:
         return too_big
     chunks, size = [], 0
@@ -85,29 +117,62 @@ async def _read_body(request, limit: int) -> bytes | Reply:  # request: starlett
     return b"".join(chunks)
 
 
+def _busy(message: str, log: str) -> Reply:
+    return Reply.json(503, {"error": message}, log=log, headers=(("Retry-After", str(RETRY_AFTER_S)),))
+
+
 class MetaSRReplica:
-    """One replica (wrapped by ``serve.deployment`` in :func:`build_app`)."""
+    """One replica (the ``MetaSR`` deployment of :func:`build_app`): answers what the ingress forwards."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.threads = max(1, round(replica_cpus()))
         self.service = Upscaler(config, threads=self.threads)
+        self._turn = asyncio.Lock()  # one upscale at a time (bound to the replica's event loop at first use)
 
-    async def __call__(self, request):  # starlette Request -> Response
-        from starlette.responses import Response
-
+    async def answer(self, method: str, path: str, query: dict[str, str], content_type: str, body: bytes) -> Reply:
+        """One request, answered by :meth:`Upscaler.handle` in a thread. A POST (an upscale) waits for its turn
+        here, without a thread: cancelled while waiting (the request's timeout, its client gone), it never
+        runs; cancelled while running, it finishes in its thread and only then passes the turn on."""
         t0 = time.perf_counter()
-        body = await _read_body(request, self.service.config.max_body_bytes)
-        if isinstance(body, Reply):
-            reply = body
-            line = f"{request.method} {request.url.path} {reply.status} body over the limit"
-        else:
-            reply = await asyncio.to_thread(
-                self.service.handle, request.method, request.url.path, dict(request.query_params),
-                request.headers.get("content-type", ""), body,
-            )  # fmt: skip
-            line = reply.log
-        _log.info("%s (%.0f ms with the wait)", line, (time.perf_counter() - t0) * 1000)
-        return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=dict(reply.headers))
+        running: asyncio.Future | None = None
+
+        def run() -> Reply:
+            return self.service.handle(method, path, query, content_type, body)
+
+        try:
+            if method != "POST":  # GET /healthz, /v1/models and refusals never wait behind an upscale
+                reply = await asyncio.to_thread(run)
+            else:
+                await self._turn.acquire()
+                try:
+                    running = asyncio.get_running_loop().run_in_executor(None, run)
+                except BaseException:
+                    self._turn.release()
+                    raise
+                running.add_done_callback(self._pass_turn)
+                reply = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if running is not None and not running.done():
+                how = "while running: it finishes, its answer discarded"
+                running.add_done_callback(lambda done: self._log_discarded(done, t0))
+            else:
+                how = "before it ran" if method == "POST" else ""
+            _log.info("%s %s cancelled after %.0f ms (the request's timeout or its client gone) %s", method, path[:80],
+                      (time.perf_counter() - t0) * 1000, how)  # fmt: skip
+            raise
+        _log.info("%s (%.0f ms with the wait)", reply.log, (time.perf_counter() - t0) * 1000)
+        return reply
+
+    @staticmethod
+    def _log_discarded(done: asyncio.Future, t0: float) -> None:
+        if not done.cancelled() and done.exception() is None:
+            _log.info("%s (%.0f ms with the wait; discarded: its request was cancelled)", done.result().log,
+                      (time.perf_counter() - t0) * 1000)  # fmt: skip
+
+    def _pass_turn(self, running: asyncio.Future) -> None:
+        if not running.cancelled():
+            running.exception()  # retrieved: handle() never raises, but an orphan's fault must not warn later
+        self._turn.release()
 
     def pid(self) -> int:
         """This replica's process id (the tests kill one)."""
@@ -119,21 +184,125 @@ class MetaSRReplica:
             raise RuntimeError("no pipeline loaded")
 
 
-def build_app(config: ServiceConfig, limits: DeploymentLimits):
-    """The Serve application: ``limits.replicas`` replicas of :class:`MetaSRReplica` (returns a bound app)."""
-    from ray import serve
-    from ray.serve.schema import LoggingConfig
+class MetaSRIngress:
+    """The HTTP entry point (the ``MetaSRIngress`` deployment of :func:`build_app`): reads the body, forwards the
+    request to ``MetaSR`` and answers 503 / 408 itself, in one-line JSON."""
 
-    deployment = serve.deployment(
-        name="MetaSR",
-        num_replicas=limits.replicas,
-        max_ongoing_requests=limits.max_ongoing_requests,
-        max_queued_requests=limits.max_queued_requests,
-        ray_actor_options={"num_cpus": limits.cpus_per_replica},
-        health_check_period_s=10,
-        logging_config=LoggingConfig(enable_access_log=False),  # the service logs its own line per request
-    )(MetaSRReplica)
-    return deployment.bind(config)
+    def __init__(self, worker, limits: DeploymentLimits, max_body_bytes: int, request_timeout_s: float) -> None:
+        self.worker = worker  # a DeploymentHandle of MetaSR
+        self.capacity = limits.capacity
+        self.max_body_bytes = max_body_bytes
+        self.timeout_s = request_timeout_s
+        self.in_flight = 0  # requests forwarded and not answered yet (one event loop: no lock needed)
+
+    async def __call__(self, request):  # starlette Request -> Response
+        from starlette.responses import Response
+
+        t0 = time.perf_counter()
+        path = request.scope.get("path", "/")
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a route prefix: the service's own path
+            path = path[len(root) :] or "/"
+        if self.in_flight >= self.capacity:  # refused before its body is read
+            reply = _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its queue's);"
+                          " retry later", f"busy ({self.in_flight} requests in the service)")  # fmt: skip
+        else:
+            self.in_flight += 1
+            try:
+                reply = await self._forward(request, path)
+            finally:
+                self.in_flight -= 1
+        if reply.log:  # an answer of the ingress itself (the replica's answers are logged in the replica)
+            _log.info("%s %s %d %s (%.0f ms)", request.method, path[:80], reply.status, reply.log,
+                      (time.perf_counter() - t0) * 1000)  # fmt: skip
+        return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=dict(reply.headers))
+
+    async def _forward(self, request, path: str) -> Reply:
+        """The replica's :class:`Reply` (its log left empty), or one of the ingress's refusals (with its log)."""
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+        from starlette.requests import ClientDisconnect
+
+        sent: list = []  # the DeploymentResponse, once the request is handed to a replica
+        try:
+            return await asyncio.wait_for(self._exchange(request, path, sent), self.timeout_s)
+        except asyncio.TimeoutError:  # the deadline (a TimeoutError inside _exchange is re-raised as another)
+            for response in sent:
+                response.cancel()  # not started in the replica: never starts; running: finishes there
+            return Reply.json(408, {"error": f"the request did not finish within {self.timeout_s:g} s (the "
+                                             "service's request timeout)"}, log="timed out")  # fmt: skip
+        except BackPressureError as e:  # the router's own bound (a replica short, or its count ahead of ours)
+            return _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its "
+                         "queue's); retry later", f"busy ({e})")  # fmt: skip
+        except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as e:
+            return _busy("the replica answering the request stopped; retry", f"replica lost ({type(e).__name__})")
+        except ClientDisconnect:
+            return Reply.json(400, {"error": "the body ended early: the client disconnected"}, log="client gone")
+        except asyncio.CancelledError:  # the client went away (Ray's proxy cancels the request)
+            for response in sent:
+                response.cancel()
+            raise
+        except Exception:
+            _log.exception("%s %s failed", request.method, path[:80])
+            return Reply.json(500, {"error": "internal error"}, log="internal error")
+
+    async def _exchange(self, request, path: str, sent: list) -> Reply:
+        try:
+            body = await _read_body(request, self.max_body_bytes)
+            if isinstance(body, Reply):
+                return body
+            response = self.worker.answer.remote(
+                request.method, path, dict(request.query_params), request.headers.get("content-type", ""), body,
+            )  # fmt: skip
+            sent.append(response)
+            reply = await response
+        except TimeoutError as e:  # not the deadline's (Python 3.11+: asyncio.TimeoutError is TimeoutError)
+            raise RuntimeError(f"a timeout inside the request: {e}") from e
+        return Reply(reply.status, reply.media_type, reply.body, "", reply.headers)
+
+
+@dataclass(frozen=True)
+class ServiceApp:
+    """What :func:`build_app` returns; :func:`start_service` binds it with the request timeout
+    (:meth:`application`)."""
+
+    config: ServiceConfig
+    limits: DeploymentLimits
+
+    def application(self, request_timeout_s: float = 120.0):
+        """The Ray Serve application: ``MetaSRIngress`` in front of ``limits.replicas`` replicas of ``MetaSR``."""
+        from ray import serve
+        from ray.serve.schema import LoggingConfig
+
+        limits = self.limits
+        quiet = LoggingConfig(enable_access_log=False)  # the service logs its own line per request
+        worker = serve.deployment(
+            name="MetaSR",
+            num_replicas=limits.replicas,
+            max_ongoing_requests=limits.max_ongoing_requests,
+            # the ingress's count is the bound (replicas x max_ongoing + max_queued, exact: one ingress); the
+            # router's own count races (it dropped requests that fit: 5 or 6 of 8 answered in a flood) and is
+            # only a backstop here, never reached while the ingress holds at most that many
+            max_queued_requests=limits.capacity,
+            ray_actor_options={"num_cpus": limits.cpus_per_replica},
+            health_check_period_s=10,
+            logging_config=quiet,
+        )(MetaSRReplica)
+        ingress = serve.deployment(
+            name="MetaSRIngress",
+            num_replicas=1,  # one: its count of requests is the service's (as Ray's one router was)
+            max_ongoing_requests=limits.capacity + INGRESS_HEADROOM,  # never the bottleneck: it refuses itself
+            ray_actor_options={"num_cpus": 0},  # no CPU work: reading bodies and forwarding
+            health_check_period_s=10,
+            logging_config=quiet,
+        )(MetaSRIngress)
+        return ingress.bind(worker.bind(self.config), limits, self.config.max_body_bytes, request_timeout_s)
+
+
+def build_app(config: ServiceConfig, limits: DeploymentLimits) -> ServiceApp:
+    """The service: ``limits.replicas`` replicas of :class:`MetaSRReplica` behind :class:`MetaSRIngress`
+    (deployed by :func:`start_service`)."""
+    return ServiceApp(config, limits)
 
 
 def check_port(host: str, port: int) -> None:
@@ -145,18 +314,17 @@ def check_port(host: str, port: int) -> None:
         raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
 
 
-def start_service(app, options: ServeOptions) -> None:
+def start_service(app: ServiceApp, options: ServeOptions) -> None:
     """Start (or join) Ray, start Serve's HTTP proxy on the head node and deploy ``app`` (returns when the
     replicas are up)."""
     init_ray(options.address)
     from ray import serve
     from ray.serve.config import HTTPOptions, ProxyLocation
 
-    serve.start(
-        proxy_location=ProxyLocation.HeadOnly,
-        http_options=HTTPOptions(host=options.host, port=options.port, request_timeout_s=options.request_timeout_s),
-    )
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    backstop = proxy_timeout_s(options.request_timeout_s)  # Ray's plain-text 408 only if the ingress never answers
+    http = HTTPOptions(host=options.host, port=options.port, request_timeout_s=backstop)
+    serve.start(proxy_location=ProxyLocation.HeadOnly, http_options=http)
+    serve.run(app.application(options.request_timeout_s), name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def stop_service(embedded: bool) -> None:
@@ -176,7 +344,7 @@ def stop_service(embedded: bool) -> None:
         ray.shutdown()
 
 
-def run_service(app, options: ServeOptions, say: Callable[[str], None] = print) -> None:
+def run_service(app: ServiceApp, options: ServeOptions, say: Callable[[str], None] = print) -> None:
     """:func:`start_service`, then wait; on SIGINT/SIGTERM (a ``KeyboardInterrupt``) shut down and re-raise."""
     try:
         start_service(app, options)

@@ -66,15 +66,26 @@ def service(cluster, bundled_artifacts):
     stop_service(embedded=False)
 
 
-def _post(url: str, query: str, body: bytes, ctype: str = "image/png", timeout: float = 60) -> tuple[int, bytes]:
+def _exchange(url: str, query: str, body: bytes, ctype: str = "image/png", timeout: float = 60):
+    """POST /v1/upscale: (status, body, headers)."""
     req = urllib.request.Request(f"{url}/v1/upscale?{query}", data=body, method="POST")
     if ctype:
         req.add_header("Content-Type", ctype)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
+            return r.status, r.read(), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, e.read(), e.headers
+
+
+def _post(url: str, query: str, body: bytes, ctype: str = "image/png", timeout: float = 60) -> tuple[int, bytes]:
+    status, data, _ = _exchange(url, query, body, ctype, timeout)
+    return status, data
+
+
+def _one_line_json_error(body: bytes) -> str:
+    assert body.startswith(b'{"error":') and b"\n" not in body, body[:300]
+    return json.loads(body)["error"]
 
 
 def _get(url: str, path: str) -> int:
@@ -120,15 +131,21 @@ def test_hostile_requests_get_4xx_and_the_service_keeps_answering(service):
 
 def test_bounded_load_on_localhost(service):
     """24 requests at concurrency 2 all succeed with identical bytes; a flood of 24 at once past the bounds
-    (2 replicas x 2 ongoing + 4 queued) gets 503s for the excess, never a hang, and the service stays up."""
+    (2 replicas x 2 ongoing + 4 queued) gets 503s for the excess, never a hang, and the service stays up. Every
+    503 is the service's one-line JSON with a Retry-After (before: Ray's proxy answered in plain text)."""
     body = png_bytes(small_rgb(48, 64, seed=3))
     with cf.ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda _: _post(service, "scale=2", body), range(24)))
     assert {s for s, _ in answers} == {200} and len({b for _, b in answers}) == 1
     big = png_bytes(small_rgb(200, 200, seed=4))
     with cf.ThreadPoolExecutor(24) as pool:
-        flood = [s for s, _ in pool.map(lambda _: _post(service, "scale=3", big), range(24))]
+        replies = list(pool.map(lambda _: _exchange(service, "scale=3", big), range(24)))
+    flood = [s for s, _, _ in replies]
     assert set(flood) <= {200, 503} and flood.count(200) >= 8, flood
+    for status, data, headers in replies:
+        if status == 503:
+            assert "busy" in _one_line_json_error(data) and headers.get("Content-Type") == "application/json"
+            assert headers.get("Retry-After", "").isdigit(), dict(headers)
     print(f"flood: {flood.count(200)} x 200, {flood.count(503)} x 503")
     assert _post(service, "scale=2", body) == answers[0]
 
@@ -159,6 +176,47 @@ def test_a_killed_replica_is_replaced_and_no_request_is_lost(service):
     assert len(after) == 2 and victim not in after
     print(f"replica killed: 20/20 answered, {first_try_failures} retried 5xx, replaced in "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+
+
+def test_a_request_past_the_timeout_gets_a_json_408_and_the_service_goes_on(service, bundled_artifacts):
+    """Before: Ray's proxy answered 408 in plain text (never triggered in a test). A second application beside the
+    service (1 replica of 1 CPU, a 0.5 s request timeout, under /slow) gets 3 upscales of ~1.8 s each at once: each
+    is a one-line JSON 408 at about the timeout (the 2 not started are cancelled before they start); /healthz
+    answers at once, and an upscale answers again once the one already running has finished."""
+    from metasr.runtime.serve_api import ServiceConfig
+    from metasr.runtime.serving import DeploymentLimits, build_app
+    from ray import serve
+
+    app = build_app(ServiceConfig(str(bundled_artifacts)), DeploymentLimits(replicas=1))
+    serve.run(app.application(request_timeout_s=0.5), name="metasr-slow", route_prefix="/slow", blocking=False)
+    try:
+        url = f"{service}/slow"
+        big = png_bytes(small_rgb(768, 768, seed=6))  # x3: 2304x2304, ~1.8 s on one quiet core
+
+        def timed(_):
+            t0 = time.perf_counter()
+            status, data, _ = _exchange(url, "scale=3", big)
+            return status, data, time.perf_counter() - t0
+
+        with cf.ThreadPoolExecutor(3) as pool:
+            slow = list(pool.map(timed, range(3)))
+        for status, data, seconds in slow:
+            assert status == 408 and "within 0.5 s" in _one_line_json_error(data), (status, data[:200])
+            assert seconds < 10, seconds  # the service's timeout, not the upscales' end nor Ray's backstop (132 s)
+        t0 = time.perf_counter()
+        assert _get(url, "/healthz") == 200
+        small = png_bytes(small_rgb(48, 64, seed=7))
+        for _ in range(120):  # 408 while the running upscale holds the replica, then answered
+            status, data = _post(url, "scale=2", small)
+            if status == 200:
+                break
+            assert status == 408 and "within 0.5 s" in _one_line_json_error(data), (status, data[:200])
+        assert status == 200 and data.startswith(b"\x89PNG")
+        print(f"timeout: 3 x 408 in {max(s for _, _, s in slow):.2f} s at most, an upscale answered again "
+              f"{time.perf_counter() - t0:.1f} s later")  # fmt: skip
+    finally:
+        serve.delete("metasr-slow")
+    assert _get(service, "/healthz") == 200
 
 
 # -- the batch engine ---------------------------------------------------------------------------------------

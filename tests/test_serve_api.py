@@ -1,8 +1,10 @@
-"""The upscale service's HTTP contract without a server (metasr.runtime.serve_api; no Ray needed), and the
-`metasr serve` / `--engine ray` command lines' refusals before anything starts."""
+"""The upscale service's HTTP contract without a server (metasr.runtime.serve_api; no Ray needed), the ingress and
+the replica of `metasr serve` driven directly without a cluster (metasr.runtime.serving: Ray imported, not started),
+and the `metasr serve` / `--engine ray` command lines' refusals before anything starts."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import json
@@ -180,3 +182,144 @@ def test_empty_parameters_are_refused_and_the_log_has_the_exact_scale(service):
         assert reply.status == 400 and f"{key} is empty" in _error(reply), (key, reply.body)
     reply = service.handle("POST", "/v1/upscale", {"scale": "1.0000001"}, "image/png", body)
     assert reply.status == 200 and "scale 1.0000001 " in reply.log, reply.log
+
+
+# -- the ingress of `metasr serve` (metasr.runtime.serving.MetaSRIngress) without a cluster: a stand-in handle ------
+class _Response:
+    """A stand-in for Ray's DeploymentResponse: awaits ``outcome`` (a Reply, an exception, or a sleep)."""
+
+    def __init__(self, outcome) -> None:
+        self.outcome, self.cancelled = outcome, False
+
+    def __await__(self):
+        return self._result().__await__()
+
+    async def _result(self):
+        if isinstance(self.outcome, (int, float)):
+            await asyncio.sleep(self.outcome)
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Worker:
+    def __init__(self, outcome) -> None:
+        self.outcome, self.calls = outcome, []
+        self.answer = self  # worker.answer.remote(...)
+
+    def remote(self, *args):
+        self.calls.append(args)
+        self.response = _Response(self.outcome)
+        return self.response
+
+
+def _ingress_call(outcome, body=b"png", path="/v1/upscale", root="", capacity_used=0, timeout_s=5.0, limit=100):
+    """One request through MetaSRIngress: (status, body, headers, the stand-in worker, seconds)."""
+    from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
+    from starlette.requests import Request
+
+    worker = _Worker(outcome)
+    ingress = MetaSRIngress(worker, DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1),
+                            limit, timeout_s)  # fmt: skip
+    ingress.in_flight = capacity_used
+    scope = {"type": "http", "method": "POST", "path": root + path, "root_path": root, "query_string": b"scale=2",
+             "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())]}  # fmt: skip
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def run():
+        t0 = time.perf_counter()
+        response = await ingress(Request(scope, receive))
+        return response, time.perf_counter() - t0
+
+    response, seconds = asyncio.run(run())
+    assert ingress.in_flight == capacity_used  # every request forwarded is counted out again
+    return response.status_code, response.body, response.headers, worker, seconds
+
+
+def test_ingress_forwards_and_answers_ray_s_refusals_in_one_line_json():
+    """Before, 503 (more requests than the replicas and the queue take) and 408 (the request timeout) were Ray
+    Serve's plain text: the ingress answers them as the service answers everything else."""
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    from metasr.runtime.serve_api import Reply
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    status, body, _, worker, _ = _ingress_call(Reply(200, "image/png", b"out", "a log line"), path="/v1/upscale",
+                                               root="/slow")  # fmt: skip
+    assert (status, body) == (200, b"out")
+    assert worker.calls == [("POST", "/v1/upscale", {"scale": "2"}, "image/png", b"png")]  # the prefix taken off
+
+    status, body, headers, worker, _ = _ingress_call(Reply(200, "image/png", b"out"), capacity_used=2)
+    assert status == 503 and "busy" in json.loads(body)["error"] and headers["retry-after"] == "1"
+    assert worker.calls == []  # refused before the body is read: the service holds 1 + 1 requests already
+
+    for exc, fragment in ((BackPressureError(1, 1), "busy"), (ActorDiedError(), "stopped; retry")):
+        status, body, headers, _, _ = _ingress_call(exc)
+        assert status == 503 and fragment in json.loads(body)["error"] and headers["retry-after"] == "1", body
+        assert b"\n" not in body and headers["content-type"] == "application/json"
+
+    status, body, _, worker, seconds = _ingress_call(30.0, timeout_s=0.2)  # a replica that takes 30 s
+    assert status == 408 and json.loads(body)["error"].startswith("the request did not finish within 0.2 s")
+    assert worker.response.cancelled and seconds < 5  # cancelled in the replica, answered at the timeout
+
+    status, body, _, worker, _ = _ingress_call(Reply(200, "image/png", b"out"), body=b"x" * 101)
+    assert status == 413 and worker.calls == []  # over the body limit (100 bytes here), never forwarded
+
+    status, body, _, _, _ = _ingress_call(RuntimeError("boom\nsecond line"))
+    assert status == 500 and json.loads(body) == {"error": "internal error"}
+
+
+def test_the_proxy_backstop_is_above_the_service_timeout():
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    from metasr.runtime.serving import DeploymentLimits, proxy_timeout_s
+
+    assert DeploymentLimits(replicas=2, max_ongoing_requests=2, max_queued_requests=4).capacity == 8
+    for t in (0.1, 1.0, 120.0, 86400.0):
+        assert proxy_timeout_s(t) >= t + 5
+
+
+def test_a_replica_runs_one_upscale_at_a_time_and_never_starts_a_cancelled_one():
+    """The 408's cancellation in the replica: an upscale waiting for its turn never runs; one already running
+    (ONNX Runtime cannot be stopped) keeps the turn until it ends; a GET never waits behind an upscale."""
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    import threading
+
+    from metasr.runtime.serve_api import Reply
+    from metasr.runtime.serving import MetaSRReplica
+
+    ran, release = [], threading.Event()
+
+    class Stub:
+        def handle(self, method, path, query, content_type, body):
+            ran.append(body)
+            if body == b"first":
+                release.wait(10)
+            return Reply(200, "text/plain", body, f"{method} {path} 200")
+
+    replica = object.__new__(MetaSRReplica)  # no Ray runtime here: __init__ asks Ray for the replica's CPUs
+    replica.service, replica._turn = Stub(), asyncio.Lock()
+
+    async def scenario():
+        first = asyncio.ensure_future(replica.answer("POST", "/v1/upscale", {}, "image/png", b"first"))
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(replica.answer("POST", "/v1/upscale", {}, "image/png", b"second"))
+        await asyncio.sleep(0.2)
+        assert (await asyncio.wait_for(replica.answer("GET", "/healthz", {}, "", b"get"), 5)).body == b"get"
+        first.cancel()  # running: its thread goes on, and keeps the turn
+        second.cancel()  # waiting for its turn: never runs
+        third = asyncio.ensure_future(replica.answer("POST", "/v1/upscale", {}, "image/png", b"third"))
+        await asyncio.sleep(0.2)
+        assert ran == [b"first", b"get"] and not third.done()  # the third waits for the first's thread
+        release.set()
+        assert (await asyncio.wait_for(third, 5)).body == b"third"
+        for task in (first, second):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert ran == [b"first", b"get", b"third"]
