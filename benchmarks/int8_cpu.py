@@ -66,7 +66,8 @@ def _calibrated(model: MetaSR, out: Path, t91: Path, quick: bool) -> Path:
 
 def _rules_only(art: Path) -> bytes:
     """The CPU form of ``art``'s feature graph with the calibration's rules only, from its ranges file."""
-    from metasr.calibration.quantize import ORT_CPU, anchor_layout, quantize_graph, ruled_graph
+    from metasr.calibration.int8_rules import anchor_layout, ruled_graph
+    from metasr.calibration.quantize import ORT_CPU, quantize_graph
     from metasr.calibration.ranges import TensorRanges
     from metasr.runtime.manifest import Manifest
 

@@ -34,21 +34,23 @@ from pathlib import Path
 import onnx
 from metasr.calibration.data import MIN_LR, FeatureFeeds, calibration_sets
 from metasr.calibration.fp16 import convert_fp16, plan_only_nodes
+from metasr.calibration.int8_rules import (
+    LAYOUT_ANCHOR,
+    WEIGHT_RULE,
+    anchor_layout,
+    image_rule_tensors,
+    int8_kernels,
+    quantized_weights,
+    ruled_graph,
+)
 from metasr.calibration.quantize import (
     EDGE,
     FORMS,
     IMAGE_RULE,
-    LAYOUT_ANCHOR,
-    WEIGHT_RULE,
     QuantForm,
-    anchor_layout,
-    image_rule_tensors,
-    int8_kernels,
     quantize_graph,
     quantized_edges,
     quantized_tensors,
-    quantized_weights,
-    ruled_graph,
 )
 from metasr.calibration.ranges import METHODS, collect_ranges
 from metasr.calibration.report import write_report

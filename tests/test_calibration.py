@@ -25,17 +25,8 @@ from metasr.calibration import calibrate as calibrate_mod
 from metasr.calibration import data as data_mod
 from metasr.calibration.calibrate import CalibrationConfig, CalibrationError, calibrate
 from metasr.calibration.data import CalibrationDataError, FeatureFeeds, calibration_sets
-from metasr.calibration.quantize import (
-    ORT_CPU,
-    TENSORRT,
-    anchor_layout,
-    apply_weight_rule,
-    int8_kernels,
-    keep_float,
-    quantize_graph,
-    quantized_tensors,
-    quantized_weights,
-)
+from metasr.calibration.int8_rules import anchor_layout, apply_weight_rule, int8_kernels, quantized_weights
+from metasr.calibration.quantize import ORT_CPU, TENSORRT, keep_float, quantize_graph, quantized_tensors
 from metasr.calibration.ranges import TensorRanges, collect_ranges
 from metasr.calibration.reader import OrtCalibrationReader
 from metasr.calibration.sensitivity import BinScore, Score, Scorer, choose_float_tensors

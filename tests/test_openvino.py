@@ -128,7 +128,8 @@ def test_fp16_graphs_run_in_f32_as_close_to_fp32_as_onnx_runtime(calibrated_arti
 def test_int8_runs_the_tensorrt_form_as_int8_kernels(calibrated_artifacts):
     """OpenVINO's INT8 convolutions are exactly the ones the calibration predicts TensorRT runs in INT8."""
     import onnx
-    from metasr.calibration.quantize import TENSORRT, int8_kernels
+    from metasr.calibration.int8_rules import int8_kernels
+    from metasr.calibration.quantize import TENSORRT
     from metasr.runtime.openvino_backend import convolution_kernels
 
     art = calibrated_artifacts
