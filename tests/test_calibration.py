@@ -3,16 +3,14 @@ the runtime at every precision, atomicity of `metasr calibrate` and its exit cod
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
+from calibration_helpers import tiny, train_dirs
 from conftest import data_path
 from onnx import numpy_helper
 from PIL import Image
@@ -21,9 +19,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")
 
 import onnxruntime as ort
-from metasr.calibration import calibrate as calibrate_mod
 from metasr.calibration import data as data_mod
-from metasr.calibration.calibrate import CalibrationConfig, CalibrationError, calibrate
+from metasr.calibration.calibrate import calibrate
 from metasr.calibration.data import CalibrationDataError, FeatureFeeds, calibration_sets
 from metasr.calibration.int8_rules import anchor_layout, apply_weight_rule, int8_kernels, quantized_weights
 from metasr.calibration.quantize import ORT_CPU, TENSORRT, keep_float, quantize_graph, quantized_tensors
@@ -36,27 +33,8 @@ from metasr.runtime.manifest import GraphSpec, Manifest, ManifestError, content_
 from metasr.runtime.pipeline import Pipeline
 
 from metasr.checkpoint import load_model
-from metasr.cli import main
 from metasr.data import load_rgb
 from metasr.imresize import imresize
-
-
-def _train_dirs():
-    return (str(data_path("T91")), str(data_path("BSD200")))
-
-
-def _tiny(precision: str, **kw) -> CalibrationConfig:
-    """Tiny settings for the default suite: a budget that holds without a sensitivity pass unless changed."""
-    base = dict(
-        image_dirs=_train_dirs(),
-        precision=precision,
-        crops=6,
-        held_apart=3,
-        lr_sizes=(16, 32),
-        budget_db=10.0,  # the largest budget: holds without a sensitivity pass
-        min_psnr_db=0.0,
-    )
-    return CalibrationConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +51,15 @@ def art(fp32_art, tmp_path_factory):
     """The bundled model's artifacts with INT8 and FP16 graphs added (tiny calibration)."""
     out = tmp_path_factory.mktemp("cal") / "all"
     shutil.copytree(fp32_art, out)
-    assert calibrate(out, _tiny("int8")).met
-    assert calibrate(out, _tiny("fp16")).met
+    assert calibrate(out, tiny("int8")).met
+    assert calibrate(out, tiny("fp16")).met
     return out
-
-
-def _snapshot(directory):
-    """Every file under ``directory`` with its bytes, and the names beside it (leftover temporary dirs)."""
-    files = {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-    return files, sorted(p.name for p in directory.parent.iterdir())
 
 
 # -- calibration data -----------------------------------------------------------------------------------------
 def test_crops_are_deterministic_varied_and_disjoint():
-    a_cal, a_held = calibration_sets(_train_dirs(), 12, 4, 7, (1.1, 4.0), (16, 40))
-    b_cal, _ = calibration_sets(_train_dirs(), 12, 4, 7, (1.1, 4.0), (16, 40))
+    a_cal, a_held = calibration_sets(train_dirs(), 12, 4, 7, (1.1, 4.0), (16, 40))
+    b_cal, _ = calibration_sets(train_dirs(), 12, 4, 7, (1.1, 4.0), (16, 40))
     assert all(np.array_equal(x.lr, y.lr) and x.scale == y.scale for x, y in zip(a_cal, b_cal, strict=True))
     assert len({c.lr.shape for c in a_cal}) > 6 and len({c.scale for c in a_cal}) > 6
     assert all(1.1 <= c.scale <= 4.0 for c in a_cal + a_held)
@@ -130,7 +102,7 @@ def test_each_calibration_image_is_decoded_once(monkeypatch):
     decoded = []
     real = data_mod.load_rgb
     monkeypatch.setattr(data_mod, "load_rgb", lambda path, *a: decoded.append(path) or real(path, *a))
-    cal, held = calibration_sets(_train_dirs(), 40, 10, 3, (1.1, 4.0), (16, 24))
+    cal, held = calibration_sets(train_dirs(), 40, 10, 3, (1.1, 4.0), (16, 24))
     assert len(decoded) == len(set(decoded)) == len({c.source for c in cal + held})
     assert len(cal) == 40 and len(held) == 10
 
@@ -152,7 +124,7 @@ def test_ort_reader_adapter():
 
 
 def test_ranges_methods_on_varied_sizes(fp32_art):
-    cal, _ = calibration_sets(_train_dirs(), 6, 1, 0, (1.1, 4.0), (16, 32))
+    cal, _ = calibration_sets(train_dirs(), 6, 1, 0, (1.1, 4.0), (16, 32))
     model = onnx.load(str(fp32_art / "feature.onnx"))
     lo = min(float(c.lr.min()) for c in cal)
     hi = max(float(c.lr.max()) for c in cal)
@@ -215,7 +187,7 @@ def test_cpu_form_has_uint8_activations_int8_weights(art):
 
 def test_keep_float_restores_the_float_graph(fp32_art):
     """Keeping every quantized activation and weight in float gives back the FP32 graph's output exactly."""
-    cal, held = calibration_sets(_train_dirs(), 4, 1, 0, (1.1, 4.0), (16, 24))
+    cal, held = calibration_sets(train_dirs(), 4, 1, 0, (1.1, 4.0), (16, 24))
     model = onnx.load(str(fp32_art / "feature.onnx"))
     quantized = quantize_graph(model, collect_ranges(model, FeatureFeeds(cal), "minmax"), TENSORRT)
     names = quantized_tensors(quantized) + quantized_weights(quantized, model)
@@ -228,7 +200,7 @@ def test_keep_float_restores_the_float_graph(fp32_art):
 
 
 def test_sensitivity_pass_keeps_tensors_and_says_why(fp32_art):
-    cal, held = calibration_sets(_train_dirs(), 6, 2, 0, (1.1, 2.0), (16, 24), held_size=24)
+    cal, held = calibration_sets(train_dirs(), 6, 2, 0, (1.1, 2.0), (16, 24), held_size=24)
     model = onnx.load(str(fp32_art / "feature.onnx"))
     quantized = quantize_graph(model, collect_ranges(model, FeatureFeeds(cal), "minmax"), TENSORRT)
     scorer = Scorer(str(fp32_art / "feature.onnx"), str(fp32_art / "upscale.onnx"), held, 4.0, 1e-4, threads=1)
@@ -249,7 +221,7 @@ def test_sensitivity_pass_keeps_tensors_and_says_why(fp32_art):
 def test_weight_rule_gives_float_convolutions_their_float32_weights(fp32_art):
     """A convolution that cannot run as an INT8 kernel gets float32 weights back: the INT8 kernels stay the
     same, int8 weights remain only on them, and the output moves closer to FP32 (less rounding)."""
-    cal, held = calibration_sets(_train_dirs(), 4, 2, 0, (1.1, 4.0), (16, 24))
+    cal, held = calibration_sets(train_dirs(), 4, 2, 0, (1.1, 4.0), (16, 24))
     model = onnx.load(str(fp32_art / "feature.onnx"))
     ranges = collect_ranges(model, FeatureFeeds(cal), "minmax")
     last = "/backbone/body/body.8/Conv_output_0"  # the last body convolution writes it
@@ -275,7 +247,7 @@ def test_weight_rule_gives_float_convolutions_their_float32_weights(fp32_art):
 def test_layout_anchor_is_exact_and_keeps_onnx_runtime_in_nhwc(fp32_art, tmp_path):
     """The CPU form's identity QLinearConv after the float head: bit-identical output, and ONNX Runtime's
     optimized graph transposes far less (the residual chain stays NHWC); the TensorRT form gets none."""
-    cal, held = calibration_sets(_train_dirs(), 4, 2, 0, (1.1, 4.0), (16, 24))
+    cal, held = calibration_sets(train_dirs(), 4, 2, 0, (1.1, 4.0), (16, 24))
     model = onnx.load(str(fp32_art / "feature.onnx"))
     ranges = collect_ranges(model, FeatureFeeds(cal), "minmax")
     rule = ["lr", "/sub_mean/Conv_output_0"]
@@ -424,138 +396,3 @@ def test_every_precision_runs_on_onnx_runtime_cpu(art):
         assert result.psnr >= min_psnr, str(result)
     with Pipeline(art, precision="int8") as p:
         assert p.feature_spec.target == "ort-cpu" and p.upscale_spec.file == "upscale.onnx"
-
-
-# -- the command: atomicity and exit codes -------------------------------------------------------------------
-def test_interrupted_calibrate_leaves_the_directory_unchanged(fp32_art, tmp_path, monkeypatch):
-    work = tmp_path / "art"
-    shutil.copytree(fp32_art, work)
-    before = _snapshot(work)
-    calls = []
-
-    def interrupted(model, path):
-        calls.append(path)
-        if len(calls) == 2:  # the first graph is written, the second is not
-            raise KeyboardInterrupt
-        original(model, path)
-
-    original = calibrate_mod._save_checked
-    monkeypatch.setattr(calibrate_mod, "_save_checked", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        calibrate(work, _tiny("int8"))
-    assert _snapshot(work) == before
-    calls.clear()
-    args = ["calibrate", "--artifacts", str(work), "--images", _train_dirs()[0], "--precision", "fp16"]
-    assert main([*args, "--crops", "4", "--held-apart", "2"]) == 130
-    assert _snapshot(work) == before
-
-
-def test_calibrate_refuses_to_overwrite_a_concurrent_change(fp32_art, tmp_path, monkeypatch):
-    """A directory re-exported while calibrating is not replaced by the calibrated copy of the old one."""
-    work = tmp_path / "art"
-    shutil.copytree(fp32_art, work)
-    original = calibrate_mod._save_checked
-
-    def meanwhile(model, path):  # another writer changes the directory mid-run
-        manifest = json.loads((work / "manifest.json").read_text())
-        manifest["tools"]["note"] = "re-exported"
-        (work / "manifest.json").write_text(json.dumps(manifest))
-        original(model, path)
-
-    monkeypatch.setattr(calibrate_mod, "_save_checked", meanwhile)
-    with pytest.raises(CalibrationError, match="changed while calibrating"):
-        calibrate(work, _tiny("fp16"))
-    assert "re-exported" in (work / "manifest.json").read_text()
-    assert not list(work.glob("*.fp16.onnx"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temporary folders left
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("metasr: error: "), err
-    return err[0]
-
-
-def test_cli_exit_codes(fp32_art, tmp_path, capsys):
-    work = tmp_path / "art"
-    shutil.copytree(fp32_art, work)
-    before = _snapshot(work)
-    base = ["calibrate", "--artifacts", str(work), "--precision", "int8", "--crops", "4", "--held-apart", "2"]
-    assert main([*base, "--images", str(tmp_path / "missing")]) == 2
-    assert "no image folder" in _one_line_error(capsys)
-    assert main([*base, "--images", str(data_path("Set5"))]) == 2
-    assert "evaluation set" in _one_line_error(capsys)
-    assert main([*base, "--images", _train_dirs()[0], "--crops", "0"]) == 2
-    _one_line_error(capsys)
-    assert (
-        main(["calibrate", "--artifacts", str(tmp_path / "none"), "--images", _train_dirs()[0], "--precision", "int8"])
-        == 2
-    )
-    assert "manifest" in _one_line_error(capsys)
-    # an unmeetable budget: exit 1, directory unchanged, the report beside it says where
-    assert main([*base, "--images", _train_dirs()[0], "--budget-db", "0", "--max-kept", "0"]) == 1
-    assert _snapshot(work)[0] == before[0]
-    report = (tmp_path / "art.calibration.int8.md").read_text()
-    assert "Budget not met" in report and "scale bin" in report
-    assert "budget not met" in capsys.readouterr().err
-    src = str(data_path("Set5", "bird.png"))
-    assert (
-        main(
-            [
-                "upscale",
-                src,
-                "-o",
-                str(tmp_path / "o.png"),
-                "--scale",
-                "2",
-                "--artifacts",
-                str(work),
-                "--precision",
-                "int8",
-            ]
-        )
-        == 2
-    )
-    assert "calibrate --precision int8" in _one_line_error(capsys)
-
-
-def test_config_is_validated():
-    with pytest.raises(CalibrationError, match="precision"):
-        CalibrationConfig(image_dirs=("x",), precision="int4")
-    with pytest.raises(CalibrationError, match="method"):
-        CalibrationConfig(image_dirs=("x",), precision="int8", method="mse")
-    cfg = CalibrationConfig(image_dirs=("x",), precision="int8")
-    assert dataclasses.replace(cfg, seed=3).seed == 3
-    # the default budget is the precision's target (the gate computes it for a 40 dB image: calibration-gate.md)
-    assert cfg.budget_db == 0.1 and CalibrationConfig(image_dirs=("x",), precision="fp16").budget_db == 0.01
-
-
-_REAL_RUN = """
-import dataclasses, json, sys
-from metasr.calibration.calibrate import CalibrationConfig, calibrate
-from metasr.calibration.evaluate import Variant, evaluate_precisions
-work, t91, bsd, set5 = sys.argv[1:]
-assert calibrate(work, CalibrationConfig(image_dirs=(t91, bsd), precision="int8")).met  # the defaults
-assert calibrate(work, CalibrationConfig(image_dirs=(t91, bsd), precision="fp16")).met
-variants = [Variant("fp16", "fp16"), Variant("cpu", "int8", "ort-cpu"), Variant("trt", "int8", "tensorrt")]
-cells = evaluate_precisions(work, [set5], [2.0, 4.0, 1.5], variants)
-print(json.dumps([dataclasses.asdict(c) | {"loss_db": c.loss_db} for c in cells]))
-"""
-
-
-@pytest.mark.slow
-def test_real_calibration_meets_the_targets_on_set5(fp32_art, tmp_path):
-    """`metasr calibrate` with its default settings (T91 + BSD200), scored on Set5 at x2 / x4 (Set5_LR convention)
-    and x1.5: the defaults meet the targets.
-
-    Runs in a child process: its ONNX Runtime arenas would otherwise stay in this process, whose resident
-    size the memory tests' children inherit in their peak (ru_maxrss counts the forked parent's pages)."""
-    work = tmp_path / "art"
-    shutil.copytree(fp32_art, work)
-    args = [str(work), *_train_dirs(), str(data_path("Set5"))]
-    out = subprocess.run([sys.executable, "-c", _REAL_RUN, *args], check=True, capture_output=True, text=True)
-    cells = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(cells) == 9
-    for c in cells:  # the issue's targets, no slack
-        assert c["loss_db"] <= (0.01 if c["variant"] == "fp16" else 0.10), c
-        assert c["psnr_vs_fp32"] >= 50.0, c
