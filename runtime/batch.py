@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ __all__ = [
     "CheckedJob",
     "Job",
     "Timings",
+    "UpscaleCancelled",
     "UpscaleOptions",
     "check_jobs",
     "job_scale",
@@ -66,6 +68,10 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_MB = 2048
+
+
+class UpscaleCancelled(Exception):
+    """The caller withdrew an upscale (``upscale_bytes``' ``cancelled`` said so): it stopped between bands."""
 
 
 @dataclass(frozen=True)
@@ -241,8 +247,10 @@ def _upscale_into(
     size: tuple[int, int] | None,
     plan: MemoryPlan,
     timings: Timings,
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
-    """Stream ``img`` at ``scale`` (centre-cropped to ``size``) into ``writer`` under ``plan``."""
+    """Stream ``img`` at ``scale`` (centre-cropped to ``size``) into ``writer`` under ``plan``; ``cancelled``
+    is asked before each band (:class:`UpscaleCancelled` when it says so)."""
     h, w = img.shape
     out_h, out_w = output_size(h, w, scale)
     rows, cols = _crop(out_h, out_w, size)
@@ -262,6 +270,8 @@ def _upscale_into(
             feature_seconds=feature_seconds,
         )  # fmt: skip
         while True:
+            if cancelled is not None and cancelled():
+                raise UpscaleCancelled("the upscale was cancelled")
             t2 = time.perf_counter()
             try:
                 row, band = next(bands)
@@ -318,11 +328,18 @@ def run_job(
 
 
 def upscale_bytes(
-    pipeline: Pipeline, data: bytes, opts: UpscaleOptions, fmt: str = "PNG", name: str = "<bytes>"
+    pipeline: Pipeline,
+    data: bytes,
+    opts: UpscaleOptions,
+    fmt: str = "PNG",
+    name: str = "<bytes>",
+    cancelled: Callable[[], bool] | None = None,
 ) -> tuple[bytes, ImageInfo, tuple[str, ...]]:
     """An encoded image in, the encoded result out (``fmt``: "PNG", "JPEG", "WEBP", "TIFF", "BMP"), with every
     check of a file run, refused before decoding if it cannot fit ``opts.memory_mb`` (the encoded result,
-    held in memory, counted at its raw size). Returns the bytes, the input's info (decoded size) and notes."""
+    held in memory, counted at its raw size). Returns the bytes, the input's info (decoded size) and notes.
+    ``cancelled``: asked before each output band; when it returns True the upscale stops there
+    (:class:`UpscaleCancelled`: a service whose request timed out or whose client left)."""
     fmt = output_format(fmt)
     base = resident_bytes()
     info = probe_image_bytes(data, opts.max_pixels, name)
@@ -332,5 +349,5 @@ def upscale_bytes(
     scale, plan, target, icc = _prepare(pipeline, img, opts, fmt, base, in_memory=True)
     buf = io.BytesIO()
     with open_encoder(buf, fmt, img.info.kind, target, opts.png_compress, icc) as writer:
-        _upscale_into(writer, pipeline, img, scale, opts.size, plan, Timings())
+        _upscale_into(writer, pipeline, img, scale, opts.size, plan, Timings(), cancelled)
     return buf.getvalue(), img.info, notes

@@ -26,11 +26,11 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasr.runtime.batch import UpscaleOptions, upscale_bytes
+from metasr.runtime.batch import UpscaleCancelled, UpscaleOptions, upscale_bytes
 from metasr.runtime.image_io import ImageError
 from metasr.runtime.manifest import PRECISIONS, ManifestError
 from metasr.runtime.memory import MemoryBudgetError
@@ -184,35 +184,80 @@ class Upscaler:
             "max_pixels": self.config.max_pixels,
         }
 
-    def handle(self, method: str, path: str, query: Mapping[str, str], content_type: str, body: bytes) -> Reply:
-        """Answer one request (never raises for a bad request: a 4xx :class:`Reply`)."""
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        content_type: str,
+        body: bytes,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Reply:
+        """Answer one request (never raises for a bad request: a 4xx :class:`Reply`). ``cancelled``: asked
+        between the output bands of an upscale, which stops when it says so (a 408 nobody reads)."""
         t0 = time.perf_counter()
         try:
-            reply = self._route(method, path.rstrip("/") or "/", query, content_type, body)
-        except RequestError as e:
-            reply = Reply.json(e.status, {"error": str(e)}, headers=e.headers)
-        except (ImageError, UnsupportedScaleError, MemoryBudgetError, ManifestError, ValueError) as e:
-            reply = Reply.json(_status_of(e), {"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
-        except Exception:  # a fault of the service, not of the request: logged in full, answered in one line
-            _log.exception("%s %s failed", method, path[:80])
-            reply = Reply.json(500, {"error": "internal error"})
-        ms = (time.perf_counter() - t0) * 1000
+            reply = self._route(method, path.rstrip("/") or "/", query, content_type, body, cancelled)
+        except Exception as e:
+            reply = self._reply_for(e, method, path)
+        return self._logged(reply, method, path, body, (time.perf_counter() - t0) * 1000)
+
+    def refusal(self, method: str, path: str, query: Mapping[str, str], content_type: str, body: bytes) -> Reply | None:
+        """The answer to a request refused on its route, method, query, content type or body size, checked
+        without decoding anything (a replica answers these without waiting for its turn); None otherwise."""
+        t0 = time.perf_counter()
+        try:
+            if self._check_route(method, path.rstrip("/") or "/") == "/v1/upscale":
+                self._checked_query(query, content_type, body)
+        except (RequestError, ValueError) as e:
+            return self._logged(self._reply_for(e, method, path), method, path, body, (time.perf_counter() - t0) * 1000)
+        except Exception:  # not a refusal: handle() answers it (and logs a fault)
+            return None
+        return None
+
+    @staticmethod
+    def _logged(reply: Reply, method: str, path: str, body: bytes, ms: float) -> Reply:
         line = f"{method} {path} {reply.status} in {len(body)} B out {len(reply.body)} B {reply.log} {ms:.0f} ms"
         return Reply(reply.status, reply.media_type, reply.body, " ".join(line.split()), reply.headers)
 
-    def _route(self, method: str, path: str, query: Mapping[str, str], content_type: str, body: bytes) -> Reply:
+    @staticmethod
+    def _reply_for(e: Exception, method: str, path: str) -> Reply:
+        if isinstance(e, RequestError):
+            return Reply.json(e.status, {"error": str(e)}, headers=e.headers)
+        if isinstance(e, UpscaleCancelled):
+            return Reply.json(408, {"error": str(e)}, log="cancelled")
+        if isinstance(e, ImageError | UnsupportedScaleError | MemoryBudgetError | ManifestError | ValueError):
+            return Reply.json(_status_of(e), {"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+        # a fault of the service, not of the request: logged in full, answered in one line
+        _log.error("%s %s failed", method, path[:80], exc_info=e)
+        return Reply.json(500, {"error": "internal error"})
+
+    @staticmethod
+    def _check_route(method: str, path: str) -> str:
         routes = {"/healthz": "GET", "/v1/models": "GET", "/v1/upscale": "POST"}
         if path not in routes:
             raise RequestError(404, f"no route {path[:80]!r}: POST /v1/upscale, GET /healthz, GET /v1/models")
         if method != routes[path]:
             raise RequestError(405, f"{path} takes {routes[path]}, got {method[:10]}", (("Allow", routes[path]),))
+        return path
+
+    def _route(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        content_type: str,
+        body: bytes,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Reply:
+        self._check_route(method, path)
         if path == "/healthz":
             return Reply.json(200, {"status": "ok"})
         if path == "/v1/models":
             return Reply.json(200, self.models())
-        return self._upscale(query, content_type, body)
+        return self._upscale(query, content_type, body, cancelled)
 
-    def _upscale(self, query: Mapping[str, str], content_type: str, body: bytes) -> Reply:
+    def _checked_query(self, query: Mapping[str, str], content_type: str, body: bytes) -> UpscaleQuery:
         q = parse_upscale_query(query, self.config)
         kind = content_type.split(";")[0].strip().lower()
         if not kind.startswith(_BODY_TYPES):
@@ -222,8 +267,16 @@ class Upscaler:
             raise RequestError(400, "the body is empty: send the image as the request body")
         if len(body) > self.config.max_body_bytes:
             raise RequestError(413, f"the body has {len(body):,} bytes; at most {self.config.max_body_bytes:,}")
+        return q
+
+    def _upscale(
+        self, query: Mapping[str, str], content_type: str, body: bytes, cancelled: Callable[[], bool] | None = None
+    ) -> Reply:
+        q = self._checked_query(query, content_type, body)
         with self._lock:
-            data, info, _ = upscale_bytes(self.pipelines[q.precision], body, q.options, q.fmt.upper(), "image")
+            data, info, _ = upscale_bytes(
+                self.pipelines[q.precision], body, q.options, q.fmt.upper(), "image", cancelled
+            )
         w, h = info.size
         if q.options.size:
             target = q.options.size

@@ -18,8 +18,10 @@ requests that fitted: 5 or 6 of the 8 that fit answered in a flood of 24 at once
 8 of 8 in every run since it is only a backstop, set to the same total), and its ``BackPressureError``, should
 it come, is the same JSON 503. A request not finished within ``request_timeout_s`` (reading its body included)
 is answered 408 by the ingress and cancelled in the replica: an upscale that has not started never starts, one
-already running finishes there (ONNX Runtime cannot be interrupted) before the next one starts (measured: 3
-upscales of ~1.8 s at once under a 0.5 s timeout, 3 x 408 at 0.53 s, the next upscale answered ~1.5 s later).
+already running stops before its next output band (ONNX Runtime's call in progress cannot be interrupted) and
+then the next one starts (measured: 3 upscales of ~1.8 s at once under a 0.5 s timeout, 3 x 408 at 0.52 s, the
+next upscale answered 0.6 s later). A request refused on its query is answered without waiting for the turn;
+``GET /healthz`` and ``GET /v1/models`` are answered by the ingress, uncounted.
 A replica lost mid-request is a 503 too (retry: an upscale has no side effect). Every refusal is a one-line
 JSON body ``{"error": "..."}``. Ray's proxy keeps a timeout of its own as a backstop, above the service's
 (:func:`proxy_timeout_s`), so the ingress answers first; a client that sends Ray's ``x-request-timeout-seconds``
@@ -36,6 +38,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,15 +133,21 @@ class MetaSRReplica:
         self._turn = asyncio.Lock()  # one upscale at a time (bound to the replica's event loop at first use)
 
     async def answer(self, method: str, path: str, query: dict[str, str], content_type: str, body: bytes) -> Reply:
-        """One request, answered by :meth:`Upscaler.handle` in a thread. A POST (an upscale) waits for its turn
-        here, without a thread: cancelled while waiting (the request's timeout, its client gone), it never
-        runs; cancelled while running, it finishes in its thread and only then passes the turn on."""
+        """One request, answered by :meth:`Upscaler.handle` in a thread. A POST (an upscale) whose route, query,
+        content type and size pass waits for its turn here, without a thread: cancelled while waiting (the
+        request's timeout, its client gone), it never runs; cancelled while running, it stops before its next
+        output band (ONNX Runtime's call in progress cannot be interrupted) and only then passes the turn on."""
         t0 = time.perf_counter()
         running: asyncio.Future | None = None
+        stop = threading.Event()
 
         def run() -> Reply:
-            return self.service.handle(method, path, query, content_type, body)
+            return self.service.handle(method, path, query, content_type, body, stop.is_set)
 
+        refused = self.service.refusal(method, path, query, content_type, body) if method == "POST" else None
+        if refused is not None:  # a bad request is answered at once, not after the upscale before it
+            _log.info("%s (%.0f ms with the wait)", refused.log, (time.perf_counter() - t0) * 1000)
+            return refused
         try:
             if method != "POST":  # GET /healthz, /v1/models and refusals never wait behind an upscale
                 reply = await asyncio.to_thread(run)
@@ -153,7 +162,8 @@ class MetaSRReplica:
                 reply = await asyncio.shield(running)
         except asyncio.CancelledError:
             if running is not None and not running.done():
-                how = "while running: it finishes, its answer discarded"
+                stop.set()  # the upscale stops before its next band
+                how = "while running: it stops before its next band, its answer discarded"
                 running.add_done_callback(lambda done: self._log_discarded(done, t0))
             else:
                 how = "before it ran" if method == "POST" else ""
@@ -173,6 +183,10 @@ class MetaSRReplica:
         if not running.cancelled():
             running.exception()  # retrieved: handle() never raises, but an orphan's fault must not warn later
         self._turn.release()
+
+    def models(self) -> dict[str, object]:
+        """``GET /v1/models``'s body (the ingress asks once and keeps it: it is the same for every replica)."""
+        return self.service.models()
 
     def pid(self) -> int:
         """This replica's process id (the tests kill one)."""
@@ -194,6 +208,7 @@ class MetaSRIngress:
         self.max_body_bytes = max_body_bytes
         self.timeout_s = request_timeout_s
         self.in_flight = 0  # requests forwarded and not answered yet (one event loop: no lock needed)
+        self.models: dict | None = None  # GET /v1/models, asked of a replica once
 
     async def __call__(self, request):  # starlette Request -> Response
         from starlette.responses import Response
@@ -203,7 +218,10 @@ class MetaSRIngress:
         root = request.scope.get("root_path", "")
         if root and path.startswith(root):  # mounted under a route prefix: the service's own path
             path = path[len(root) :] or "/"
-        if self.in_flight >= self.capacity:  # refused before its body is read
+        status_route = request.method == "GET" and path.rstrip("/") in ("/healthz", "/v1/models")
+        if status_route:  # answered here, not counted: a health probe never waits behind (or crowds out) upscales
+            reply = await self._status(path.rstrip("/"))
+        elif self.in_flight >= self.capacity:  # refused before its body is read
             reply = _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its queue's);"
                           " retry later", f"busy ({self.in_flight} requests in the service)")  # fmt: skip
         else:
@@ -217,9 +235,21 @@ class MetaSRIngress:
                       (time.perf_counter() - t0) * 1000)  # fmt: skip
         return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=dict(reply.headers))
 
+    async def _status(self, path: str) -> Reply:
+        """``GET /healthz`` (the service takes requests: this ingress answers, and Ray's health checks replace a
+        replica that stops answering its own) and ``GET /v1/models`` (asked of a replica once, then kept)."""
+        if path == "/healthz":
+            return Reply.json(200, {"status": "ok"})
+        if self.models is None:
+            try:
+                self.models = await asyncio.wait_for(self.worker.models.remote(), self.timeout_s)
+            except Exception as e:  # no replica answered (yet): as a busy service
+                return _busy("no replica answered yet; retry", f"models unavailable ({type(e).__name__})")
+        return Reply.json(200, self.models)
+
     async def _forward(self, request, path: str) -> Reply:
         """The replica's :class:`Reply` (its log left empty), or one of the ingress's refusals (with its log)."""
-        from ray.exceptions import RayActorError
+        from ray.exceptions import RayActorError, TaskCancelledError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
         from starlette.requests import ClientDisconnect
 
@@ -228,7 +258,7 @@ class MetaSRIngress:
             return await asyncio.wait_for(self._exchange(request, path, sent), self.timeout_s)
         except asyncio.TimeoutError:  # the deadline (a TimeoutError inside _exchange is re-raised as another)
             for response in sent:
-                response.cancel()  # not started in the replica: never starts; running: finishes there
+                response.cancel()  # not started in the replica: never starts; running: stops at its next band
             return Reply.json(408, {"error": f"the request did not finish within {self.timeout_s:g} s (the "
                                              "service's request timeout)"}, log="timed out")  # fmt: skip
         except BackPressureError as e:  # the router's own bound (a replica short, or its count ahead of ours)
@@ -236,7 +266,7 @@ class MetaSRIngress:
                          "queue's); retry later", f"busy ({e})")  # fmt: skip
         except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as e:
             return _busy("the replica answering the request stopped; retry", f"replica lost ({type(e).__name__})")
-        except ClientDisconnect:
+        except (ClientDisconnect, TaskCancelledError):  # Ray's proxy cancels reading a body whose client left
             return Reply.json(400, {"error": "the body ended early: the client disconnected"}, log="client gone")
         except asyncio.CancelledError:  # the client went away (Ray's proxy cancels the request)
             for response in sent:

@@ -285,7 +285,8 @@ def test_the_proxy_backstop_is_above_the_service_timeout():
 
 def test_a_replica_runs_one_upscale_at_a_time_and_never_starts_a_cancelled_one():
     """The 408's cancellation in the replica: an upscale waiting for its turn never runs; one already running
-    (ONNX Runtime cannot be stopped) keeps the turn until it ends; a GET never waits behind an upscale."""
+    keeps the turn until its thread returns (ONNX Runtime's call cannot be stopped); a GET never waits behind an
+    upscale."""
     pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
     import threading
 
@@ -295,11 +296,14 @@ def test_a_replica_runs_one_upscale_at_a_time_and_never_starts_a_cancelled_one()
     ran, release = [], threading.Event()
 
     class Stub:
-        def handle(self, method, path, query, content_type, body):
+        def handle(self, method, path, query, content_type, body, cancelled=None):
             ran.append(body)
             if body == b"first":
-                release.wait(10)
+                release.wait(10)  # a running upscale that does not look at ``cancelled`` (one long band)
             return Reply(200, "text/plain", body, f"{method} {path} 200")
+
+        def refusal(self, *request):
+            return None
 
     replica = object.__new__(MetaSRReplica)  # no Ray runtime here: __init__ asks Ray for the replica's CPUs
     replica.service, replica._turn = Stub(), asyncio.Lock()
@@ -323,3 +327,117 @@ def test_a_replica_runs_one_upscale_at_a_time_and_never_starts_a_cancelled_one()
 
     asyncio.run(scenario())
     assert ran == [b"first", b"get", b"third"]
+
+
+def test_a_cancelled_upscale_stops_at_its_next_band_and_a_bad_request_does_not_wait():
+    """Cancelled while running (its request timed out, its client left), an upscale stops before its next band
+    (``Upscaler.handle``'s ``cancelled``), so the next one starts then, not when the whole image would have ended;
+    a request refused on its query is answered while another upscale holds the turn."""
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    from metasr.runtime.serve_api import Reply
+    from metasr.runtime.serving import MetaSRReplica
+
+    bands = []
+
+    class Stub:
+        def handle(self, method, path, query, content_type, body, cancelled=None):
+            for band in range(200):  # 200 bands of 20 ms: 4 s if never cancelled
+                if cancelled is not None and cancelled():
+                    return Reply(408, "application/json", b"{}", "cancelled")
+                bands.append((body, band))
+                time.sleep(0.02)
+            return Reply(200, "text/plain", body, f"{method} {path} 200")
+
+        def refusal(self, method, path, query, content_type, body):
+            return Reply(400, "application/json", b'{"error":"bad scale"}', "400") if body == b"bad" else None
+
+    replica = object.__new__(MetaSRReplica)
+    replica.service, replica._turn = Stub(), asyncio.Lock()
+
+    async def scenario():
+        first = asyncio.ensure_future(replica.answer("POST", "/v1/upscale", {}, "image/png", b"first"))
+        await asyncio.sleep(0.2)
+        t0 = time.perf_counter()
+        bad = await asyncio.wait_for(replica.answer("POST", "/v1/upscale", {}, "image/png", b"bad"), 5)
+        assert bad.status == 400 and time.perf_counter() - t0 < 1  # not after the first's 4 s
+        first.cancel()
+        t0 = time.perf_counter()
+        second = await asyncio.wait_for(replica.answer("POST", "/v1/upscale", {}, "image/png", b"second"), 10)
+        assert second.status == 200
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return time.perf_counter() - t0
+
+    seconds = asyncio.run(scenario())
+    first_bands = sum(1 for body, _ in bands if body == b"first")
+    assert first_bands < 50, first_bands  # stopped after the cancel (about 10 bands in), not 200
+    assert seconds < 4.0 + 2.0  # the second's own 4 s and the first's last band, not the first's 200 bands too
+
+
+def test_upscale_bytes_stops_between_bands_when_cancelled(bundled_artifacts):
+    """``cancelled`` is asked before each output band: the upscale raises UpscaleCancelled at the first band it
+    says so, having computed only the bands before."""
+    from metasr.runtime.batch import UpscaleCancelled
+
+    data = png_bytes(small_rgb(300, 200, seed=9))
+    asked = []
+
+    def cancelled() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    with Pipeline(bundled_artifacts, threads=1) as p:
+        opts = UpscaleOptions(scale=4.0, upscale_budget_mb=4)  # small tiles: many bands
+        with pytest.raises(UpscaleCancelled):
+            upscale_bytes(p, data, opts, "PNG", "x", cancelled)
+        assert len(asked) == 3
+        full, _, _ = upscale_bytes(p, data, opts, "PNG", "x", lambda: False)  # never cancelled: the whole image
+        assert full == upscale_bytes(p, data, opts, "PNG", "x")[0]
+
+
+def test_an_upscale_cancelled_in_the_service_is_a_408_nobody_reads(service):
+    body = png_bytes(small_rgb(64, 48, seed=2))
+    reply = service.handle("POST", "/v1/upscale", {"scale": "2"}, "image/png", body, lambda: True)
+    assert reply.status == 408 and "cancelled" in _error(reply)
+    assert service.refusal("POST", "/v1/upscale", {"scale": "2"}, "image/png", body) is None
+    refused = service.refusal("POST", "/v1/upscale", {"scale": "abc"}, "image/png", body)
+    assert refused.status == 400 and refused.log.startswith("POST /v1/upscale 400")
+    assert service.refusal("GET", "/v1/upscale", {}, "", b"").status == 405
+
+
+def test_the_ingress_answers_health_and_models_itself_uncounted():
+    """A health probe never waits behind upscales nor takes their place: /healthz is answered by the ingress
+    even when the service is full, /v1/models asked of a replica once and kept."""
+    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+    from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
+    from starlette.requests import Request
+
+    class Models:
+        calls = 0
+
+        def remote(self):
+            Models.calls += 1
+            return _Response({"model": "m"})
+
+    worker = _Worker(30.0)
+    worker.models = Models()
+    ingress = MetaSRIngress(worker, DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1),
+                            100, 5.0)  # fmt: skip
+    ingress.in_flight = 2  # full
+
+    async def get(path):
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"", "headers": []}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        return await ingress(Request(scope, receive))
+
+    async def scenario():
+        return [await get(p) for p in ("/healthz", "/v1/models", "/v1/models", "/healthz/")]
+
+    responses = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200, 200, 200, 200]
+    assert json.loads(responses[0].body) == {"status": "ok"} and json.loads(responses[1].body) == {"model": "m"}
+    assert Models.calls == 1 and worker.calls == [] and ingress.in_flight == 2
+
