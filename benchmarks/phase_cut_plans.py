@@ -17,17 +17,14 @@ import time
 
 import numpy as np
 
-
-def _case(text: str) -> tuple[float, int, int, float]:
-    scale, size, budget = text.split(":")
-    h, w = size.lower().split("x")
-    return float(scale), int(h), int(w), float(budget)
+from metasr.measure import plan_case
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", required=True, help="metasr export-onnx output")
-    ap.add_argument("--cases", nargs="+", type=_case, default=[_case("3.3:1000x1500:64"), _case("3.9:1000x1500:128")])
+    cases = [plan_case(c) for c in ("3.3:1000x1500:64", "3.9:1000x1500:128")]
+    ap.add_argument("--cases", nargs="+", type=plan_case, default=cases, help="SCALE:HxW:BUDGET_MB ...")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

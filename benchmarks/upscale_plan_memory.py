@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from metasr.measure import plan_case
+
 
 def measure(artifacts: str, scale: float, h: int, w: int, budget_mb: float) -> dict[str, float]:
     """In this process: the plan and the peak MiB of one ``upscale_bands`` run over the resident size before."""
@@ -57,16 +59,11 @@ def measure(artifacts: str, scale: float, h: int, w: int, budget_mb: float) -> d
     )
 
 
-def _case(text: str) -> tuple[float, int, int, float]:
-    scale, size, budget = text.split(":")
-    h, w = size.lower().split("x")
-    return float(scale), int(h), int(w), float(budget)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", required=True, help="metasr export-onnx output")
-    ap.add_argument("--cases", nargs="+", type=_case, default=[_case("2.3:600x900:512"), _case("3.3:600x900:512")])
+    cases = [plan_case(c) for c in ("2.3:600x900:512", "3.3:600x900:512")]
+    ap.add_argument("--cases", nargs="+", type=plan_case, default=cases, help="SCALE:HxW:BUDGET_MB ...")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

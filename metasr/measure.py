@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cpu_summary", "median_time", "reset_peak_rss", "status_kib"]
+__all__ = ["cpu_summary", "median_time", "plan_case", "reset_peak_rss", "status_kib"]
 
 
 def cpu_summary() -> str:
@@ -49,3 +49,14 @@ def reset_peak_rss() -> int:
     """Reset VmHWM to the current resident size (Linux >= 4.0); returns that size in KiB."""
     Path("/proc/self/clear_refs").write_text("5")
     return status_kib("VmRSS")
+
+
+def plan_case(text: str) -> tuple[float, int, int, float]:
+    """A benchmark case ``SCALE:HxW:BUDGET_MB`` (features h x w, the upscale budget) -> (scale, h, w, budget)."""
+    try:
+        scale, size, budget = text.split(":")
+        h, w = size.lower().split("x")
+        return float(scale), int(h), int(w), float(budget)
+    except ValueError:
+        raise ValueError(f"a case is SCALE:HxW:BUDGET_MB, e.g. 3.3:1000x1500:512; got {text!r}") from None
+
