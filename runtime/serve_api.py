@@ -209,10 +209,8 @@ class Upscaler:
         try:
             if self._check_route(method, path.rstrip("/") or "/") == "/v1/upscale":
                 self._checked_query(query, content_type, body)
-        except (RequestError, ValueError) as e:
+        except Exception as e:  # answered as handle() would answer it (the same checks run first there)
             return self._logged(self._reply_for(e, method, path), method, path, body, (time.perf_counter() - t0) * 1000)
-        except Exception:  # not a refusal: handle() answers it (and logs a fault)
-            return None
         return None
 
     @staticmethod

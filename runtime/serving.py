@@ -218,12 +218,11 @@ class MetaSRIngress:
         root = request.scope.get("root_path", "")
         if root and path.startswith(root):  # mounted under a route prefix: the service's own path
             path = path[len(root) :] or "/"
-        status_route = request.method == "GET" and path.rstrip("/") in ("/healthz", "/v1/models")
-        if status_route:  # answered here, not counted: a health probe never waits behind (or crowds out) upscales
-            reply = await self._status(path.rstrip("/"))
+        route = path.rstrip("/")
+        if request.method == "GET" and route in ("/healthz", "/v1/models"):
+            reply = await self._status(route)  # answered here, uncounted: never behind (nor crowding out) upscales
         elif self.in_flight >= self.capacity:  # refused before its body is read
-            reply = _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its queue's);"
-                          " retry later", f"busy ({self.in_flight} requests in the service)")  # fmt: skip
+            reply = self._full(f"busy ({self.in_flight} requests in the service)")
         else:
             self.in_flight += 1
             try:
@@ -234,6 +233,11 @@ class MetaSRIngress:
             _log.info("%s %s %d %s (%.0f ms)", request.method, path[:80], reply.status, reply.log,
                       (time.perf_counter() - t0) * 1000)  # fmt: skip
         return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=dict(reply.headers))
+
+    def _full(self, log: str) -> Reply:
+        """The 503 of a service that holds all the requests it takes."""
+        return _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its queue's); "
+                     "retry later", log)  # fmt: skip
 
     async def _status(self, path: str) -> Reply:
         """``GET /healthz`` (the service takes requests: this ingress answers, and Ray's health checks replace a
@@ -262,8 +266,7 @@ class MetaSRIngress:
             return Reply.json(408, {"error": f"the request did not finish within {self.timeout_s:g} s (the "
                                              "service's request timeout)"}, log="timed out")  # fmt: skip
         except BackPressureError as e:  # the router's own bound (a replica short, or its count ahead of ours)
-            return _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its "
-                         "queue's); retry later", f"busy ({e})")  # fmt: skip
+            return self._full(f"busy ({e})")
         except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as e:
             return _busy("the replica answering the request stopped; retry", f"replica lost ({type(e).__name__})")
         except (ClientDisconnect, TaskCancelledError):  # Ray's proxy cancels reading a body whose client left
