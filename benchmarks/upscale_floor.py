@@ -3,10 +3,13 @@
 Inputs: the bundled model's features of held-out crops (Set14 barbara, 256x256 and 320x480, h x w), computed
 once with the feature graph. Per scale, these run in interleaved repeats on ONNX Runtime's CPU provider
 (``--threads``, default 2): the upscale graph of ``--before DIR`` (artifacts exported from main, with main's own
-host-side feeds, read from git: ``--before-feeds-ref``); the upscale graph of ``--after DIR`` (default: the
-bundled model exported by this checkout) with this checkout's feeds, loaded as the runtime's ort backend loads it
-(``metasr.runtime.ort_cpu``: the convolution on ONNX Runtime's NCHWc kernels where they exist;
-``METASR_ORT_NCHWC=0``: as exported); and ONNX Runtime's own 3x3 convolution 32 -> 32 channels on the same
+host-side feeds, read from git: ``--before-feeds-ref``); the upscale stage of ``--after DIR`` (default: the
+bundled model exported by this checkout) with this checkout's feeds, as the runtime runs it ("after": the ort
+backend's ``infer``, its filter table recomputed in every call, so each call is a first call at its scale: the
+weight predictor's session, then the NCHWc variant of the body (``metasr.runtime.ort_cpu``) or, on the
+convolution path, its direct graph (``metasr.runtime.ort_direct``); ``METASR_ORT_NCHWC=0`` /
+``METASR_ORT_DIRECT=0`` turn them off), and the same graph loaded whole, predictor included ("one graph", what
+"after" was before the direct path); and ONNX Runtime's own 3x3 convolution 32 -> 32 channels on the same
 feature map with constant weights, like the feature graph's (the rate the floor uses). On the convolution path
 also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's computed filters: the least a graph
 built on that op pays) and the NCHWc variant's (``ort_cpu.branch_model``: reorders, filter packing, kernels).
@@ -157,15 +160,25 @@ def run(args: argparse.Namespace, after: Path) -> None:
     old_feeds = _before_feeds(args.before_feeds_ref)
     th, spin = args.threads, args.clock == "wall"
     before_up = _session(str(args.before / "upscale.onnx"), th, spin)
-    after_bytes, body = specialize((after / "upscale.onnx").read_bytes(), "fp32")  # as the ort backend loads it
+    after_bytes, _ = specialize((after / "upscale.onnx").read_bytes(), "fp32")  # the graph whole, specialized
     after_up = _session(after_bytes, th, spin)
+    from metasr.runtime.pipeline import Pipeline
+
+    runtime = Pipeline(after, threads=th)._upscale  # the ort backend, as `metasr upscale` runs the stage
+
+    def first_call(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if runtime.filters is not None:
+            runtime.filters.clear()  # every call computes its table, as the first call at a scale does
+        return runtime.infer(feeds)["sr"]
+
     feature = _session(str(after / "feature.onnx"), th, spin)
     inputs = _features(after, th)
     clock, pick = (time.perf_counter, np.median) if spin else (time.process_time, np.min)
     load = os.getloadavg()
     what = "median wall time" if spin else "minimum process CPU time (no spinning)"
     print(f"{_cpu()}; ONNX Runtime {ort.__version__}, {th} threads, {what}; load average before {load[0]:.1f}")
-    print(f"after: {body}")
+    direct = "direct convolution path on" if getattr(runtime, "direct", None) is not None else "no direct path"
+    print(f"after: {runtime.body}; {runtime.filters_note}; {direct}")
     body_conv = [_session(g, th, spin) for g in _body_conv_graph()]
     block = nchwc_block()
     nchwc: dict[int, ort.InferenceSession] = {}  # the variant's convolution alone, per slot count
@@ -184,7 +197,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
             }
             calls = {
                 "before": lambda old=old: before_up.run(None, old)[0],
-                "after": lambda new=new: after_up.run(None, new)[0],
+                "after": lambda new=new: first_call(new),
+                "graph": lambda new=new: after_up.run(None, new)[0],
                 "conv": lambda feats=feats, s=floor_sess: s.run(None, {"x": feats})[0],
                 "feature": lambda lr=lr: feature.run(None, {"lr": lr})[0],
             }
@@ -202,6 +216,7 @@ def run(args: argparse.Namespace, after: Path) -> None:
                     bf = branch_feeds(feats, wts, block)
                     calls["nchwc_conv"] = lambda bf=bf, sess=nchwc[k]: sess.run(None, bf)[0]
             outs = {k: f() for k, f in calls.items()}  # warm-up (and the outputs compared below)
+            graph_diff = float(np.abs(outs["after"] - outs["graph"]).max())
             outs.pop("body_conv", None)
             outs.pop("nchwc_conv", None)
             times: dict[str, list[float]] = {k: [] for k in calls}
@@ -226,6 +241,9 @@ def run(args: argparse.Namespace, after: Path) -> None:
                     after_ms=med["after"] * 1e3,
                     before_x_floor=med["before"] / floor_s,
                     after_x_floor=med["after"] / floor_s,
+                    graph_ms=med["graph"] * 1e3,
+                    graph_x_floor=med["graph"] / floor_s,
+                    graph_diff=graph_diff,
                     body_conv_x_floor=med["body_conv"] / floor_s if on_conv else None,
                     nchwc_conv_x_floor=med["nchwc_conv"] / floor_s if "nchwc_conv" in med else None,
                     speedup=med["before"] / med["after"],
@@ -238,7 +256,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
             r = rows[-1]
             print(f"  {r['size']} x{scale:g}: before {r['before_ms']:.1f} ms, after {r['after_ms']:.1f} ms", flush=True)
     head = ("input h x w", "scale", "output", "path", "conv GFLOP/s", "floor ms", "before ms", "after ms",
-            "before / floor", "after / floor", "body conv alone / floor", "NCHWc conv alone / floor",
+            "before / floor", "after / floor", "one graph / floor", "after vs one graph max |diff|",
+            "body conv alone / floor", "NCHWc conv alone / floor",
             "speed-up", "feature ms", "share before",
             "share after",
             "max |diff|")  # fmt: skip
@@ -248,7 +267,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
         print(
             f"| {r['size']} | x{r['scale']:g} | {r['out']} | {r['path']} | {r['conv_gflops']:.0f} | "
             f"{r['floor_ms']:.2f} | "
-            f"{r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['before_x_floor']:.1f}x | {r['after_x_floor']:.1f}x | "
+            f"{r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['before_x_floor']:.1f}x | {r['after_x_floor']:.2f}x | "
+            f"{r['graph_x_floor']:.2f}x | {r['graph_diff']:.1e} | "
             f"{'-' if r['body_conv_x_floor'] is None else format(r['body_conv_x_floor'], '.1f') + 'x'} | "
             f"{'-' if r['nchwc_conv_x_floor'] is None else format(r['nchwc_conv_x_floor'], '.1f') + 'x'} | "
             f"{r['speedup']:.1f}x | {r['feature_ms']:.1f} | {100 * r['before_share']:.0f}% | "

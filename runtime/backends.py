@@ -33,6 +33,7 @@ from metasr.interrupts import reraise_interrupt
 from metasr.limits import check_threads
 
 if TYPE_CHECKING:
+    from metasr.runtime.ort_direct import DirectConv
     from metasr.runtime.predictor_split import FilterCache
 
 __all__ = [
@@ -179,6 +180,7 @@ class OrtBackend:
         self.body = "as exported"
         self.filters: FilterCache | None = None  # the upscale graph's filter table, once per plan (CPU provider)
         self.filters_note = "not the CPU provider"  # why not, or that it is
+        self.direct: DirectConv | None = None  # the convolution path's calls without the body's plan logic
         if providers != ["CPUExecutionProvider"]:
             self.session = self._load(model, model, opts, providers)
         else:  # the MetaUpscale body's convolution on the NCHWc kernels (runtime/ort_cpu.py)
@@ -195,6 +197,7 @@ class OrtBackend:
                     self.session = self._load(variant, split.body, opts, providers)
                     self.filters = FilterCache(split.inputs, lambda feeds: predictor.run([split.table], feeds)[0])
                     self._table = split.table
+                    self.direct = self._direct(split.body, spec, opts, providers)
                 except (*self._errors, BackendError) as e:  # not in this graph: the graph whole, as below
                     self.filters = None
                     self.filters_note = f"the split graph did not load: {_first_line(e)[:160]}"
@@ -210,6 +213,26 @@ class OrtBackend:
             inputs = [i for i in inputs if i[0] != self._table] + io(predictor.get_inputs())
         check_graph_io(spec, inputs, io(self.session.get_outputs()))
         self.output_names = [t.name for t in spec.outputs]
+
+    def _direct(self, body: bytes, spec: GraphSpec, opts: object, providers: list[str]) -> DirectConv | None:
+        """The direct convolution path (``runtime/ort_direct.py``) where the NCHWc variant loaded and the body ends
+        in add_mean's bias, else None."""
+        import onnxruntime as ort
+        from metasr.runtime.ort_cpu import VARIANT, nchwc_block
+        from metasr.runtime.ort_direct import DirectConv, mean_bias
+
+        block = nchwc_block()
+        if (
+            not DirectConv.enabled()
+            or not self.body.startswith(VARIANT)
+            or isinstance(block, str)
+            or len(spec.outputs) != 1
+        ):
+            return None
+        bias = mean_bias(body, spec.outputs[0].name)
+        if bias is None:
+            return None
+        return DirectConv(bias, block, lambda model: ort.InferenceSession(model, opts, providers=providers))
 
     def _load(self, variant: bytes, model: bytes, opts: object, providers: list[str]) -> object:
         """A session of ``variant``; where it does not load and is not ``model``, of ``model`` (the graph as
@@ -241,6 +264,9 @@ class OrtBackend:
         try:
             if self.filters is not None:  # the plan's filter table: computed once, fed to each of its calls
                 table = self.filters.table(feeds)
+                direct = self.direct.run(feeds, table) if self.direct is not None else None
+                if direct is not None:
+                    return {self.output_names[0]: direct}
                 feeds = {k: v for k, v in feeds.items() if k not in self.filters.inputs} | {self._table: table}
             outputs = self.session.run(self.output_names, feeds)
         except self._errors as e:
@@ -249,6 +275,7 @@ class OrtBackend:
 
     def close(self) -> None:
         self.session = None
+        self.direct = None
         if self.filters is not None:
             self.filters.clear()
             self.filters = None  # (its predictor session with it)
