@@ -33,7 +33,7 @@ from metasr.interrupts import reraise_interrupt
 from metasr.limits import check_threads
 
 if TYPE_CHECKING:
-    from metasr.runtime.ort_direct import DirectConv
+    from metasr.runtime.ort_direct import DirectPaths
     from metasr.runtime.predictor_split import FilterCache
 
 __all__ = [
@@ -180,7 +180,7 @@ class OrtBackend:
         self.body = "as exported"
         self.filters: FilterCache | None = None  # the upscale graph's filter table, once per plan (CPU provider)
         self.filters_note = "not the CPU provider"  # why not, or that it is
-        self.direct: DirectConv | None = None  # the convolution path's calls without the body's plan logic
+        self.direct: DirectPaths | None = None  # the convolution path's calls without the body's plan logic
         if providers != ["CPUExecutionProvider"]:
             self.session = self._load(model, model, opts, providers)
         else:  # the MetaUpscale body's convolution on the NCHWc kernels (runtime/ort_cpu.py)
@@ -214,16 +214,16 @@ class OrtBackend:
         check_graph_io(spec, inputs, io(self.session.get_outputs()))
         self.output_names = [t.name for t in spec.outputs]
 
-    def _direct(self, body: bytes, spec: GraphSpec, opts: object, providers: list[str]) -> DirectConv | None:
+    def _direct(self, body: bytes, spec: GraphSpec, opts: object, providers: list[str]) -> DirectPaths | None:
         """The direct convolution path (``runtime/ort_direct.py``) where the NCHWc variant loaded and the body ends
         in add_mean's bias, else None."""
         import onnxruntime as ort
         from metasr.runtime.ort_cpu import VARIANT, nchwc_block
-        from metasr.runtime.ort_direct import DirectConv, mean_bias
+        from metasr.runtime.ort_direct import DirectPaths, mean_bias
 
         block = nchwc_block()
         if (
-            not DirectConv.enabled()
+            not DirectPaths.enabled()
             or not self.body.startswith(VARIANT)
             or isinstance(block, str)
             or len(spec.outputs) != 1
@@ -232,7 +232,7 @@ class OrtBackend:
         bias = mean_bias(body, spec.outputs[0].name)
         if bias is None:
             return None
-        return DirectConv(bias, block, lambda model: ort.InferenceSession(model, opts, providers=providers))
+        return DirectPaths(bias, block, lambda model: ort.InferenceSession(model, opts, providers=providers))
 
     def _load(self, variant: bytes, model: bytes, opts: object, providers: list[str]) -> object:
         """A session of ``variant``; where it does not load and is not ``model``, of ``model`` (the graph as

@@ -1,42 +1,50 @@
-"""The convolution path of the upscale body as a five-node graph, its plan logic on the host (ONNX Runtime CPU).
+"""The upscale body's calls with its plan logic on the host (ONNX Runtime CPU): the "direct paths".
 
 The ``MetaUpscale`` body decides its path and every shape from its inputs in the graph: about 220 small nodes a
-call, 0.35 ms of CPU time on the project's 2-core machine, 0.85-0.95 ms right after a feature-graph call (cold
-caches), against a whole x2 stage of 7-9 ms on 256 x 256 features (``benchmarks/upscale_floor.py``). Where the
-runtime holds the plan's filter table (:class:`~metasr.runtime.predictor_split.FilterCache`) and the call takes
-the NCHWc variant's convolution (:mod:`metasr.export.metaupscale_nchwc`), the host already knows all of it:
-:class:`DirectConv` computes the slot filters, their NCHWc packing and the output window in numpy (tens of
-microseconds) and runs a graph of ``ReorderInput``, ``com.microsoft.nchwc:Conv`` (with add_mean's bias as the
-convolution's bias), ``ReorderOutput``, ``Reshape`` and ``Col2Im``; a tile's output is its rows and columns of
-that (a copy, as the body's ``Slice``).
+call on the convolution path, about 400 and the filter packing on the phase path, paid again by every tile.
+Where the ort backend holds the plan's filter table (:class:`~metasr.runtime.predictor_split.FilterCache`) and
+loaded the NCHWc variant (:mod:`metasr.runtime.ort_cpu`), :class:`DirectPaths` decides on the host and runs small
+graphs of its own, each created on first use:
 
-Taken exactly where the variant's body takes its NCHWc convolution (:func:`plan`: one group per axis, blocks of
-s = 1 or 2 rows on the block grid, K_r = K_c = K in ``D2S_SLOTS``, at least ``MIN_BLOCKS`` member blocks, whole
-channel blocks) and the output rows and columns are each one run of the interleaved layout; any other call runs
-the graph (``None``). Shapes: features (N, C, h, w) -> nb = ceil(h / s) x ceil(w / s) blocks, filters
-(3K^2 -> Opad, C, T, T) with T = 3 (s = 1, pads 1) or 4 (s = 2, stride 2, pads (1, 2)), the interleaved image
-(N, 3, nb_r K, nb_c K), the output its (H, W) window. The same kernels on the same filters: the output equals
-the body's to float32 rounding (the bias is added inside the convolution instead of after the interleave;
-``tests/test_ort_direct.py`` measures the difference).
+* the **convolution path** (this module): the slot filters, their NCHWc packing and the output window computed in
+  numpy (tens of microseconds), then ``ReorderInput``, ``com.microsoft.nchwc:Conv`` (add_mean's bias as the
+  convolution's bias), ``ReorderOutput``, ``Reshape`` and ``Col2Im``; a tile's output is its rows and columns of
+  that (a copy, as the body's ``Slice``);
+* the **phase path** (:mod:`metasr.runtime.ort_direct_phase`): the variant's q^2 strided convolutions on filters
+  packed once per plan.
 
-``METASR_ORT_DIRECT=0`` turns it off (measurements, or to rule it out); ``METASR_ORT_NCHWC=0`` does too.
+The convolution path is taken exactly where the variant takes its NCHWc convolution (:func:`plan`: one group per
+axis, blocks of s = 1 or 2 rows on the block grid, K_r = K_c = K in ``D2S_SLOTS``, at least ``MIN_BLOCKS`` member
+blocks, whole channel blocks) and the output rows and columns are each one run of the interleaved layout; any
+other call runs the graph (``None``), as does one whose direct graph does not load. Shapes: features (N, C, h, w)
+-> nb = ceil(h / s) x ceil(w / s) blocks, filters (3K^2 -> Opad, C, T, T) with T = 3 (s = 1, pads 1) or 4 (s = 2,
+stride 2, pads (1, 2)), the interleaved image (N, 3, nb_r K, nb_c K), the output its (H, W) window. The same
+kernels on the same filters: the outputs are bit-identical to the variant's (the bias inside the convolution
+rounds as the ``Add`` after the interleave did; ``tests/test_ort_direct.py``). Measured in
+``benchmarks/direct_path.py`` (docs/upscale-stage.md).
+
+``METASR_ORT_DIRECT=0`` turns them off (measurements, or to rule them out); ``METASR_ORT_NCHWC=0`` does too.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from metasr.export.metaupscale_conv import D2S_SLOTS
 from metasr.export.metaupscale_nchwc import MIN_BLOCKS, NCHWC_DOMAIN
 from metasr.export.onnx_proto import make_graph, make_node, make_opsetid, make_tensor_value_info, protos
+from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan
 
-__all__ = ["ENV", "DirectConv", "DirectPlan", "mean_bias", "plan"]
+__all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "mean_bias", "plan"]
 
 ENV = "METASR_ORT_DIRECT"
 COL2IM_OPSET = 18
+PHASE_SESSIONS = 8  # phase-path graphs kept (one per (q, p): a zoom through many scales creates more)
 
 
 @dataclass(frozen=True)
@@ -159,42 +167,68 @@ def mean_bias(body: bytes, output: str) -> np.ndarray | None:
     return raw.reshape(3).copy() if raw.size == 3 else None
 
 
-class DirectConv:
-    """The direct path's sessions (one per slot count and block size, created on first use) for one body."""
+class DirectPaths:
+    """The direct paths' sessions for one body: one per (slot count, block size) on the convolution path and per
+    (q, p) on the phase path (:mod:`metasr.runtime.ort_direct_phase`; the last ``PHASE_SESSIONS`` used), each
+    created on first use (~6 ms for the q = 10 graph's 100 convolutions); and the phase path's packed filters."""
 
-    def __init__(self, bias: np.ndarray, block: int, make_session: object) -> None:
+    def __init__(self, bias: np.ndarray, block: int, make_session: Callable[[bytes], object]) -> None:
         self.bias, self.block = bias, block
         self._make = make_session  # bytes -> an ONNX Runtime session, the body's options
-        self._sessions: dict[tuple[int, int], object] = {}
+        self._sessions: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
-        self.taken = 0  # calls answered here (the rest ran the graph)
+        self.phase_filters = PhaseFilters(bias, block)
+        self.taken: Counter[str] = Counter()  # calls answered here per path (the rest ran the graph)
 
     @staticmethod
     def enabled() -> bool:
         return os.environ.get(ENV, "1") != "0"
 
-    def _session(self, k: int, s: int) -> object | None:
-        """The session of slot count k and block size s, or None where it does not load (the graph runs)."""
+    def _session(self, key: tuple, build: Callable[[], bytes]) -> object | None:
+        """The session of ``key``, or None where it does not load (the graph runs)."""
         with self._lock:
-            if (k, s) not in self._sessions:
+            if key not in self._sessions:
                 try:
-                    self._sessions[(k, s)] = self._make(_model(k, s))
+                    self._sessions[key] = self._make(build())
                 except Exception:  # e.g. a build without Col2Im: the body, which has its own fallbacks, runs
-                    self._sessions[(k, s)] = None
-            return self._sessions[(k, s)]
+                    self._sessions[key] = None
+                phase = [k for k in self._sessions if k[0] == "phase"]
+                for old in phase[: max(0, len(phase) - PHASE_SESSIONS)]:
+                    del self._sessions[old]
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
 
     def run(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
-        """The body's output (N, 3, H, W) for these feeds and the plan's filter table, or None off the path."""
+        """The body's output (N, 3, H, W) for these feeds and the plan's filter table, or None off both paths."""
+        out = self._conv(feeds, table)
+        if out is None:
+            out = self._phase(feeds, table)
+        return out
+
+    def _conv(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
         p = plan(feeds, self.block)
-        session = None if p is None else self._session(p.k, p.s)
+        session = None if p is None else self._session(("conv", p.k, p.s), lambda: _model(p.k, p.s))
         if session is None:
             return None
         w, b = _filters(p, table, self.bias, self.block)
         image = np.array([p.nb_r * p.k, p.nb_c * p.k], np.int64)
         (y,) = session.run(None, {"x": feeds["features"], "w": w, "b": b, "image": image})
+        return self._window(y, p.rows, p.cols, "conv")
+
+    def _phase(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
+        p = phase_plan(feeds, self.block)
+        build = None if p is None else (lambda: phase_model(p.q, p.p, self.block))
+        session = None if p is None else self._session(("phase", p.q, p.p), build)
+        if session is None:
+            return None
+        pairs = self.phase_filters.pairs(p, table)
+        (y,) = session.run(None, phase_feeds(p, feeds["features"], pairs, self.block))
+        return self._window(y, p.rows, p.cols, "phase")
+
+    def _window(self, y: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], path: str) -> np.ndarray:
         with self._lock:
-            self.taken += 1
-        (r0, h), (c0, w_) = p.rows, p.cols
-        if (r0, c0, h, w_) == (0, 0, y.shape[2], y.shape[3]):
+            self.taken[path] += 1
+        (r0, h), (c0, w) = rows, cols
+        if (r0, c0, h, w) == (0, 0, y.shape[2], y.shape[3]):
             return y
-        return np.ascontiguousarray(y[:, :, r0 : r0 + h, c0 : c0 + w_])  # (the body's Slice copies too)
+        return np.ascontiguousarray(y[:, :, r0 : r0 + h, c0 : c0 + w])  # (the body's Slice copies too)

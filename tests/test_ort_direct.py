@@ -40,7 +40,7 @@ def block():
 
 @pytest.fixture(scope="module")
 def parts(bundled_artifacts, block):
-    """(predictor session, the split body's variant, the whole graph on the grouped path, DirectConv, split)."""
+    """(predictor session, the split body's variant, the whole graph on the grouped path, DirectPaths, split)."""
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     split = split_upscale(raw)
     variant, said = ort_cpu.specialize(split.body, "fp32")
@@ -54,7 +54,7 @@ def parts(bundled_artifacts, block):
         make(split.predictor),
         make(variant),
         make(grouped.SerializeToString()),
-        ort_direct.DirectConv(bias, block, make),
+        ort_direct.DirectPaths(bias, block, make),
         split,
     )
 
@@ -104,11 +104,11 @@ def test_features_the_variant_cannot_take_run_the_graph(parts):
 
 def test_a_direct_graph_that_does_not_load_leaves_the_call_to_the_graph(parts, monkeypatch):
     bias, block = parts[3].bias, parts[3].block
-    broken = ort_direct.DirectConv(bias, block, lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]))
+    broken = ort_direct.DirectPaths(bias, block, lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]))
     monkeypatch.setattr(ort_direct, "_model", lambda k, s: b"not a model")
     feeds = {"features": np.zeros((1, 32, 48, 40), np.float32), **plan_feeds(project(48, 40, 2.0))}
     assert broken.run(feeds, np.zeros((1, 1, 27 * 32), np.float32)) is None
-    assert broken.taken == 0
+    assert not broken.taken
 
 
 def test_mean_bias_reads_only_the_exported_tail(parts):
@@ -148,7 +148,7 @@ def test_the_backend_takes_it_and_pipelines_give_the_same_images(bundled_artifac
         -(-(t.in_rows.stop - t.in_rows.start) // s) * -(-(t.in_cols.stop - t.in_cols.start) // s) >= MIN_BLOCKS
         for t in tiles
     )
-    assert direct.taken == (0 if scale == 3.3 else big) and (len(tiles) > 1) == (budget_mb < 512)
+    assert direct.taken["conv"] == (0 if scale == 3.3 else big) and (len(tiles) > 1) == (budget_mb < 512)
     assert big > 0 or scale == 3.3
 
 

@@ -1,0 +1,148 @@
+"""The phase path without the body's plan logic and filter packing (``runtime/ort_direct_phase.py``).
+
+Oracles: the NCHWc variant's phase path on the split graph (``tests/test_ort_phase.py``'s cases), which the direct
+path must equal bit for bit (the same kernels on the same filters), and must be taken exactly where the variant
+takes its phase path, which shows as an output that differs from the standard body's (the grouped path, another
+summation order); the graph forced onto the grouped path (no convolution), to float32 rounding. Also the packed
+filters kept per plan and bounded, and the sessions kept per (q, p) bounded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+import onnx
+import onnx.inliner
+import onnxruntime as ort
+from metasr.runtime import ort_cpu, ort_direct, ort_direct_phase
+from metasr.runtime.feeds import plan_feeds, tile_feeds
+from metasr.runtime.openvino_backend import _take_grouped_path
+from metasr.runtime.predictor_split import split_upscale
+from metasr.runtime.projection import project
+
+from tests.test_ort_phase import TAKEN, _agree, _pad_col_slots, _permute_row_groups
+from tests.test_upscale_body import _permute_row_slots
+
+
+@pytest.fixture(scope="module")
+def parts(bundled_artifacts):
+    block = ort_cpu.nchwc_block()
+    if isinstance(block, str) and "NCHWc kernels" in block:
+        pytest.skip(f"no NCHWc variant here: {block}")
+    raw = (bundled_artifacts / "upscale.onnx").read_bytes()
+    split = split_upscale(raw)
+    variant, said = ort_cpu.specialize(split.body, "fp32")
+    assert ort_cpu.PHASE in said, said
+    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
+    _take_grouped_path(grouped.graph)
+    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
+    sessions = [make(split.predictor), make(split.body), make(variant), make(grouped.SerializeToString())]
+    return sessions, split, ort_direct.DirectPaths(ort_direct.mean_bias(split.body, "sr"), block, make)
+
+
+def _outputs(parts, feeds, h, w, n=1):
+    (predictor, standard, variant, grouped), split, direct = parts
+    feeds = {"features": np.random.default_rng(1).standard_normal((n, 32, h, w)).astype(np.float32) * 3, **feeds}
+    table = predictor.run(None, {k: feeds[k] for k in split.inputs})[0]
+    body = {k: v for k, v in feeds.items() if k not in split.inputs} | {split.table: table}
+    before = direct.taken["phase"]
+    got = direct.run(feeds, table)
+    assert (got is not None) == (direct.taken["phase"] == before + 1)
+    return got, standard.run(None, body)[0], variant.run(None, body)[0], grouped.run(None, feeds)[0]
+
+
+def _check(parts, feeds, h, w, n=1):
+    got, std, var, want = _outputs(parts, feeds, h, w, n)
+    phase = not np.array_equal(var, std)  # the variant took its phase path
+    assert (got is not None) == phase
+    if got is not None:
+        assert got.shape == var.shape and np.array_equal(got, var)
+        assert _agree(got, want)
+    return got is not None
+
+
+@pytest.mark.parametrize(("scale", "h", "w"), TAKEN)
+def test_direct_phase_path_equals_the_variant(parts, scale, h, w):
+    assert _check(parts, plan_feeds(project(h, w, scale)), h, w), scale
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["batch of 2", "groups reversed", "column slots padded", "row slots reversed", "tile", "tile of one period",
+     "row tile", "x2.3", "x3.7", "under PHASE_MIN_PIXELS"],
+)  # fmt: skip
+def test_direct_phase_path_on_other_hints_and_where_it_does_not_apply(parts, case):
+    h, w, n = 50, 64, 1
+    scale = {"column slots padded": 2.1, "x2.3": 2.3, "x3.7": 3.7}.get(case, 3.3)
+    if case == "under PHASE_MIN_PIXELS":
+        h, w = 31, 33
+    feeds = plan_feeds(project(h, w, scale))
+    if case == "batch of 2":
+        n = 2
+    elif case == "groups reversed":
+        feeds = _permute_row_groups(feeds)
+    elif case == "column slots padded":
+        feeds = _pad_col_slots(feeds)
+    elif case == "row slots reversed":
+        feeds = _permute_row_slots(feeds)
+    elif case == "tile":
+        feeds = tile_feeds(feeds, slice(7, 150), slice(20, 190))
+    elif case == "tile of one period":
+        feeds = tile_feeds(feeds, slice(33, 66), slice(0, 211))
+    elif case == "row tile":
+        feeds = tile_feeds(feeds, slice(40, 45), slice(0, 211))
+    taken = _check(parts, feeds, h, w, n)
+    assert taken == (case not in ("row slots reversed", "row tile", "x2.3", "x3.7", "under PHASE_MIN_PIXELS")), case
+
+
+def test_packed_filters_are_kept_per_table_and_bounded(parts, monkeypatch):
+    direct = parts[2]
+    cache = ort_direct_phase.PhaseFilters(direct.bias, direct.block)
+    feeds = {"features": np.zeros((1, 32, 50, 64), np.float32), **plan_feeds(project(50, 64, 3.3))}
+    plan = ort_direct_phase.phase_plan(feeds, direct.block)
+    table = np.random.default_rng(0).standard_normal((33, 33, 27 * 32)).astype(np.float32)
+    first = cache.pairs(plan, table)
+    assert cache.packed == 100 and len(first) == 100  # q^2 phase pairs, each packed once
+    again = cache.pairs(plan, table)
+    assert cache.packed == 100 and all(a[0] is b[0] for a, b in zip(first, again, strict=True))
+    cache.pairs(plan, table.copy())  # another table (another plan): packed again, the old pairs dropped
+    assert cache.packed == 200 and cache._bytes == sum(w.nbytes + b.nbytes for w, b in first)
+    monkeypatch.setattr(ort_direct_phase, "CACHE_CALLS", 1)  # a call that would overflow starts the cache over
+    shifted = ort_direct_phase.phase_plan(tile_feeds(feeds, slice(7, 150), slice(20, 190)), direct.block)
+    table2 = cache._table
+    cache.pairs(shifted, table2)
+    assert cache._bytes <= sum(w.nbytes + b.nbytes for w, b in cache.pairs(shifted, table2))
+
+
+def test_phase_sessions_are_bounded(parts, monkeypatch):
+    direct = ort_direct.DirectPaths(parts[2].bias, parts[2].block, parts[2]._make)
+    monkeypatch.setattr(ort_direct, "PHASE_SESSIONS", 2)
+    for p in (4, 5, 7):
+        direct._session(("phase", 3, p), lambda p=p: ort_direct_phase.phase_model(3, p, direct.block))
+    direct._session(("conv", 2, 1), lambda: ort_direct._model(2, 1))
+    assert list(direct._sessions) == [("phase", 3, 5), ("phase", 3, 7), ("conv", 2, 1)]
+
+
+@pytest.mark.parametrize(("scale", "budget_mb"), [(3.9, 64), (1.7, 16), (3.3, 512)])
+def test_pipelines_give_the_same_images_and_tiles_share_packed_filters(bundled_artifacts, monkeypatch, scale,
+                                                                       budget_mb):  # fmt: skip
+    from metasr.runtime.pipeline import Pipeline
+
+    h, w = 150, 220
+    features = np.random.default_rng(4).standard_normal((1, 32, h, w)).astype(np.float32)
+    monkeypatch.setenv(ort_direct.ENV, "0")
+    with Pipeline(bundled_artifacts, upscale_budget_mb=budget_mb) as p:
+        want = p.upscale(features, scale)
+    monkeypatch.setenv(ort_direct.ENV, "1")
+    with Pipeline(bundled_artifacts, upscale_budget_mb=budget_mb) as p:
+        direct = p._upscale.direct
+        tiles = len(p.tiles(h, w, scale))
+        got = p.upscale(features, scale)
+    assert np.array_equal(got, want)
+    calls = direct.taken["phase"]
+    assert calls >= 1 and (calls > 1) == (budget_mb < 512)
+    q = 10
+    assert direct.phase_filters.packed < calls * q * q or calls == 1  # tiles reuse the plan's packed pairs
+    assert calls <= tiles * 2  # a tile is one call (column parts of a cut plan are calls of their own)
