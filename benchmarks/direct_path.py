@@ -4,8 +4,9 @@ Two ort backends of the same upscale graph, one with ``METASR_ORT_DIRECT=0`` (ev
 of the ``MetaUpscale`` body: its ~220 plan-logic nodes, then the convolution) and one with it on
 (:mod:`metasr.runtime.ort_direct`: the plan logic in numpy, five nodes), each call after a feature-graph call as
 in a real run (the bundled model's features of a held-out crop, Set14 barbara). Per case, interleaved repeats of:
-"first" (the filter table recomputed: a call at a new scale, as ``benchmarks/upscale_floor.py`` counts it) and
-"cached" (the table held: a tile after the first, or the same scale again in a zoom), and ``Pipeline.upscale``
+"first" (the filter table recomputed: a call at a new scale, as ``benchmarks/upscale_floor.py`` counts it; on
+pipelines of their own) and "cached" (the table held: a tile after the first, or the same scale again in a
+zoom), and ``Pipeline.upscale``
 of the whole case as ``metasr upscale`` runs it (tiles under ``--budget-mb``). Minimum process CPU time;
 ONNX Runtime's threads do not spin (the runtime's setting). Outputs are compared (bit for bit).
 
@@ -61,12 +62,13 @@ def main() -> None:
     from metasr.runtime.pipeline import Pipeline
     from metasr.runtime.projection import project
 
-    pipes = {}
+    pipes = {}  # first calls on pipelines of their own: a plan's table recomputed is a new plan to the other
     for env in ("0", "1"):
         os.environ["METASR_ORT_DIRECT"] = env
-        pipes[env] = Pipeline(args.artifacts, threads=args.threads, upscale_budget_mb=args.budget_mb)
+        for role in ("first", "cached"):
+            pipes[env, role] = Pipeline(args.artifacts, threads=args.threads, upscale_budget_mb=args.budget_mb)
     os.environ.pop("METASR_ORT_DIRECT")
-    graph, direct = pipes["0"], pipes["1"]
+    graph, direct = pipes["0", "cached"], pipes["1", "cached"]
     if direct._upscale.direct is None:
         raise SystemExit(f"error: no direct path here ({direct._upscale.body}; {direct._upscale.filters_note})")
     print(f"{cpu_summary()}; ONNX Runtime {ort.__version__}, {args.threads} threads, minimum process CPU time "
@@ -86,8 +88,8 @@ def main() -> None:
                 return p._upscale.infer(feeds)["sr"]
 
             calls = {
-                "first graph": lambda: first(graph),
-                "first direct": lambda: first(direct),
+                "first graph": lambda: first(pipes["0", "first"]),
+                "first direct": lambda: first(pipes["1", "first"]),
                 "cached graph": lambda feeds=feeds: graph._upscale.infer(feeds)["sr"],
                 "cached direct": lambda feeds=feeds: direct._upscale.infer(feeds)["sr"],
                 "pipe graph": lambda s=scale, f=features: graph.upscale(f, s),
@@ -95,6 +97,7 @@ def main() -> None:
             }
             taken = sum(direct._upscale.direct.taken.values())
             outs = {k: f() for k, f in calls.items()}
+            outs["cached direct"] = calls["cached direct"]()  # (a plan's first call runs the graph on the phase path)
             on_path = sum(direct._upscale.direct.taken.values()) > taken
             same = all(np.array_equal(outs[f"{k} graph"], outs[f"{k} direct"]) for k in ("first", "cached", "pipe"))
             best = dict.fromkeys(calls, np.inf)

@@ -107,13 +107,17 @@ def test_packed_filters_are_kept_per_table_and_bounded(parts, monkeypatch):
     assert cache.packed == 100 and len(first) == 100  # q^2 phase pairs, each packed once
     again = cache.pairs(plan, table)
     assert cache.packed == 100 and all(a[0] is b[0] for a, b in zip(first, again, strict=True))
-    cache.pairs(plan, table.copy())  # another table (another plan): packed again, the old pairs dropped
+    other = table.copy()  # another plan's table: packed again, the old pairs dropped
+    cache.pairs(plan, other)
     assert cache.packed == 200 and cache._bytes == sum(w.nbytes + b.nbytes for w, b in first)
+    del table, other  # the pairs go with their table (a weak reference)
+    assert cache._bytes == 0 and not cache._pairs
     monkeypatch.setattr(ort_direct_phase, "CACHE_CALLS", 1)  # a call that would overflow starts the cache over
+    table = np.random.default_rng(1).standard_normal((33, 33, 27 * 32)).astype(np.float32)
     shifted = ort_direct_phase.phase_plan(tile_feeds(feeds, slice(7, 150), slice(20, 190)), direct.block)
-    table2 = cache._table
-    cache.pairs(shifted, table2)
-    assert cache._bytes <= sum(w.nbytes + b.nbytes for w, b in cache.pairs(shifted, table2))
+    cache.pairs(plan, table)
+    call = cache.pairs(shifted, table)
+    assert cache._bytes <= sum(w.nbytes + b.nbytes for w, b in call)
 
 
 def test_phase_sessions_are_bounded(parts, monkeypatch):
@@ -140,9 +144,10 @@ def test_pipelines_give_the_same_images_and_tiles_share_packed_filters(bundled_a
         direct = p._upscale.direct
         tiles = len(p.tiles(h, w, scale))
         got = p.upscale(features, scale)
-    assert np.array_equal(got, want)
-    calls = direct.taken["phase"]
-    assert calls >= 1 and (calls > 1) == (budget_mb < 512)
+        calls = direct.taken["phase"]
+        again = p.upscale(features, scale)  # the same plan again (its table cached): nothing packed again
+    assert np.array_equal(got, want) and np.array_equal(again, want)
+    assert calls >= 1 and (calls > 1) == (budget_mb < 512) and direct.taken["phase"] == 2 * calls
     q = 10
-    assert direct.phase_filters.packed < calls * q * q or calls == 1  # tiles reuse the plan's packed pairs
-    assert calls <= tiles * 2  # a tile is one call (column parts of a cut plan are calls of their own)
+    assert direct.phase_filters.packed < calls * q * q or calls == 1  # tiles share the plan's packed pairs
+    assert calls <= tiles
