@@ -180,7 +180,7 @@ class OrtBackend:
         self.body = "as exported"
         self.filters: FilterCache | None = None  # the upscale graph's filter table, once per plan (CPU provider)
         self.filters_note = "not the CPU provider"  # why not, or that it is
-        self.direct: DirectPaths | None = None  # the convolution path's calls without the body's plan logic
+        self.direct: DirectPaths | None = None  # calls without the body's plan logic (runtime/ort_direct.py)
         if providers != ["CPUExecutionProvider"]:
             self.session = self._load(model, model, opts, providers)
         else:  # the MetaUpscale body's convolution on the NCHWc kernels (runtime/ort_cpu.py)
@@ -197,7 +197,7 @@ class OrtBackend:
                     self.session = self._load(variant, split.body, opts, providers)
                     self.filters = FilterCache(split.inputs, lambda feeds: predictor.run([split.table], feeds)[0])
                     self._table = split.table
-                    self.direct = self._direct(split.body, spec, opts, providers)
+                    self.direct = self._direct(split.body, spec, threads, providers)
                 except (*self._errors, BackendError) as e:  # not in this graph: the graph whole, as below
                     self.filters = None
                     self.filters_note = f"the split graph did not load: {_first_line(e)[:160]}"
@@ -214,12 +214,13 @@ class OrtBackend:
         check_graph_io(spec, inputs, io(self.session.get_outputs()))
         self.output_names = [t.name for t in spec.outputs]
 
-    def _direct(self, body: bytes, spec: GraphSpec, opts: object, providers: list[str]) -> DirectPaths | None:
-        """The direct convolution path (``runtime/ort_direct.py``) where the NCHWc variant loaded and the body ends
-        in add_mean's bias, else None."""
+    def _direct(self, body: bytes, spec: GraphSpec, threads: int, providers: list[str]) -> DirectPaths | None:
+        """The direct paths (``runtime/ort_direct.py``) where the NCHWc variant loaded and the body ends in
+        add_mean's bias, else None; the phase path only where the variant has one. Their sessions share one
+        memory arena (:func:`~metasr.runtime.ort_direct.shared_arena`) beside the body's."""
         import onnxruntime as ort
-        from metasr.runtime.ort_cpu import VARIANT, nchwc_block
-        from metasr.runtime.ort_direct import DirectPaths, mean_bias
+        from metasr.runtime.ort_cpu import PHASE, VARIANT, nchwc_block
+        from metasr.runtime.ort_direct import DirectPaths, mean_bias, shared_arena
 
         block = nchwc_block()
         if (
@@ -232,7 +233,11 @@ class OrtBackend:
         bias = mean_bias(body, spec.outputs[0].name)
         if bias is None:
             return None
-        return DirectPaths(bias, block, lambda model: ort.InferenceSession(model, opts, providers=providers))
+        opts = _session_options(threads, arena=False)  # never an arena of their own (whichever way)
+        if shared_arena():
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+        make = lambda model: ort.InferenceSession(model, opts, providers=providers)  # noqa: E731
+        return DirectPaths(bias, block, make, phase=PHASE in self.body)
 
     def _load(self, variant: bytes, model: bytes, opts: object, providers: list[str]) -> object:
         """A session of ``variant``; where it does not load and is not ``model``, of ``model`` (the graph as
@@ -264,7 +269,8 @@ class OrtBackend:
         try:
             if self.filters is not None:  # the plan's filter table: computed once, fed to each of its calls
                 table = self.filters.table(feeds)
-                direct = self.direct.run(feeds, table) if self.direct is not None else None
+                paths = self.direct  # (once: a concurrent close() sets it to None)
+                direct = paths.run(feeds, table) if paths is not None else None
                 if direct is not None:
                     return {self.output_names[0]: direct}
                 feeds = {k: v for k, v in feeds.items() if k not in self.filters.inputs} | {self._table: table}

@@ -33,21 +33,23 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from metasr.export.metaupscale_conv import D2S_SLOTS
 from metasr.export.metaupscale_nchwc import MIN_BLOCKS, NCHWC_DOMAIN
 from metasr.export.onnx_proto import make_graph, make_node, make_opsetid, make_tensor_value_info, protos
+from metasr.runtime.backends import out_of_memory
+from metasr.runtime.ort_cpu import COL2IM_OPSET
 from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan
 
-__all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "mean_bias", "plan"]
+__all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "mean_bias", "plan", "shared_arena"]
 
 ENV = "METASR_ORT_DIRECT"
-COL2IM_OPSET = 18
 PHASE_SESSIONS = 8  # phase-path graphs kept (one per (q, p): a zoom through many scales creates more)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (arrays: compared and hashed by identity)
 class DirectPlan:
     """One call on the direct path: slot count ``k``, block size ``s``, the slots' offset indices and rows within
     their block per axis, the blocks per axis and the output window (first row / column, count) in the
@@ -167,13 +169,34 @@ def mean_bias(body: bytes, output: str) -> np.ndarray | None:
     return raw.reshape(3).copy() if raw.size == 3 else None
 
 
+@lru_cache(maxsize=1)
+def shared_arena() -> bool:
+    """Register one CPU memory arena in ONNX Runtime's environment (once per process) for the direct sessions:
+    whether that worked. An arena per session would hold each one's largest run for as long as it lives: a zoom
+    through 31 scales on one Pipeline (14 direct sessions, 200 x 300 features, 64 MiB tiles) grew the process by
+    267 MiB that way, by 100 with the shared arena, 129 with no arena (every buffer faulted in again) and 62
+    without the direct paths (``tests/test_memory.py``). Sessions that do not ask for it
+    (``session.use_env_allocators``) keep their own."""
+    try:
+        import onnxruntime as ort
+
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))  # ONNX Runtime's defaults
+    except Exception:  # an ONNX Runtime without it: each direct session keeps no arena
+        return False
+    return True
+
+
 class DirectPaths:
     """The direct paths' sessions for one body: one per (slot count, block size) on the convolution path and per
     (q, p) on the phase path (:mod:`metasr.runtime.ort_direct_phase`; the last ``PHASE_SESSIONS`` used), each
     created on first use (~6 ms for the q = 10 graph's 100 convolutions); and the phase path's packed filters."""
 
-    def __init__(self, bias: np.ndarray, block: int, make_session: Callable[[bytes], object]) -> None:
+    def __init__(
+        self, bias: np.ndarray, block: int, make_session: Callable[[bytes], object], *, phase: bool = True
+    ) -> None:
         self.bias, self.block = bias, block
+        self.phase = phase  # the variant has a phase path (not where it interleaves by DepthToSpace: opset < 18)
         self._make = make_session  # bytes -> an ONNX Runtime session, the body's options
         self._sessions: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
@@ -190,7 +213,9 @@ class DirectPaths:
             if key not in self._sessions:
                 try:
                     self._sessions[key] = self._make(build())
-                except Exception:  # e.g. a build without Col2Im: the body, which has its own fallbacks, runs
+                except Exception as e:  # e.g. a build without Col2Im: the body, which has its own fallbacks, runs
+                    if out_of_memory(str(e), e):  # transient: the graph runs this call, the next one tries again
+                        return None
                     self._sessions[key] = None
                 phase = [k for k in self._sessions if k[0] == "phase"]
                 for old in phase[: max(0, len(phase) - PHASE_SESSIONS)]:
@@ -201,7 +226,7 @@ class DirectPaths:
     def run(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
         """The body's output (N, 3, H, W) for these feeds and the plan's filter table, or None off both paths."""
         out = self._conv(feeds, table)
-        if out is None:
+        if out is None and self.phase:
             out = self._phase(feeds, table)
         return out
 

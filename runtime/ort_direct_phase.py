@@ -40,7 +40,7 @@ CACHE_CALLS = 4  # the packed-filter cache holds at most this many calls' filter
 PACK_CHUNK = 10  # phase pairs per numpy batch (x3.3's 100 pairs, ms of CPU: 10 2.4-2.8, 25 2.6-2.8, 100 2.8-3.1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (arrays: compared and hashed by identity)
 class PhasePlan:
     """One call on the direct phase path: the period q, p output positions per period, per axis the phases' own
     slot counts (q,), their slots' offset indices (one array per phase), the first output's position and the
@@ -73,7 +73,7 @@ def phase_plan(feeds: dict[str, np.ndarray], block: int) -> PhasePlan | None:
         return None
     if f.shape[1] % block or feeds["col_groups"].shape[0] != q:
         return None
-    layouts = phase_layouts(feeds, f.shape[2] * f.shape[3], q, f.shape[1])
+    layouts = phase_layouts(feeds, f.shape[2] * f.shape[3], q, f.shape[1], block=block)
     if layouts is None:
         return None
     rows, cols = layouts
@@ -142,7 +142,7 @@ class PhaseFilters:
                 coffs = np.stack([plan.col_off[i % q] for i in pairs])
                 w, b = _pack(table, roffs, coffs, self.bias, self.block)
                 made.update((keys[i], (w[j], b[j])) for j, i in enumerate(pairs))
-        out = [found.get(k) or made[k] for k in keys]
+        out = [found[k] if k in found else made[k] for k in keys]
         call_bytes = sum(w.nbytes + b.nbytes for w, b in out)
         with self._lock:
             self.packed += len(made)

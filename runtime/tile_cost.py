@@ -110,10 +110,16 @@ def phase_call(
 
 
 def phase_layouts(
-    feeds: dict[str, np.ndarray], in_pixels: int, q: int, channels: int = _FIT_CHANNELS, memo: PathMemo | None = None
+    feeds: dict[str, np.ndarray],
+    in_pixels: int,
+    q: int,
+    channels: int = _FIT_CHANNELS,
+    memo: PathMemo | None = None,
+    block: int = _BLOCK,
 ) -> tuple[AxisPhase, AxisPhase] | None:
-    """:func:`phase_call`'s test, returning both axes' layouts (rows, columns) where it holds."""
-    if in_pixels < PHASE_MIN_PIXELS or channels % _BLOCK:
+    """:func:`phase_call`'s test, returning both axes' layouts (rows, columns) where it holds; ``block``: the CPU's
+    NCHWc block (the variant wants C in whole blocks: 16 with AVX-512, 8 with AVX2)."""
+    if in_pixels < PHASE_MIN_PIXELS or channels % block:
         return None
     rows, cols = _memo_axis(feeds, "row", q, memo), _memo_axis(feeds, "col", q, memo)
     if rows is None or cols is None or rows.p != cols.p or not PHASE_MIN_P <= rows.p <= PHASE_MAX_P:

@@ -162,3 +162,19 @@ def test_backend_without_the_variant_has_no_direct_path(bundled_artifacts, block
     be = OrtBackend(raw, spec, ["CPUExecutionProvider"])
     be.close()
     assert be.direct is None
+
+
+def test_a_session_that_runs_out_of_memory_is_tried_again(parts):
+    make, calls = parts[3]._make, []
+
+    def flaky(model: bytes) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError
+        return make(model)
+
+    paths = ort_direct.DirectPaths(parts[3].bias, parts[3].block, flaky)
+    feeds = {"features": np.zeros((1, 32, 48, 40), np.float32), **plan_feeds(project(48, 40, 2.0))}
+    table = np.zeros((2, 2, 27 * 32), np.float32)
+    assert paths.run(feeds, table) is None  # this call: the graph
+    assert paths.run(feeds, table) is not None and len(calls) == 2  # the next: created

@@ -90,19 +90,13 @@ def test_phase_path_equals_the_grouped_path_where_it_runs(sessions, scale, h, w)
     assert not np.array_equal(got, std), f"x{scale:g}: the phase path did not run"
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "batch of 2",
-        "groups reversed",
-        "column slots padded",
-        "row slots reversed",
-        "tile",
-        "tile of one period",
-        "row tile",
-    ],
-)
-def test_phase_path_on_other_valid_hints(sessions, case):
+HINT_CASES = ["batch of 2", "groups reversed", "column slots padded", "row slots reversed", "tile",
+              "tile of one period", "row tile"]  # fmt: skip
+
+
+def hint_case(case: str) -> tuple[dict[str, np.ndarray], int, int, int, bool]:
+    """One of :data:`HINT_CASES` on 50 x 64 features (x3.3, or x2.1): (feeds, h, w, batch, whether the phase path
+    applies)."""
     h, w, n = 50, 64, 1
     feeds = plan_feeds(project(h, w, 2.1 if case == "column slots padded" else 3.3))
     takes = True
@@ -121,6 +115,12 @@ def test_phase_path_on_other_valid_hints(sessions, case):
         feeds = tile_feeds(feeds, slice(33, 66), slice(0, 211))
     elif case == "row tile":  # 5 output rows: two phases of ten, no longer a group per phase
         feeds, takes = tile_feeds(feeds, slice(40, 45), slice(0, 211)), False
+    return feeds, h, w, n, takes
+
+
+@pytest.mark.parametrize("case", HINT_CASES)
+def test_phase_path_on_other_valid_hints(sessions, case):
+    feeds, h, w, n, takes = hint_case(case)
     std, got, want = _run(sessions, feeds, h, w, n)
     assert _agree(got, want), case
     assert (not np.array_equal(got, std)) == takes, case
