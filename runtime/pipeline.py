@@ -235,9 +235,11 @@ class Pipeline:
             # (the same key each call), where it is small enough
             caches = getattr(self._upscale, "filters", None) is not None
             compact = not (caches and full_table_fits(feeds, self.channels, budget))
+            direct = getattr(getattr(self._upscale, "direct", None), "phase", False)  # runtime/ort_direct.py
             tiles = plan_upscale_tiles(
-                feeds, h, w, self.channels, budget, grouped=self._grouped_only, phase_q=q, compact_offsets=compact
-            )
+                feeds, h, w, self.channels, budget, grouped=self._grouped_only, phase_q=q, compact_offsets=compact,
+                phase_direct=direct,
+            )  # fmt: skip
         return plan, feeds, tiles, compact
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:

@@ -26,7 +26,9 @@ at most 22%. Both: the minimum process CPU time of two or three repeats, 2 threa
 VNNI, ONNX Runtime 1.32, the filter table cached per plan. The per-pixel terms scale with C / 32; a per-tile
 filter table's predictor (offsets that hardly repeat) is not counted, as it is alike in both plans. Only the
 comparison of two plans uses the figures; which of the two measured faster is what they were checked on
-(``docs/upscale-stage.md``).
+(``docs/upscale-stage.md``). Where the backend has no direct path (``METASR_ORT_DIRECT=0``) the phase path's
+calls are priced with the first fit's constants, the body's: 3.36 ms a call plus 7.31 ns per output position and
+padded channel (129 calls at q = 10, median error 6%).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ PHASE_MIN_PIXELS = 1024  # as export/metaupscale_phase.py (tests/test_tile_cost.
 PHASE_MIN_P, PHASE_MAX_P, PHASE_MAX_O = 4, 40, 48  # as there: the periods it has a branch for, 3 K_r K_c at most
 _PHASE_PER_CONV_S = 12.2e-6  # fixed, per phase pair: its convolution's call (q^2 of them; the direct path's)
 _PHASE_PER_OUTPUT_CHANNEL_S = 8.07e-9  # per convolution output position and padded channel (9C products each)
+# the body's phase path, where the ort backend has no direct path (METASR_ORT_DIRECT=0): the first fit, 129 calls
+# at q = 10, median error 6% (its ~150 plan-logic nodes and the filter packing in every call)
+_BODY_PHASE_CALL_S = 3.36e-3
+_BODY_PHASE_PER_OUTPUT_CHANNEL_S = 7.31e-9
 _GROUPED_PER_PRODUCT_S = 20.4e-9  # per padded (member pixel, slot pair): its 27C products and the pick
 _GROUPED_PER_MEMBER_S = 227e-9  # per member pixel: its row of the patch matrix (9C floats gathered)
 _GROUPED_PER_FILTER_S = 2.84e-6  # per (group pair, slot pair): its 27C-float filter gathered from the table
@@ -135,9 +141,10 @@ def call_seconds(
     q: int | None,
     channels: int = _FIT_CHANNELS,
     memo: PathMemo | None = None,
+    direct: bool = True,
 ) -> float:
     """Estimated CPU seconds of one upscale call with these feeds (``q``: the phase period, None: no phase path;
-    ``memo`` as :func:`phase_call`)."""
+    ``memo`` as :func:`phase_call`; ``direct``: the backend runs phase calls on its direct path, else the body's)."""
     g_r, l_r, s_r = feeds["row_groups"].shape
     g_c, l_c, s_c = feeds["col_groups"].shape
     per_channel = channels / _FIT_CHANNELS
@@ -145,7 +152,10 @@ def call_seconds(
     if slots is not None:
         pairs = 3 * np.outer(slots[0], slots[1])
         padded = int((-(-pairs // _BLOCK) * _BLOCK).sum())
-        return _PHASE_PER_CONV_S * q * q + _PHASE_PER_OUTPUT_CHANNEL_S * per_channel * (l_r + 1) * (l_c + 1) * padded
+        work = per_channel * (l_r + 1) * (l_c + 1) * padded
+        if not direct:
+            return _BODY_PHASE_CALL_S + _BODY_PHASE_PER_OUTPUT_CHANNEL_S * work
+        return _PHASE_PER_CONV_S * q * q + _PHASE_PER_OUTPUT_CHANNEL_S * work
     k_r, k_c = feeds["row_slots"].shape[1], feeds["col_slots"].shape[1]
     members = g_r * l_r * s_r * g_c * l_c * s_c
     return per_channel * (

@@ -162,6 +162,7 @@ def plan_upscale_tiles(
     grouped: bool = False,
     phase_q: int | None = None,
     compact_offsets: bool = True,
+    phase_direct: bool = True,
 ) -> list[UpscaleTile]:
     """Output tiles in row-major order, each within ``budget_bytes`` by :func:`tile_bytes` where possible
     (``grouped``: as there).
@@ -179,6 +180,8 @@ def plan_upscale_tiles(
     near-equal pieces of the cut segments, and bands hold at most :data:`PHASE_BAND_PIXELS` output pixels.
 
     ``compact_offsets``: as the calls will be fed (:func:`window_feeds`); their cost is counted so.
+    ``phase_direct``: the backend runs phase calls on its direct path (:mod:`metasr.runtime.ort_direct`), whose
+    fixed cost per call is lower than the body's: the cost model prices them so.
     """
     out_h, out_w = feeds["row_src"].size, feeds["col_src"].size
 
@@ -217,16 +220,23 @@ def plan_upscale_tiles(
         cut = tiles(*fit(lambda n: _cut_slices(out_h, out_w, col_cuts, n), True), row_cuts, True)
     else:  # row cuts alone: the plain columns and band height, the bands split at the cuts
         cut = tiles(*plain_fit, row_cuts, False)
-    # more calls only where the cost model says they pay: the phase path's fixed cost per call (~3.4 ms) against
-    # what the plain tiles pay on the grouped path (runtime/tile_cost.py)
+    # more calls only where the cost model says they pay: the phase path's fixed cost per call (~1.2 ms on the
+    # direct path at q = 10, ~3.4 in the body) against what the plain tiles pay on the grouped path (tile_cost.py)
     if len(cut) <= len(plain):
         return cut
-    cut_s, plain_s = (_plan_seconds(feeds, tiles, phase_q, channels, compact_offsets) for tiles in (cut, plain))
+    cut_s, plain_s = (
+        _plan_seconds(feeds, tiles, phase_q, channels, compact_offsets, phase_direct) for tiles in (cut, plain)
+    )
     return cut if cut_s < plain_s else plain
 
 
 def _plan_seconds(
-    feeds: dict[str, np.ndarray], tiles: list[UpscaleTile], q: int, channels: int, compact_offsets: bool
+    feeds: dict[str, np.ndarray],
+    tiles: list[UpscaleTile],
+    q: int,
+    channels: int,
+    compact_offsets: bool,
+    direct: bool = True,
 ) -> float:
     """The estimated CPU seconds of a plan's calls (:func:`~metasr.runtime.tile_cost.call_seconds`)."""
     cache: dict = {}
@@ -235,7 +245,7 @@ def _plan_seconds(
     for t in tiles:
         tf = window_feeds(feeds, t, compact_offsets=compact_offsets, cache=cache)
         pixels = (t.in_rows.stop - t.in_rows.start) * (t.in_cols.stop - t.in_cols.start)
-        total += call_seconds(tf, pixels, q, channels, memo)
+        total += call_seconds(tf, pixels, q, channels, memo, direct)
     return total
 
 

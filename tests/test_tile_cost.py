@@ -34,7 +34,9 @@ def test_the_constants_are_the_variants():
 
     assert tile_cost.PHASE_MIN_PIXELS == mp.PHASE_MIN_PIXELS
     assert (tile_cost.PHASE_MIN_P, tile_cost.PHASE_MAX_P, tile_cost.PHASE_MAX_O) == (
-        mp.PHASE_MIN_P, mp.PHASE_MAX_P, mp.PHASE_MAX_O
+        mp.PHASE_MIN_P,
+        mp.PHASE_MAX_P,
+        mp.PHASE_MAX_O,
     )
 
 
@@ -46,13 +48,28 @@ def test_a_wide_bands_grouped_call_costs_more_per_pixel():
     assert per_px[1] > 1.3 * per_px[0]  # both priced on the grouped path: 1.57x
 
 
-def _plans(h, w, scale, budget_mb):
+def _plans(h, w, scale, budget_mb, direct=True):
     feeds = plan_feeds(project(h, w, scale))
     q = phase_period(scale, PERIODS)
     assert phase_cuts(feeds["col_src"], feeds["col_idx"], q)  # the axis is long enough to drift
-    plain = plan_upscale_tiles(feeds, h, w, 32, budget_mb * 2**20, compact_offsets=False)
-    chosen = plan_upscale_tiles(feeds, h, w, 32, budget_mb * 2**20, phase_q=q, compact_offsets=False)
+    budget = budget_mb * 2**20
+    plain = plan_upscale_tiles(feeds, h, w, 32, budget, compact_offsets=False)
+    chosen = plan_upscale_tiles(feeds, h, w, 32, budget, phase_q=q, compact_offsets=False, phase_direct=direct)
     return feeds, plain, chosen
+
+
+@pytest.mark.parametrize(
+    ("scale", "h", "w", "budget_mb", "cut"),
+    [
+        # measured plain / cut with the body's phase path (METASR_ORT_DIRECT=0, or before the direct path)
+        (3.3, 1000, 1500, 64, False),  # 165 tiles 1.64-1.65 s, 350 tiles 1.99-2.09 s
+        (3.9, 1000, 1500, 128, True),  # 163 tiles 2.64-2.97 s, 324 tiles 2.47-2.61 s
+        (3.3, 1000, 1500, 512, True),  # 16 tiles 1.31 s, 35 tiles 0.89 s
+    ],
+)
+def test_without_the_direct_path_the_model_prices_the_bodys_calls(scale, h, w, budget_mb, cut):
+    _, plain, chosen = _plans(h, w, scale, budget_mb, direct=False)
+    assert len(chosen) > len(plain) if cut else chosen == plain
 
 
 @pytest.mark.parametrize(
@@ -74,6 +91,8 @@ def test_the_faster_plan_of_the_measured_cases(scale, h, w, budget_mb, cut):
     if cut:
         sizes = [(t.in_rows.stop - t.in_rows.start) * (t.in_cols.stop - t.in_cols.start) for t in chosen]
         cache: dict = {}
-        on_phase = [phase_call(window_feeds(feeds, t, compact_offsets=False, cache=cache), n, 10) is not None
-                    for t, n in zip(chosen, sizes, strict=True)]
+        on_phase = [
+            phase_call(window_feeds(feeds, t, compact_offsets=False, cache=cache), n, 10) is not None
+            for t, n in zip(chosen, sizes, strict=True)
+        ]
         assert np.mean(on_phase) > 0.75
