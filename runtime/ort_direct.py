@@ -190,14 +190,14 @@ def shared_arena() -> bool:
 class DirectPaths:
     """The direct paths' sessions for one body: one per (slot count, block size) on the convolution path and per
     (q, p) on the phase path (:mod:`metasr.runtime.ort_direct_phase`; the last ``PHASE_SESSIONS`` used), each
-    created on first use (~6 ms for the q = 10 graph's 100 convolutions); and the phase path's packed filters."""
+    created on first use (~4.5 ms for the q = 10 graph's 100 convolutions); and the phase path's packed filters."""
 
     def __init__(
         self, bias: np.ndarray, block: int, make_session: Callable[[bytes], object], *, phase: bool = True
     ) -> None:
         self.bias, self.block = bias, block
         self.phase = phase  # the variant has a phase path (not where it interleaves by DepthToSpace: opset < 18)
-        self._make = make_session  # bytes -> an ONNX Runtime session, the body's options
+        self._make = make_session  # bytes -> an ONNX Runtime session (the backend's: in the shared arena)
         self._sessions: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
         self.phase_filters = PhaseFilters(bias, block)
