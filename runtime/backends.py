@@ -234,7 +234,7 @@ class OrtBackend:
         if bias is None:
             return None
         opts = _session_options(threads, arena=False)  # never an arena of their own (whichever way)
-        if shared_arena():
+        if shared_arena():  # (registered once per process, then cached)
             opts.add_session_config_entry("session.use_env_allocators", "1")
         make = lambda model: ort.InferenceSession(model, opts, providers=providers)  # noqa: E731
         return DirectPaths(bias, block, make, phase=PHASE in self.body)
