@@ -46,22 +46,13 @@ from metasr.runtime.backends import (
     open_backend,
 )
 from metasr.runtime.engines import EngineInfo
-from metasr.runtime.feeds import plan_feeds, portable_targets, signature_hints
+from metasr.runtime.feeds import portable_targets
 from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
 from metasr.runtime.memory import UpscaleCost
-from metasr.runtime.phase_parts import phase_period
-from metasr.runtime.projection import ProjectionPlan, project
+from metasr.runtime.projection import ProjectionPlan
 from metasr.runtime.stripes import FeatureRows
-from metasr.runtime.tiling import (
-    MIN_TILE_ROWS,
-    UpscaleTile,
-    axis_tiles,
-    full_table_fits,
-    plan_profile_tiles,
-    plan_upscale_tiles,
-    tile_bytes,
-    window_feeds,
-)
+from metasr.runtime.tiling import UpscaleTile, axis_tiles, window_feeds
+from metasr.runtime.upscale_plan import StagePlan, StageRunner, make_plan, plan_cost
 
 from metasr.metrics import quantize
 
@@ -213,34 +204,19 @@ class Pipeline:
     def _budget(self, budget_bytes: float | None) -> float:
         return self.upscale_budget_mb * 2**20 if budget_bytes is None else float(budget_bytes)
 
-    def _make_plan(
-        self, h: int, w: int, scale: float, budget: float
-    ) -> tuple[ProjectionPlan, dict[str, np.ndarray], list[UpscaleTile], bool]:
-        """The plan, its feeds, its tiles and whether the tiles' offsets are compacted (``window_feeds``)."""
-        plan = project(
-            h, w, scale, max_scale=self.manifest.scale_max, merge_tol=self.manifest.merge_tol, min_scale=self.min_scale
+    def _make_plan(self, h: int, w: int, scale: float, budget: float) -> StagePlan:
+        """The plan, its feeds, its tiles and whether their offsets are compacted (``runtime/upscale_plan.py``)."""
+        m = self.manifest
+        runner = StageRunner(
+            portable=self.graph == "portable",
+            profile=self.profile,
+            grouped_only=self._grouped_only,
+            phase_periods=getattr(self._upscale, "phase_periods", ()),
+            caches_table=getattr(self._upscale, "filters", None) is not None,
+            phase_direct=getattr(getattr(self._upscale, "direct", None), "phase", False),  # runtime/ort_direct.py
         )
-        feeds = plan_feeds(plan)
-        compact = True
-        if self.graph == "portable":  # one call for the whole output: one tile, with the graph's own hints
-            for axis in ("row", "col"):
-                hints = signature_hints(feeds[f"{axis}_src"], feeds[f"{axis}_idx"])
-                feeds.update(zip((f"{axis}_groups", f"{axis}_slots", f"{axis}_pick"), hints, strict=True))
-            tiles = [UpscaleTile(slice(0, plan.out_size[0]), slice(0, plan.out_size[1]), slice(0, h), slice(0, w))]
-        elif self.profile is not None:  # TensorRT: every tile's window and plan inside the engine's profile
-            tiles = plan_profile_tiles(feeds, h, w, self.profile)
-        else:
-            q = phase_period(scale, getattr(self._upscale, "phase_periods", ()))
-            # a backend that computes the filter table once per plan gets the whole table in every tile
-            # (the same key each call), where it is small enough
-            caches = getattr(self._upscale, "filters", None) is not None
-            compact = not (caches and full_table_fits(feeds, self.channels, budget))
-            direct = getattr(getattr(self._upscale, "direct", None), "phase", False)  # runtime/ort_direct.py
-            tiles = plan_upscale_tiles(
-                feeds, h, w, self.channels, budget, grouped=self._grouped_only, phase_q=q, compact_offsets=compact,
-                phase_direct=direct,
-            )  # fmt: skip
-        return plan, feeds, tiles, compact
+        limits = (m.scale_max, m.merge_tol, self.min_scale)
+        return make_plan(h, w, scale, budget, self.channels, limits=limits, runner=runner)
 
     def plan(self, h: int, w: int, scale: float) -> ProjectionPlan:
         """The (cached) projection plan for an h x w input at ``scale``."""
@@ -255,25 +231,7 @@ class Pipeline:
         """The upscale tiles under ``budget_bytes``: the largest one's :func:`tile_bytes`, the tallest band and
         feature window (what :func:`~metasr.runtime.memory.plan_memory` needs)."""
         budget = self._budget(budget_bytes)
-        _, feeds, tiles, compact = self._plan(int(h), int(w), float(scale), budget)
-        rows = max(t.rows.stop - t.rows.start for t in tiles)
-        window = max(t.in_rows.stop - t.in_rows.start for t in tiles)
-        if len(tiles) > 32 and rows > min(feeds["row_src"].size, MIN_TILE_ROWS):
-            # the planner kept every band of this height within the budget (it checks each one); only at its
-            # smallest tiles can one exceed it: then (and for a few tiles, where it is cheap) each is counted
-            return UpscaleCost(int(budget), rows, window)
-        cache: dict = {}  # each band's row feeds and each column part's feeds computed once
-        worst = max(
-            tile_bytes(
-                window_feeds(feeds, t, compact_offsets=compact, cache=cache),
-                self.channels,
-                t.in_rows.stop - t.in_rows.start,
-                t.in_cols.stop - t.in_cols.start,
-                grouped=self._grouped_only,
-            )
-            for t in tiles
-        )
-        return UpscaleCost(int(worst), rows, window)
+        return plan_cost(self._plan(int(h), int(w), float(scale), budget), self.channels, budget, self._grouped_only)
 
     # -- stages -------------------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> np.ndarray:
