@@ -13,7 +13,9 @@ convolution path, its direct graph (``metasr.runtime.ort_direct``); ``METASR_ORT
 feature map with constant weights, like the feature graph's (the rate the floor uses). On the convolution path
 also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's computed filters: the least a graph
 built on that op pays) and the NCHWc variant's (``ort_cpu.branch_model``: reorders, filter packing, kernels).
-Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared machine).
+Medians of the repeats (``--clock cpu``: minima of the process's CPU time, for a shared machine); each repeat
+starts the round one call later, so that every call follows every other (what ran before leaves the caches its
+way: a fixed order favoured the call after another one on the same features).
 
 Path: "conv" (one convolution), "phase" (the CPU variant's q^2 strided convolutions, r = p/q; labelled so where
 the output is not bit-identical to the exported body's), "grouped" (batched matrix products).
@@ -220,10 +222,11 @@ def run(args: argparse.Namespace, after: Path) -> None:
             outs.pop("body_conv", None)
             outs.pop("nchwc_conv", None)
             times: dict[str, list[float]] = {k: [] for k in calls}
-            for _ in range(args.repeats):
-                for k, f in calls.items():
+            order = list(calls)
+            for i in range(args.repeats):  # each repeat starts one call later: every call follows every other
+                for k in order[i % len(order) :] + order[: i % len(order)]:
                     t0 = clock()
-                    f()
+                    calls[k]()
                     times[k].append(clock() - t0)
             med = {k: float(pick(v)) for k, v in times.items()}
             n_out = plan.out_size[0] * plan.out_size[1]
