@@ -9,8 +9,8 @@ checked against it), packs each phase pair's filters once per plan (:class:`Phas
 slot-count shape) and runs one graph per (q, p): ``ReorderInput``, the q^2 ``com.microsoft.nchwc:Conv`` (stride
 q, pads q+1-phi before and phi+1 after, add_mean's bias as each one's bias), ``Concat``, ``ReorderOutput`` per
 block of B channels, the ``Gather`` of planes into the period's order and ``DepthToSpace`` with block p; the
-output window is cut on the host (a view of the graph's output; the body's ``Slice`` copies). The same kernels on
-the same filters: the output equals the variant's bit for bit (``tests/test_ort_direct_phase.py``).
+output window is cut on the host (a copy, as the body's ``Slice``). The same kernels on the same filters: the
+output equals the variant's bit for bit (``tests/test_ort_direct_phase.py``).
 
 Shapes (window features (N, C, h, w), nb = ceil(n / q), J = nb + 1 outputs per phase and axis): filters of
 phase pair (phi_r, phi_c) (Opad_i, C, 3, 3), Opad_i = 3 Kr_i Kc_i rounded up to 16, channels (o, kr, kc), the

@@ -358,7 +358,7 @@ class Pipeline:
         out: np.ndarray | None = None
         for row, band in self.upscale_bands(features, scale):
             if out is None and band.shape[2] == plan.out_size[0]:
-                return np.ascontiguousarray(band)  # one band: the graph's output (copied only where it is a view)
+                return band  # one band: the graph's output is the result (no copy)
             if out is None:
                 out = np.empty((features.shape[0], 3, *plan.out_size), dtype=np.float32)
             out[:, :, row : row + band.shape[2]] = band
