@@ -10,14 +10,17 @@ reserves no CPU and does no image work: it reads the body (at most ``max_body_by
 ``Content-Length`` before reading anything), hands the request to ``MetaSR`` through a ``DeploymentHandle``
 and turns what Ray Serve's HTTP proxy would answer in plain text into the service's one-line JSON.
 
-Overload is bounded, never absorbed: a replica takes at most ``max_ongoing_requests`` (one upscale at a time,
-the rest waiting in it) and at most ``max_queued_requests`` more wait for a replica. The ingress counts the
-requests in the service and answers the excess 503 with ``Retry-After`` before reading its body; its count is
-the bound (exact: there is one ingress). The handle router's own count of queued requests raced (it dropped
-requests that fitted: 5 or 6 of the 8 that fit answered in a flood of 24 at once, before and with the ingress;
-8 of 8 in every run since it is only a backstop, set to the same total), and its ``BackPressureError``, should
-it come, is the same JSON 503. A request not finished within ``request_timeout_s`` (reading its body included)
-is answered 408 by the ingress and cancelled in the replica: an upscale that has not started never starts, one
+Overload is bounded, never absorbed: a replica takes at most ``max_ongoing_requests`` (one upscale at a time, the
+rest waiting in it) and at most ``max_queued_requests`` more wait for a replica. The ingress counts the requests in
+the service and answers the excess 503 with ``Retry-After`` before reading its body; its count is the bound (exact:
+there is one ingress). A request counts from the end of its body: clients that send their headers and hold the body
+back hold none of the replicas' places (they wait in the ingress, at most ``INGRESS_HEADROOM`` of them, until the
+request timeout), and the bodies the ingress holds, read or being read, stay within the same bytes as before
+(capacity x ``max_body_bytes``; 503 past it). The handle router's own count of queued requests raced (it dropped
+requests that fitted: 5 or 6 of the 8 that fit answered in a flood of 24 at once, before and with the ingress; 8 of
+8 in every run since it is only a backstop, set to the same total), and its ``BackPressureError``, should it come,
+is the same JSON 503. A request not finished within ``request_timeout_s`` (reading its body included) is answered
+408 by the ingress and cancelled in the replica: an upscale that has not started never starts, one
 already running stops before its next output band (ONNX Runtime's call in progress cannot be interrupted) and
 then the next one starts (measured: 3 upscales of ~1.8 s at once under a 0.5 s timeout, 3 x 408 at 0.52 s, the
 next upscale answered 0.6 s later). A request refused on its query is answered without waiting for the turn;
@@ -45,15 +48,12 @@ from dataclasses import dataclass
 
 from metasr.runtime.ray_env import init_ray, replica_cpus
 from metasr.runtime.serve_api import Reply, ServiceConfig, Upscaler
+from metasr.runtime.serve_ingress import INGRESS_HEADROOM, MetaSRIngress
 
 __all__ = ["APP_NAME", "DeploymentLimits", "ServeOptions", "ServiceApp", "build_app", "check_port",
            "proxy_timeout_s", "run_service", "start_service"]  # fmt: skip
 
 APP_NAME = "metasr"
-RETRY_AFTER_S = 1  # the Retry-After of a 503: about one upscale of a typical image
-# requests the ingress takes beyond those it forwards: it refuses them itself (503, in microseconds), so Ray's
-# proxy never queues in front of it
-INGRESS_HEADROOM = 1024
 _log = logging.getLogger("ray.serve")
 
 
@@ -103,25 +103,6 @@ def proxy_timeout_s(request_timeout_s: float) -> float:
     """Ray's HTTP proxy timeout for a service timeout: a backstop far enough above it that the ingress answers
     (JSON) first."""
     return request_timeout_s + max(5.0, request_timeout_s / 10)
-
-
-async def _read_body(request, limit: int) -> bytes | Reply:  # request: starlette.requests.Request
-    """The body, read no further than ``limit`` bytes (a 413 :class:`Reply` past it)."""
-    declared = request.headers.get("content-length")
-    too_big = Reply.json(413, {"error": f"the body is larger than {limit:,} bytes"}, log="body over the limit")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _busy(message: str, log: str) -> Reply:
-    return Reply.json(503, {"error": message}, log=log, headers=(("Retry-After", str(RETRY_AFTER_S)),))
 
 
 class MetaSRReplica:
@@ -196,102 +177,6 @@ class MetaSRReplica:
         """Serve's periodic health check: the pipelines are loaded."""
         if not self.service.pipelines:
             raise RuntimeError("no pipeline loaded")
-
-
-class MetaSRIngress:
-    """The HTTP entry point (the ``MetaSRIngress`` deployment of :func:`build_app`): reads the body, forwards the
-    request to ``MetaSR`` and answers 503 / 408 itself, in one-line JSON."""
-
-    def __init__(self, worker, limits: DeploymentLimits, max_body_bytes: int, request_timeout_s: float) -> None:
-        self.worker = worker  # a DeploymentHandle of MetaSR
-        self.capacity = limits.capacity
-        self.max_body_bytes = max_body_bytes
-        self.timeout_s = request_timeout_s
-        self.in_flight = 0  # requests forwarded and not answered yet (one event loop: no lock needed)
-        self.models: dict | None = None  # GET /v1/models, asked of a replica once
-
-    async def __call__(self, request):  # starlette Request -> Response
-        from starlette.responses import Response
-
-        t0 = time.perf_counter()
-        path = request.scope.get("path", "/")
-        root = request.scope.get("root_path", "")
-        if root and path.startswith(root):  # mounted under a route prefix: the service's own path
-            path = path[len(root) :] or "/"
-        route = path.rstrip("/")
-        if request.method == "GET" and route in ("/healthz", "/v1/models"):
-            reply = await self._status(route)  # answered here, uncounted: never behind (nor crowding out) upscales
-        elif self.in_flight >= self.capacity:  # refused before its body is read
-            reply = self._full(f"busy ({self.in_flight} requests in the service)")
-        else:
-            self.in_flight += 1
-            try:
-                reply = await self._forward(request, path)
-            finally:
-                self.in_flight -= 1
-        if reply.log:  # an answer of the ingress itself (the replica's answers are logged in the replica)
-            _log.info("%s %s %d %s (%.0f ms)", request.method, path[:80], reply.status, reply.log,
-                      (time.perf_counter() - t0) * 1000)  # fmt: skip
-        return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=dict(reply.headers))
-
-    def _full(self, log: str) -> Reply:
-        """The 503 of a service that holds all the requests it takes."""
-        return _busy(f"the service is busy: it holds {self.capacity} requests (its replicas' and its queue's); "
-                     "retry later", log)  # fmt: skip
-
-    async def _status(self, path: str) -> Reply:
-        """``GET /healthz`` (the service takes requests: this ingress answers, and Ray's health checks replace a
-        replica that stops answering its own) and ``GET /v1/models`` (asked of a replica once, then kept)."""
-        if path == "/healthz":
-            return Reply.json(200, {"status": "ok"})
-        if self.models is None:
-            try:
-                self.models = await asyncio.wait_for(self.worker.models.remote(), self.timeout_s)
-            except Exception as e:  # no replica answered (yet): as a busy service
-                return _busy("no replica answered yet; retry", f"models unavailable ({type(e).__name__})")
-        return Reply.json(200, self.models)
-
-    async def _forward(self, request, path: str) -> Reply:
-        """The replica's :class:`Reply` (its log left empty), or one of the ingress's refusals (with its log)."""
-        from ray.exceptions import RayActorError, TaskCancelledError
-        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
-        from starlette.requests import ClientDisconnect
-
-        sent: list = []  # the DeploymentResponse, once the request is handed to a replica
-        try:
-            return await asyncio.wait_for(self._exchange(request, path, sent), self.timeout_s)
-        except asyncio.TimeoutError:  # the deadline (a TimeoutError inside _exchange is re-raised as another)
-            for response in sent:
-                response.cancel()  # not started in the replica: never starts; running: stops at its next band
-            return Reply.json(408, {"error": f"the request did not finish within {self.timeout_s:g} s (the "
-                                             "service's request timeout)"}, log="timed out")  # fmt: skip
-        except BackPressureError as e:  # the router's own bound (a replica short, or its count ahead of ours)
-            return self._full(f"busy ({e})")
-        except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as e:
-            return _busy("the replica answering the request stopped; retry", f"replica lost ({type(e).__name__})")
-        except (ClientDisconnect, TaskCancelledError):  # Ray's proxy cancels reading a body whose client left
-            return Reply.json(400, {"error": "the body ended early: the client disconnected"}, log="client gone")
-        except asyncio.CancelledError:  # the client went away (Ray's proxy cancels the request)
-            for response in sent:
-                response.cancel()
-            raise
-        except Exception:
-            _log.exception("%s %s failed", request.method, path[:80])
-            return Reply.json(500, {"error": "internal error"}, log="internal error")
-
-    async def _exchange(self, request, path: str, sent: list) -> Reply:
-        try:
-            body = await _read_body(request, self.max_body_bytes)
-            if isinstance(body, Reply):
-                return body
-            response = self.worker.answer.remote(
-                request.method, path, dict(request.query_params), request.headers.get("content-type", ""), body,
-            )  # fmt: skip
-            sent.append(response)
-            reply = await response
-        except TimeoutError as e:  # not the deadline's (Python 3.11+: asyncio.TimeoutError is TimeoutError)
-            raise RuntimeError(f"a timeout inside the request: {e}") from e
-        return Reply(reply.status, reply.media_type, reply.body, "", reply.headers)
 
 
 @dataclass(frozen=True)

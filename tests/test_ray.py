@@ -150,6 +150,44 @@ def test_bounded_load_on_localhost(service):
     assert _post(service, "scale=2", body) == answers[0]
 
 
+def test_senders_that_hold_their_body_back_do_not_fill_the_service(service):
+    """12 connections (the service holds 8: 2 replicas x 2 ongoing + 4 queued) send their headers and half a
+    body, then wait. Before: each was counted in the service from its headers, so the next request got a 503
+    until the request timeout (120 s) ended them (found in a review: 72 such clients). Now a request counts from
+    the end of its body: the next ones are answered; when the twelve bodies end at once, the 8 places take 8 or
+    more of them and the rest get the JSON 503."""
+    host, port = urllib.parse.urlsplit(service).netloc.split(":")
+    body = png_bytes(small_rgb(48, 64, seed=8))
+    head = (f"POST /v1/upscale?scale=2 HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+    slow = []
+    try:
+        for _ in range(12):
+            conn = socket.create_connection((host, int(port)), timeout=60)
+            conn.sendall(head + body[: len(body) // 2])
+            slow.append(conn)
+        time.sleep(1.0)  # their headers and half bodies are in
+        for _ in range(3):
+            status, data = _post(service, "scale=2", body)
+            assert status == 200 and data.startswith(b"\x89PNG"), (status, data[:200])
+        for conn in slow:
+            conn.sendall(body[len(body) // 2 :])
+        statuses = []
+        for conn in slow:
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+            statuses.append(int(reply.split(b" ", 2)[1]))
+            if statuses[-1] == 503:  # twelve bodies ending at once: those past the 8 places are refused after them
+                assert "busy" in _one_line_json_error(reply.split(b"\r\n\r\n", 1)[1])
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 8, statuses
+        print(f"slow senders: 3 requests answered while 12 held their bodies back; then {statuses.count(200)} x 200, "
+              f"{statuses.count(503)} x 503")  # fmt: skip
+    finally:
+        for conn in slow:
+            conn.close()
+
+
 def test_a_killed_replica_is_replaced_and_no_request_is_lost(service):
     body = png_bytes(small_rgb(48, 64, seed=5))
     expected = _post(service, "scale=2", body)

@@ -1,0 +1,139 @@
+"""The ingress of `metasr serve` (metasr.runtime.serve_ingress.MetaSRIngress) against slow and heavy senders, driven
+without a cluster (Ray imported, not started) with the stand-in replica of tests/test_serve_api.py.
+
+A request counts in the service's bound from the end of its body: clients that send their headers and hold the body
+back (found in a review: 72 of them kept the service at 503 until the request timeout ended them) wait in the
+ingress without taking a replica's place, and the bodies the ingress holds stay within capacity x max_body_bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
+from metasr.runtime import serve_ingress
+from metasr.runtime.serve_api import Reply
+from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
+from starlette.requests import Request
+
+from tests.test_serve_api import _Worker
+
+LIMITS = DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1)  # capacity 2
+OK = Reply(200, "image/png", b"out")
+
+
+def _request(ingress: MetaSRIngress, parts: list[bytes], hold: asyncio.Event | None = None, declared: int = 0):
+    """A POST whose body comes in ``parts``; with ``hold``, the last part is sent only once it is set (a slow
+    sender). Returns the ingress's response (a coroutine)."""
+    headers = [(b"content-type", b"image/png")]
+    if declared:
+        headers.append((b"content-length", str(declared).encode()))
+    scope = {"type": "http", "method": "POST", "path": "/v1/upscale", "root_path": "", "query_string": b"scale=2",
+             "headers": headers}  # fmt: skip
+    queue = list(parts)
+
+    async def receive():
+        if len(queue) == 1 and hold is not None:
+            await hold.wait()
+        body = queue.pop(0) if queue else b""
+        return {"type": "http.request", "body": body, "more_body": bool(queue)}
+
+    return ingress(Request(scope, receive))
+
+
+def _counts(ingress: MetaSRIngress) -> tuple[int, int, int]:
+    return ingress.in_flight, ingress.reading, ingress.held
+
+
+def test_senders_that_hold_their_body_back_hold_no_replica_s_place():
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 5.0)
+
+    async def scenario():
+        hold = asyncio.Event()
+        slow = [asyncio.create_task(_request(ingress, [b"p", b"ng"], hold)) for _ in range(5)]
+        await asyncio.sleep(0.05)  # the five have sent their headers and a byte each
+        assert _counts(ingress) == (0, 5, 5) and worker.calls == []
+        fast = await _request(ingress, [b"png"])  # before: 503, the five counted as in the service
+        hold.set()
+        return fast, await asyncio.gather(*slow)
+
+    fast, slow = asyncio.run(scenario())
+    assert fast.status_code == 200 and fast.body == b"out"
+    assert [r.status_code for r in slow] == [200] * 5 and len(worker.calls) == 6
+    assert _counts(ingress) == (0, 0, 0)
+
+
+def test_a_slow_body_past_the_request_timeout_is_a_408_and_frees_everything():
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 0.2)
+
+    async def scenario():
+        return await _request(ingress, [b"p", b"ng"], asyncio.Event())  # never sends the rest
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 408 and json.loads(response.body)["error"].startswith("the request did not")
+    assert worker.calls == [] and _counts(ingress) == (0, 0, 0)
+
+
+def test_the_bodies_in_the_ingress_stay_within_capacity_times_the_body_limit():
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 5.0)  # 2 x 100 bytes at most
+
+    async def scenario():
+        hold = asyncio.Event()
+        slow = [asyncio.create_task(_request(ingress, [b"x" * 90, b"y"], hold)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert _counts(ingress) == (0, 2, 180)
+        third = await _request(ingress, [b"z" * 30])  # 210 bytes would be held: refused, its bytes let go
+        small = await _request(ingress, [b"z" * 20])  # 200: fits
+        hold.set()
+        return third, small, await asyncio.gather(*slow)
+
+    third, small, slow = asyncio.run(scenario())
+    assert third.status_code == 503 and third.headers["retry-after"] == "1"
+    assert "holds as many request bodies" in json.loads(third.body)["error"]
+    assert small.status_code == 200 and [r.status_code for r in slow] == [200, 200]
+    assert len(worker.calls) == 3 and _counts(ingress) == (0, 0, 0)
+
+
+def test_places_taken_while_a_body_came_are_counted_after_it():
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 5.0)
+
+    async def scenario():
+        hold = asyncio.Event()
+        late = asyncio.create_task(_request(ingress, [b"p", b"ng"], hold))
+        await asyncio.sleep(0.05)
+        ingress.in_flight = 2  # meanwhile two requests were forwarded: the service is full
+        hold.set()
+        response = await late
+        ingress.in_flight = 0
+        return response
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 503 and "busy" in json.loads(response.body)["error"]
+    assert worker.calls == [] and _counts(ingress) == (0, 0, 0)
+
+
+def test_readers_are_bounded_and_a_413_lets_its_bytes_go(monkeypatch):
+    monkeypatch.setattr(serve_ingress, "INGRESS_HEADROOM", 3)
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 5.0)
+
+    async def scenario():
+        hold = asyncio.Event()
+        slow = [asyncio.create_task(_request(ingress, [b"p", b"ng"], hold)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        refused = await _request(ingress, [b"png"])  # a fourth body at once: 503 before reading it
+        hold.set()
+        await asyncio.gather(*slow)
+        big = await _request(ingress, [b"x" * 60, b"x" * 60])  # no Content-Length: 413 once the stream passes 100
+        return refused, big
+
+    refused, big = asyncio.run(scenario())
+    assert refused.status_code == 503 and "reading as many request bodies" in json.loads(refused.body)["error"]
+    assert big.status_code == 413 and len(worker.calls) == 3 and _counts(ingress) == (0, 0, 0)
