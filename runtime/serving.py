@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from metasr.runtime.ray_env import init_ray, replica_cpus
 from metasr.runtime.serve_api import Reply, ServiceConfig, Upscaler
-from metasr.runtime.serve_ingress import INGRESS_HEADROOM, MetaSRIngress
+from metasr.runtime.serve_ingress import INGRESS_HEADROOM, INGRESS_MARGIN, MetaSRIngress
 
 __all__ = ["APP_NAME", "DeploymentLimits", "ServeOptions", "ServiceApp", "build_app", "check_port",
            "proxy_timeout_s", "run_service", "start_service"]  # fmt: skip
@@ -209,7 +209,9 @@ class ServiceApp:
         ingress = serve.deployment(
             name="MetaSRIngress",
             num_replicas=1,  # one: its count of requests is the service's (as Ray's one router was)
-            max_ongoing_requests=limits.capacity + INGRESS_HEADROOM,  # never the bottleneck: it refuses itself
+            # never the bottleneck: it refuses itself; the margin leaves room for its refusals and /healthz when
+            # its readers and the places are all taken (found in review: with none, Ray stopped handing it any)
+            max_ongoing_requests=limits.capacity + INGRESS_HEADROOM + INGRESS_MARGIN,
             ray_actor_options={"num_cpus": 0},  # no CPU work: reading bodies and forwarding
             health_check_period_s=10,
             logging_config=quiet,

@@ -137,3 +137,45 @@ def test_readers_are_bounded_and_a_413_lets_its_bytes_go(monkeypatch):
     refused, big = asyncio.run(scenario())
     assert refused.status_code == 503 and "reading as many request bodies" in json.loads(refused.body)["error"]
     assert big.status_code == 413 and len(worker.calls) == 3 and _counts(ingress) == (0, 0, 0)
+
+
+def test_readers_arriving_in_one_loop_tick_stay_within_the_bound(monkeypatch):
+    """Found in review: the bound was checked in __call__ and counted after a loop hop (wait_for's task), so the
+    requests of one tick all passed it (1,100 slow senders: 1,026 readers, and Ray, whose limit for the ingress
+    is its places + readers, stopped handing it anything, /healthz included)."""
+    monkeypatch.setattr(serve_ingress, "INGRESS_HEADROOM", 3)
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 5.0)
+
+    async def scenario():
+        hold = asyncio.Event()
+        tasks = [asyncio.create_task(_request(ingress, [b"p", b"ng"], hold)) for _ in range(6)]  # one tick
+        await asyncio.sleep(0.05)
+        readers = ingress.reading
+        hold.set()
+        return readers, await asyncio.gather(*tasks)
+
+    readers, responses = asyncio.run(scenario())
+    statuses = sorted(r.status_code for r in responses)
+    assert readers == 3 and statuses == [200, 200, 200, 503, 503, 503], (readers, statuses)
+    assert _counts(ingress) == (0, 0, 0)
+
+
+def test_a_timeout_error_while_the_body_comes_is_not_the_request_timeout():
+    """Found in review: a TimeoutError raised by the body's stream (Ray's GetTimeoutError is one) read as the
+    request's own deadline, a 408 at once; it is an internal error, as it is from the replica."""
+    worker = _Worker(OK)
+    ingress = MetaSRIngress(worker, LIMITS, 100, 5.0)
+    scope = {"type": "http", "method": "POST", "path": "/v1/upscale", "root_path": "", "query_string": b"scale=2",
+             "headers": [(b"content-type", b"image/png")]}  # fmt: skip
+    sent = []
+
+    async def receive():
+        if sent:
+            raise TimeoutError("a get timed out")
+        sent.append(1)
+        return {"type": "http.request", "body": b"p", "more_body": True}
+
+    response = asyncio.run(ingress(Request(scope, receive)))
+    assert response.status_code == 500 and json.loads(response.body) == {"error": "internal error"}
+    assert worker.calls == [] and _counts(ingress) == (0, 0, 0)
