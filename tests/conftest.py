@@ -63,6 +63,20 @@ def bundled_artifacts(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def block() -> int:
+    """The CPU's NCHWc channel block (16 with AVX-512, 8 with AVX2) where ONNX Runtime's CPU variant of the
+    MetaUpscale body runs (``metasr.runtime.ort_cpu``); the test is skipped where its kernels are missing."""
+    pytest.importorskip("onnxruntime")
+    from metasr.runtime import ort_cpu
+
+    b = ort_cpu.nchwc_block()
+    if isinstance(b, str) and "NCHWc kernels" in b:  # missing here (not x86-64, or an ONNX Runtime without them)
+        pytest.skip(f"no NCHWc variant here: {b}")
+    assert isinstance(b, int), b  # a variant that fails its own probe is a bug in it, not a skip
+    return b
+
+
+@pytest.fixture(scope="session")
 def calibrated_artifacts(bundled_artifacts, tmp_path_factory) -> Path:
     """A copy of :func:`bundled_artifacts` with INT8 (both forms) and FP16 graphs added by a tiny calibration
     (6 crops, no sensitivity pass: the calibration's rules only; read-only)."""

@@ -21,19 +21,9 @@ from metasr.runtime import ort_cpu
 from metasr.runtime.backends import OrtBackend
 from metasr.runtime.feeds import axis_feeds, check_hints, conv_path, plan_feeds, tile_feeds
 from metasr.runtime.manifest import Manifest
-from metasr.runtime.openvino_backend import _take_grouped_path
 from metasr.runtime.projection import project
 
-from tests.test_upscale_body import CASES, _permute_row_slots
-
-
-@pytest.fixture(scope="module")
-def block():
-    b = ort_cpu.nchwc_block()
-    if isinstance(b, str) and "NCHWc kernels" in b:  # missing here (not x86-64, or an ONNX Runtime without them)
-        pytest.skip(f"no NCHWc variant here: {b}")
-    assert isinstance(b, int), b  # a variant that fails its own probe is a bug in it, not a skip
-    return b
+from tests.test_upscale_body import CASES, _permute_row_slots, cpu_session, grouped_model
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +32,7 @@ def sessions(bundled_artifacts, block):
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     variant, said = ort_cpu.specialize(raw, "fp32")
     assert said == f"{ort_cpu.VARIANT} (block {block}, interleave by Col2Im; {ort_cpu.WHERE}; {ort_cpu.PHASE})"
-    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
-    _take_grouped_path(grouped.graph)
-    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
-    return make(raw), make(variant), make(grouped.SerializeToString())
+    return cpu_session(raw), cpu_session(variant), cpu_session(grouped_model(raw))
 
 
 def _big_case(name: str) -> tuple[dict[str, np.ndarray], int, int]:

@@ -22,20 +22,11 @@ from metasr.export.metaupscale_nchwc import MIN_BLOCKS
 from metasr.runtime import ort_cpu, ort_direct
 from metasr.runtime.backends import OrtBackend
 from metasr.runtime.feeds import plan_feeds
-from metasr.runtime.openvino_backend import _take_grouped_path
 from metasr.runtime.predictor_split import split_upscale
 from metasr.runtime.projection import project
 
 from tests.test_ort_cpu import BIG_CASES, _big_case, _spec
-
-
-@pytest.fixture(scope="module")
-def block():
-    b = ort_cpu.nchwc_block()
-    if isinstance(b, str) and "NCHWc kernels" in b:
-        pytest.skip(f"no NCHWc variant here: {b}")
-    assert isinstance(b, int), b
-    return b
+from tests.test_upscale_body import cpu_session, grouped_model
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +36,13 @@ def parts(bundled_artifacts, block):
     split = split_upscale(raw)
     variant, said = ort_cpu.specialize(split.body, "fp32")
     assert said.startswith(ort_cpu.VARIANT), said
-    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
-    _take_grouped_path(grouped.graph)
-    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
     bias = ort_direct.mean_bias(split.body, "sr")
     assert bias is not None and bias.shape == (3,)
     return (
-        make(split.predictor),
-        make(variant),
-        make(grouped.SerializeToString()),
-        ort_direct.DirectPaths(bias, block, make),
+        cpu_session(split.predictor),
+        cpu_session(variant),
+        cpu_session(grouped_model(raw)),
+        ort_direct.DirectPaths(bias, block, cpu_session),
         split,
     )
 

@@ -13,32 +13,23 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
-import onnx
-import onnx.inliner
-import onnxruntime as ort
 from metasr.runtime import ort_cpu, ort_direct, ort_direct_phase
 from metasr.runtime.feeds import plan_feeds, tile_feeds
-from metasr.runtime.openvino_backend import _take_grouped_path
 from metasr.runtime.predictor_split import split_upscale
 from metasr.runtime.projection import project
 
 from tests.test_ort_phase import HINT_CASES, TAKEN, _agree, hint_case
+from tests.test_upscale_body import cpu_session, grouped_model
 
 
 @pytest.fixture(scope="module")
-def parts(bundled_artifacts):
-    block = ort_cpu.nchwc_block()
-    if isinstance(block, str) and "NCHWc kernels" in block:
-        pytest.skip(f"no NCHWc variant here: {block}")
+def parts(bundled_artifacts, block):
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     split = split_upscale(raw)
     variant, said = ort_cpu.specialize(split.body, "fp32")
     assert ort_cpu.PHASE in said, said
-    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
-    _take_grouped_path(grouped.graph)
-    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
-    sessions = [make(split.predictor), make(split.body), make(variant), make(grouped.SerializeToString())]
-    return sessions, split, ort_direct.DirectPaths(ort_direct.mean_bias(split.body, "sr"), block, make)
+    sessions = [cpu_session(m) for m in (split.predictor, split.body, variant, grouped_model(raw))]
+    return sessions, split, ort_direct.DirectPaths(ort_direct.mean_bias(split.body, "sr"), block, cpu_session)
 
 
 def _outputs(parts, feeds, h, w, n=1):

@@ -14,30 +14,20 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
-import onnx
-import onnx.inliner
-import onnxruntime as ort
 from metasr.export.metaupscale_phase import PHASE_MIN_PIXELS
 from metasr.runtime import ort_cpu
 from metasr.runtime.feeds import check_hints, conv_path, plan_feeds, tile_feeds
-from metasr.runtime.openvino_backend import _take_grouped_path
 from metasr.runtime.projection import project
 
-from tests.test_upscale_body import _permute_row_slots
+from tests.test_upscale_body import _permute_row_slots, cpu_session, grouped_model
 
 
 @pytest.fixture(scope="module")
-def sessions(bundled_artifacts):
-    block = ort_cpu.nchwc_block()
-    if isinstance(block, str) and "NCHWc kernels" in block:
-        pytest.skip(f"no NCHWc variant here: {block}")
+def sessions(bundled_artifacts, block):
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
     variant, said = ort_cpu.specialize(raw, "fp32")
     assert "Col2Im" in said, said  # the phase path needs opset 18 (the exported graphs are 17: raised)
-    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
-    _take_grouped_path(grouped.graph)
-    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
-    return make(raw), make(variant), make(grouped.SerializeToString())
+    return cpu_session(raw), cpu_session(variant), cpu_session(grouped_model(raw))
 
 
 def _permute_row_groups(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

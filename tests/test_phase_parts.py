@@ -131,11 +131,9 @@ def test_without_phase_q_the_tiles_are_as_before():
 @pytest.fixture(scope="module")
 def sessions(bundled_artifacts):
     pytest.importorskip("onnx")
-    import onnx
-    import onnx.inliner
-    import onnxruntime as ort
     from metasr.runtime import ort_cpu
-    from metasr.runtime.openvino_backend import _take_grouped_path
+
+    from tests.test_upscale_body import cpu_session, grouped_model
 
     block = ort_cpu.nchwc_block()
     if isinstance(block, str):
@@ -144,10 +142,7 @@ def sessions(bundled_artifacts):
     variant, said = ort_cpu.specialize(raw, "fp32")
     if ort_cpu.PHASE not in said:
         pytest.skip(f"no phase path here: {said}")
-    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
-    _take_grouped_path(grouped.graph)
-    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
-    return make(raw), make(variant), make(grouped.SerializeToString())
+    return cpu_session(raw), cpu_session(variant), cpu_session(grouped_model(raw))
 
 
 def _agree(got, want):

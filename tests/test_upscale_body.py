@@ -25,14 +25,23 @@ from metasr.runtime.openvino_backend import _take_grouped_path
 from metasr.runtime.projection import project
 
 
+def grouped_model(raw: bytes) -> bytes:
+    """The upscale graph ``raw`` forced onto its grouped path (batched matrix products, no convolution): the
+    oracle of the convolution, phase and direct paths."""
+    grouped = onnx.inliner.inline_local_functions(onnx.load_from_string(raw))
+    _take_grouped_path(grouped.graph)
+    return grouped.SerializeToString()
+
+
+def cpu_session(model: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
 @pytest.fixture(scope="module")
 def sessions(bundled_artifacts):
     """(the upscale graph as exported, the same graph forced onto the grouped path)."""
-    model = onnx.load(str(bundled_artifacts / "upscale.onnx"))
-    grouped = onnx.inliner.inline_local_functions(model)
-    _take_grouped_path(grouped.graph)
-    make = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"])  # noqa: E731
-    return make(model.SerializeToString()), make(grouped.SerializeToString())
+    raw = (bundled_artifacts / "upscale.onnx").read_bytes()
+    return cpu_session(raw), cpu_session(grouped_model(raw))
 
 
 def _permute_row_slots(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
