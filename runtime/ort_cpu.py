@@ -44,7 +44,7 @@ from metasr.export.onnx_proto import (
     protos,
 )
 
-__all__ = ["ENV", "branch_feeds", "branch_model", "nchwc_block", "specialize"]
+__all__ = ["ENV", "branch_feeds", "branch_model", "nchwc_block", "pack_filters", "specialize"]
 
 ENV = "METASR_ORT_NCHWC"
 _TOL = 1e-4  # relative to the output's magnitude (see the module docstring)
@@ -132,8 +132,9 @@ def _strided_model(block: int, pads: list[int], stride: int) -> bytes:
     return _model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
 
 
-def _packed(w: np.ndarray, block: int) -> np.ndarray:
-    """(O, C, T, T) -> the OIhw{B}i{B}o layout (the shape unchanged), as the variant packs in its graph."""
+def pack_filters(w: np.ndarray, block: int) -> np.ndarray:
+    """(O, C, T, T) -> the OIhw{B}i{B}o layout (the shape unchanged), as the variant packs in its graph (and
+    the direct convolution path on the host, ``metasr.runtime.ort_direct``)."""
     o, c, t, _ = w.shape
     return w.reshape(o // block, block, c // block, block, t, t).transpose(0, 2, 4, 5, 3, 1).reshape(w.shape).copy()
 
@@ -155,7 +156,7 @@ def _agrees(block: int) -> str | None:
     x = rng.standard_normal((1, c, 11, 8)).astype(np.float32)  # the phase path's form: stride 4, pads past 3x3
     w = rng.standard_normal((block, c, 3, 3)).astype(np.float32)
     pads = [4, 3, 2, 4]
-    got = _session(_strided_model(block, pads, 4)).run(None, {"x": x, "w": _packed(w, block)})[0]
+    got = _session(_strided_model(block, pads, 4)).run(None, {"x": x, "w": pack_filters(w, block)})[0]
     want = _reference_conv(x, w, tuple(pads), 4)
     err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
     if not err <= _TOL * max(1.0, float(np.abs(want).max())):

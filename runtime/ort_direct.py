@@ -40,7 +40,7 @@ from metasr.export.metaupscale_conv import D2S_SLOTS
 from metasr.export.metaupscale_nchwc import MIN_BLOCKS, NCHWC_DOMAIN
 from metasr.export.onnx_proto import make_graph, make_node, make_opsetid, make_tensor_value_info, protos
 from metasr.runtime.backends import out_of_memory
-from metasr.runtime.ort_cpu import COL2IM_OPSET
+from metasr.runtime.ort_cpu import COL2IM_OPSET, pack_filters
 from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan
 
 __all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "mean_bias", "plan", "shared_arena"]
@@ -120,10 +120,9 @@ def _filters(p: DirectPlan, table: np.ndarray, bias: np.ndarray, block: int) -> 
     padded = -(-out // block) * block
     full = np.zeros((padded, c, t, t), np.float32)
     full[:out] = emb.reshape(out, c, t, t)
-    packed = full.reshape(padded // block, block, c // block, block, t, t).transpose(0, 2, 4, 5, 3, 1)
     b = np.zeros(padded, np.float32)
     b[:out] = np.repeat(bias, k * k)
-    return np.ascontiguousarray(packed).reshape(padded, c, t, t), b
+    return pack_filters(full, block), b
 
 
 def _model(k: int, s: int) -> bytes:

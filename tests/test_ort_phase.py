@@ -146,5 +146,5 @@ def test_probe_checks_the_phase_paths_convolution(sessions, monkeypatch):
     form) on a filter packed as the variant packs it: a wrong packing (here none) is caught there."""
     block = ort_cpu.nchwc_block()
     assert ort_cpu._agrees(block) is None
-    monkeypatch.setattr(ort_cpu, "_packed", lambda w, b: w)
+    monkeypatch.setattr(ort_cpu, "pack_filters", lambda w, b: w)
     assert "strided convolution differs" in ort_cpu._agrees(block)
