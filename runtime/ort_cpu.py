@@ -44,7 +44,7 @@ from metasr.export.onnx_proto import (
     protos,
 )
 
-__all__ = ["ENV", "branch_feeds", "branch_model", "nchwc_block", "pack_filters", "specialize"]
+__all__ = ["ENV", "branch_feeds", "branch_model", "nchwc_block", "nchwc_model", "pack_filters", "specialize"]
 
 ENV = "METASR_ORT_NCHWC"
 _TOL = 1e-4  # relative to the output's magnitude (see the module docstring)
@@ -61,7 +61,9 @@ def _session(model: object) -> object:  # a ModelProto or its bytes
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
-def _model(graph: object, domains: dict[str, int], functions: tuple = ()) -> object:
+def nchwc_model(graph: object, domains: dict[str, int], functions: tuple = ()) -> object:
+    """A ModelProto of ``graph`` importing ``domains`` (name -> opset version), the variant's and the direct
+    paths' (``metasr.runtime.ort_direct``) graphs alike."""
     pb = protos()
     model = pb.ModelProto(ir_version=10, graph=graph, producer_name="metasr")
     model.opset_import.extend(make_opsetid(d, v) for d, v in domains.items())
@@ -76,7 +78,7 @@ def _block_size() -> int:
     graph = make_graph(
         [node], "block", [make_tensor_value_info("x", f32, [1, 4, 1, 1])], [make_tensor_value_info("y", f32, None)]
     )
-    model = _model(graph, {"": 17, NCHWC_DOMAIN: 1})
+    model = nchwc_model(graph, {"": 17, NCHWC_DOMAIN: 1})
     (y,) = _session(model).run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})
     return int(y.shape[1])  # 4 channels rounded up to one block
 
@@ -115,7 +117,7 @@ def branch_model(k: int, block: int) -> bytes:
     graph = make_graph(
         list(nchwc_branch(k, block).node), "branch", inputs, [make_tensor_value_info(f"nc{k}_out", f32, None)]
     )
-    return _model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
+    return nchwc_model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
 
 
 def _strided_model(block: int, pads: list[int], stride: int) -> bytes:
@@ -129,7 +131,7 @@ def _strided_model(block: int, pads: list[int], stride: int) -> bytes:
     ]
     io = [make_tensor_value_info(n, f32, None) for n in ("x", "w")]
     graph = make_graph(nodes, "strided", io, [make_tensor_value_info("y", f32, None)])
-    return _model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
+    return nchwc_model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
 
 
 def pack_filters(w: np.ndarray, block: int) -> np.ndarray:

@@ -38,9 +38,9 @@ from functools import lru_cache
 import numpy as np
 from metasr.export.metaupscale_conv import D2S_SLOTS
 from metasr.export.metaupscale_nchwc import MIN_BLOCKS, NCHWC_DOMAIN
-from metasr.export.onnx_proto import make_graph, make_node, make_opsetid, make_tensor_value_info, protos
+from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_info, protos
 from metasr.runtime.backends import out_of_memory
-from metasr.runtime.ort_cpu import COL2IM_OPSET, pack_filters
+from metasr.runtime.ort_cpu import COL2IM_OPSET, nchwc_model, pack_filters
 from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan
 
 __all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "mean_bias", "plan", "shared_arena"]
@@ -143,9 +143,7 @@ def _model(k: int, s: int) -> bytes:
     inputs.append(make_tensor_value_info("image", i64, [2]))
     graph = make_graph(nodes, f"direct_k{k}_s{s}", inputs, [make_tensor_value_info("y", f32, None)])
     graph.initializer.extend([flat, blocks])
-    model = pb.ModelProto(ir_version=10, graph=graph, producer_name="metasr")
-    model.opset_import.extend([make_opsetid("", COL2IM_OPSET), make_opsetid(NCHWC_DOMAIN, 1)])
-    return model.SerializeToString()
+    return nchwc_model(graph, {"": COL2IM_OPSET, NCHWC_DOMAIN: 1}).SerializeToString()
 
 
 def mean_bias(body: bytes, output: str) -> np.ndarray | None:

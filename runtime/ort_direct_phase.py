@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from metasr.export.metaupscale_nchwc import NCHWC_DOMAIN
 from metasr.export.metaupscale_phase import PHASE_PERIODS
-from metasr.export.onnx_proto import make_graph, make_node, make_opsetid, make_tensor_value_info, protos
+from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_info, protos
+from metasr.runtime.ort_cpu import nchwc_model
 from metasr.runtime.tile_cost import AxisPhase, phase_layouts
 
 __all__ = ["CACHE_CALLS", "PhaseFilters", "PhasePlan", "phase_feeds", "phase_model", "phase_plan"]
@@ -178,9 +179,7 @@ def phase_model(q: int, p: int, block: int) -> bytes:
     ]
     inputs += [make_tensor_value_info(n, i64, None) for n in ("yb_shape", "y3_shape", "pidx")]
     graph = make_graph(nodes, f"direct_phase_q{q}_p{p}", inputs, [make_tensor_value_info("image", f32, None)])
-    model = pb.ModelProto(ir_version=10, graph=graph, producer_name="metasr")
-    model.opset_import.extend([make_opsetid("", 17), make_opsetid(NCHWC_DOMAIN, 1)])
-    return model.SerializeToString()
+    return nchwc_model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
 
 
 def _period(k: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
