@@ -217,22 +217,36 @@ class _Worker:
         return self.response
 
 
+def ingress_post(ingress, parts: list[bytes], hold=None, declared: int | None = None, path="/v1/upscale", root=""):
+    """POST ``?scale=2`` to the ingress (a coroutine: its response), the body in ``parts``; with ``hold`` (an
+    asyncio.Event), the last part is sent only once it is set (a slow sender); ``declared``: a Content-Length."""
+    from starlette.requests import Request
+
+    headers = [(b"content-type", b"image/png")]
+    if declared is not None:
+        headers.append((b"content-length", str(declared).encode()))
+    scope = {"type": "http", "method": "POST", "path": root + path, "root_path": root, "query_string": b"scale=2",
+             "headers": headers}  # fmt: skip
+    queue = list(parts)
+
+    async def receive():
+        if len(queue) == 1 and hold is not None:
+            await hold.wait()
+        body = queue.pop(0) if queue else b""
+        return {"type": "http.request", "body": body, "more_body": bool(queue)}
+
+    return ingress(Request(scope, receive))
+
+
 def _ingress_call(outcome, body=b"png", path="/v1/upscale", root="", capacity_used=0, timeout_s=5.0, limit=100):
     """One request through MetaSRIngress: (status, body, headers, the stand-in worker)."""
     from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
-    from starlette.requests import Request
 
     worker = _Worker(outcome)
     ingress = MetaSRIngress(worker, DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1),
                             limit, timeout_s)  # fmt: skip
     ingress.in_flight = capacity_used
-    scope = {"type": "http", "method": "POST", "path": root + path, "root_path": root, "query_string": b"scale=2",
-             "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())]}  # fmt: skip
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    response = asyncio.run(ingress(Request(scope, receive)))
+    response = asyncio.run(ingress_post(ingress, [body], declared=len(body), path=path, root=root))
     assert ingress.in_flight == capacity_used  # every request forwarded is counted out again
     return response.status_code, response.body, response.headers, worker
 

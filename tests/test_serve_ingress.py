@@ -19,29 +19,10 @@ from metasr.runtime.serve_api import Reply
 from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
 from starlette.requests import Request
 
-from tests.test_serve_api import _Worker
+from tests.test_serve_api import _Worker, ingress_post
 
 LIMITS = DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1)  # capacity 2
 OK = Reply(200, "image/png", b"out")
-
-
-def _request(ingress: MetaSRIngress, parts: list[bytes], hold: asyncio.Event | None = None, declared: int = 0):
-    """A POST whose body comes in ``parts``; with ``hold``, the last part is sent only once it is set (a slow
-    sender). Returns the ingress's response (a coroutine)."""
-    headers = [(b"content-type", b"image/png")]
-    if declared:
-        headers.append((b"content-length", str(declared).encode()))
-    scope = {"type": "http", "method": "POST", "path": "/v1/upscale", "root_path": "", "query_string": b"scale=2",
-             "headers": headers}  # fmt: skip
-    queue = list(parts)
-
-    async def receive():
-        if len(queue) == 1 and hold is not None:
-            await hold.wait()
-        body = queue.pop(0) if queue else b""
-        return {"type": "http.request", "body": body, "more_body": bool(queue)}
-
-    return ingress(Request(scope, receive))
 
 
 def _counts(ingress: MetaSRIngress) -> tuple[int, int, int]:
@@ -54,10 +35,10 @@ def test_senders_that_hold_their_body_back_hold_no_replica_s_place():
 
     async def scenario():
         hold = asyncio.Event()
-        slow = [asyncio.create_task(_request(ingress, [b"p", b"ng"], hold)) for _ in range(5)]
+        slow = [asyncio.create_task(ingress_post(ingress, [b"p", b"ng"], hold)) for _ in range(5)]
         await asyncio.sleep(0.05)  # the five have sent their headers and a byte each
         assert _counts(ingress) == (0, 5, 5) and worker.calls == []
-        fast = await _request(ingress, [b"png"])  # before: 503, the five counted as in the service
+        fast = await ingress_post(ingress, [b"png"])  # before: 503, the five counted as in the service
         hold.set()
         return fast, await asyncio.gather(*slow)
 
@@ -72,7 +53,7 @@ def test_a_slow_body_past_the_request_timeout_is_a_408_and_frees_everything():
     ingress = MetaSRIngress(worker, LIMITS, 100, 0.2)
 
     async def scenario():
-        return await _request(ingress, [b"p", b"ng"], asyncio.Event())  # never sends the rest
+        return await ingress_post(ingress, [b"p", b"ng"], asyncio.Event())  # never sends the rest
 
     response = asyncio.run(scenario())
     assert response.status_code == 408 and json.loads(response.body)["error"].startswith("the request did not")
@@ -85,11 +66,11 @@ def test_the_bodies_in_the_ingress_stay_within_capacity_times_the_body_limit():
 
     async def scenario():
         hold = asyncio.Event()
-        slow = [asyncio.create_task(_request(ingress, [b"x" * 90, b"y"], hold)) for _ in range(2)]
+        slow = [asyncio.create_task(ingress_post(ingress, [b"x" * 90, b"y"], hold)) for _ in range(2)]
         await asyncio.sleep(0.05)
         assert _counts(ingress) == (0, 2, 180)
-        third = await _request(ingress, [b"z" * 30])  # 210 bytes would be held: refused, its bytes let go
-        small = await _request(ingress, [b"z" * 20])  # 200: fits
+        third = await ingress_post(ingress, [b"z" * 30])  # 210 bytes would be held: refused, its bytes let go
+        small = await ingress_post(ingress, [b"z" * 20])  # 200: fits
         hold.set()
         return third, small, await asyncio.gather(*slow)
 
@@ -106,7 +87,7 @@ def test_places_taken_while_a_body_came_are_counted_after_it():
 
     async def scenario():
         hold = asyncio.Event()
-        late = asyncio.create_task(_request(ingress, [b"p", b"ng"], hold))
+        late = asyncio.create_task(ingress_post(ingress, [b"p", b"ng"], hold))
         await asyncio.sleep(0.05)
         ingress.in_flight = 2  # meanwhile two requests were forwarded: the service is full
         hold.set()
@@ -126,12 +107,12 @@ def test_readers_are_bounded_and_a_413_lets_its_bytes_go(monkeypatch):
 
     async def scenario():
         hold = asyncio.Event()
-        slow = [asyncio.create_task(_request(ingress, [b"p", b"ng"], hold)) for _ in range(3)]
+        slow = [asyncio.create_task(ingress_post(ingress, [b"p", b"ng"], hold)) for _ in range(3)]
         await asyncio.sleep(0.05)
-        refused = await _request(ingress, [b"png"])  # a fourth body at once: 503 before reading it
+        refused = await ingress_post(ingress, [b"png"])  # a fourth body at once: 503 before reading it
         hold.set()
         await asyncio.gather(*slow)
-        big = await _request(ingress, [b"x" * 60, b"x" * 60])  # no Content-Length: 413 once the stream passes 100
+        big = await ingress_post(ingress, [b"x" * 60, b"x" * 60])  # no Content-Length: 413 once the stream passes 100
         return refused, big
 
     refused, big = asyncio.run(scenario())
@@ -149,7 +130,7 @@ def test_readers_arriving_in_one_loop_tick_stay_within_the_bound(monkeypatch):
 
     async def scenario():
         hold = asyncio.Event()
-        tasks = [asyncio.create_task(_request(ingress, [b"p", b"ng"], hold)) for _ in range(6)]  # one tick
+        tasks = [asyncio.create_task(ingress_post(ingress, [b"p", b"ng"], hold)) for _ in range(6)]  # one tick
         await asyncio.sleep(0.05)
         readers = ingress.reading
         hold.set()
