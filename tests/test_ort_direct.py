@@ -29,22 +29,23 @@ from tests.test_ort_cpu import BIG_CASES, _big_case, _spec
 from tests.test_upscale_body import cpu_session, grouped_model
 
 
+def split_parts(raw: bytes, block: int) -> tuple:
+    """The upscale graph ``raw`` split at its filter table, the split body's NCHWc variant (bytes) and what
+    ``specialize`` said of it, and the direct paths of that body (sessions on the CPU provider)."""
+    split = split_upscale(raw)
+    variant, said = ort_cpu.specialize(split.body, "fp32")
+    bias = ort_direct.mean_bias(split.body, "sr")
+    assert bias is not None and bias.shape == (3,)
+    return split, variant, said, ort_direct.DirectPaths(bias, block, cpu_session)
+
+
 @pytest.fixture(scope="module")
 def parts(bundled_artifacts, block):
     """(predictor session, the split body's variant, the whole graph on the grouped path, DirectPaths, split)."""
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
-    split = split_upscale(raw)
-    variant, said = ort_cpu.specialize(split.body, "fp32")
+    split, variant, said, direct = split_parts(raw, block)
     assert said.startswith(ort_cpu.VARIANT), said
-    bias = ort_direct.mean_bias(split.body, "sr")
-    assert bias is not None and bias.shape == (3,)
-    return (
-        cpu_session(split.predictor),
-        cpu_session(variant),
-        cpu_session(grouped_model(raw)),
-        ort_direct.DirectPaths(bias, block, cpu_session),
-        split,
-    )
+    return cpu_session(split.predictor), cpu_session(variant), cpu_session(grouped_model(raw)), direct, split
 
 
 def _run(parts, feeds):

@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("onnxruntime")
 from metasr.runtime import ort_cpu, ort_direct, ort_direct_phase
 from metasr.runtime.feeds import plan_feeds, tile_feeds
-from metasr.runtime.predictor_split import split_upscale
 from metasr.runtime.projection import project
 
+from tests.test_ort_direct import split_parts
 from tests.test_ort_phase import HINT_CASES, TAKEN, _agree, hint_case
 from tests.test_upscale_body import cpu_session, grouped_model
 
@@ -25,11 +25,10 @@ from tests.test_upscale_body import cpu_session, grouped_model
 @pytest.fixture(scope="module")
 def parts(bundled_artifacts, block):
     raw = (bundled_artifacts / "upscale.onnx").read_bytes()
-    split = split_upscale(raw)
-    variant, said = ort_cpu.specialize(split.body, "fp32")
+    split, variant, said, direct = split_parts(raw, block)
     assert ort_cpu.PHASE in said, said
     sessions = [cpu_session(m) for m in (split.predictor, split.body, variant, grouped_model(raw))]
-    return sessions, split, ort_direct.DirectPaths(ort_direct.mean_bias(split.body, "sr"), block, cpu_session)
+    return sessions, split, direct
 
 
 def _outputs(parts, feeds, h, w, n=1):
