@@ -39,11 +39,12 @@ import numpy as np
 from metasr.export.metaupscale_conv import D2S_SLOTS
 from metasr.export.metaupscale_nchwc import MIN_BLOCKS, NCHWC_DOMAIN
 from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_info, protos
+from metasr.runtime import native
 from metasr.runtime.backends import out_of_memory
 from metasr.runtime.ort_cpu import COL2IM_OPSET, nchwc_model, pack_filters
-from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan
+from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan, phase_tables
 
-__all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "mean_bias", "plan", "shared_arena"]
+__all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "conv_tables", "mean_bias", "plan", "shared_arena"]
 
 ENV = "METASR_ORT_DIRECT"
 PHASE_SESSIONS = 8  # phase-path graphs kept (one per (q, p): a zoom through many scales creates more)
@@ -125,25 +126,43 @@ def _filters(p: DirectPlan, table: np.ndarray, bias: np.ndarray, block: int) -> 
     return pack_filters(full, block), b
 
 
-def _model(k: int, s: int) -> bytes:
-    """x (N, C, h, w), w (Opad, C, T, T) packed, b (Opad,), image (2,) -> y (N, 3, nb_r k, nb_c k)."""
+def _model(k: int, s: int, interleave: bool = True) -> bytes:
+    """x (N, C, h, w), w (Opad, C, T, T) packed, b (Opad,), image (2,) -> y (N, 3, nb_r k, nb_c k); without
+    ``interleave`` (the native one follows: :mod:`metasr.runtime.native`) x, w, b -> the convolution's output
+    yb (N, Opad, nb_r, nb_c) in NCHWc memory."""
     pb = protos()
     f32, i64 = pb.TensorProto.FLOAT, pb.TensorProto.INT64
     pads, strides = ([1, 1, 1, 1], [1, 1]) if s == 1 else ([1, 1, 2, 2], [2, 2])
     nodes = [
         make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0),
         make_node("Conv", ["xb", "w", "b"], ["yb"], domain=NCHWC_DOMAIN, pads=pads, strides=strides),
+    ]
+    inputs = [make_tensor_value_info(n, f32, None) for n in ("x", "w", "b")]
+    if not interleave:
+        graph = make_graph(nodes, f"direct_k{k}_s{s}_conv", inputs, [make_tensor_value_info("yb", f32, None)])
+        return nchwc_model(graph, {"": COL2IM_OPSET, NCHWC_DOMAIN: 1}).SerializeToString()
+    nodes += [
         make_node("ReorderOutput", ["yb"], ["y3"], domain=NCHWC_DOMAIN, channels=3 * k * k, channels_last=0),
         make_node("Reshape", ["y3", "flat"], ["yf"]),
         make_node("Col2Im", ["yf", "image", "blocks"], ["y"], strides=[k, k]),
     ]
     flat = pb.TensorProto(name="flat", dims=[3], data_type=i64, int64_data=[0, 0, -1])
     blocks = pb.TensorProto(name="blocks", dims=[2], data_type=i64, int64_data=[k, k])
-    inputs = [make_tensor_value_info(n, f32, None) for n in ("x", "w", "b")]
     inputs.append(make_tensor_value_info("image", i64, [2]))
     graph = make_graph(nodes, f"direct_k{k}_s{s}", inputs, [make_tensor_value_info("y", f32, None)])
     graph.initializer.extend([flat, blocks])
     return nchwc_model(graph, {"": COL2IM_OPSET, NCHWC_DOMAIN: 1}).SerializeToString()
+
+
+def conv_tables(p: DirectPlan) -> tuple[np.ndarray, np.ndarray]:
+    """The native interleave's row and column tables of a convolution-path call (one part, block index and slot
+    of each window row: the image's row r0 + y is block (r0 + y) // k, slot (r0 + y) % k)."""
+
+    def axis(first: int, count: int) -> np.ndarray:
+        at = first + np.arange(count)
+        return native.axis_table(np.zeros_like(at), at // p.k, at % p.k, np.full_like(at, p.k))
+
+    return axis(*p.rows), axis(*p.cols)
 
 
 def mean_bias(body: bytes, output: str) -> np.ndarray | None:
@@ -229,27 +248,40 @@ class DirectPaths:
 
     def _conv(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
         p = plan(feeds, self.block)
-        session = None if p is None else self._session(("conv", p.k, p.s), lambda: _model(p.k, p.s))
+        own = native.available()  # the interleave in one native pass, or the graph's
+        session = None if p is None else self._session(("conv", p.k, p.s, own), lambda: _model(p.k, p.s, not own))
         if session is None:
             return None
         w, b = _filters(p, table, self.bias, self.block)
-        image = np.array([p.nb_r * p.k, p.nb_c * p.k], np.int64)
-        (y,) = session.run(None, {"x": feeds["features"], "w": w, "b": b, "image": image})
+        x = {"x": feeds["features"], "w": w, "b": b}
+        if own:
+            (yb,) = session.run(None, x)
+            self._count("conv")
+            return native.interleave([yb], self.block, 1, *conv_tables(p))
+        (y,) = session.run(None, x | {"image": np.array([p.nb_r * p.k, p.nb_c * p.k], np.int64)})
         return self._window(y, p.rows, p.cols, "conv")
 
     def _phase(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
         p = phase_plan(feeds, self.block)
-        build = None if p is None else (lambda: phase_model(p.q, p.p, self.block))
-        session = None if p is None else self._session(("phase", p.q, p.p), build)
+        own = native.available()
+        build = None if p is None else (lambda: phase_model(p.q, p.p, self.block, not own))
+        session = None if p is None else self._session(("phase", p.q, p.p, own), build)
         if session is None:
             return None
         pairs = self.phase_filters.pairs(p, table)
+        if own:
+            parts = session.run(None, phase_feeds(p, feeds["features"], pairs, self.block, interleave=False))
+            self._count("phase")
+            return native.interleave(parts, self.block, p.q, *phase_tables(p))
         (y,) = session.run(None, phase_feeds(p, feeds["features"], pairs, self.block))
         return self._window(y, p.rows, p.cols, "phase")
 
-    def _window(self, y: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], path: str) -> np.ndarray:
+    def _count(self, path: str) -> None:
         with self._lock:
             self.taken[path] += 1
+
+    def _window(self, y: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], path: str) -> np.ndarray:
+        self._count(path)
         (r0, h), (c0, w) = rows, cols
         if (r0, c0, h, w) == (0, 0, y.shape[2], y.shape[3]):
             return y

@@ -31,10 +31,11 @@ import numpy as np
 from metasr.export.metaupscale_nchwc import NCHWC_DOMAIN
 from metasr.export.metaupscale_phase import PHASE_PERIODS
 from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_info, protos
+from metasr.runtime import native
 from metasr.runtime.ort_cpu import nchwc_model
 from metasr.runtime.tile_cost import AxisPhase, phase_layouts
 
-__all__ = ["CACHE_CALLS", "PhaseFilters", "PhasePlan", "phase_feeds", "phase_model", "phase_plan"]
+__all__ = ["CACHE_CALLS", "PhaseFilters", "PhasePlan", "phase_feeds", "phase_model", "phase_plan", "phase_tables"]
 
 OPAD = 16  # each pair's channels are rounded up to this (as the body: a multiple of every block size, 8 or 16)
 CACHE_CALLS = 4  # the packed-filter cache holds at most this many calls' filters (then it starts over)
@@ -156,9 +157,11 @@ class PhaseFilters:
         return out
 
 
-def phase_model(q: int, p: int, block: int) -> bytes:
+def phase_model(q: int, p: int, block: int, interleave: bool = True) -> bytes:
     """x (N, C, h, w); w{i}, b{i} per phase pair; yb_shape, y3_shape (4,) and pidx (3p^2,) -> the interleaved
-    image (N, 3, J_r p, J_c p) (module docstring)."""
+    image (N, 3, J_r p, J_c p) (module docstring); without ``interleave`` (the native one follows:
+    :mod:`metasr.runtime.native`) x, w{i}, b{i} -> the convolutions' outputs y{i} (N, Opad_i, J_r, J_c) in NCHWc
+    memory."""
     pb = protos()
     f32, i64 = pb.TensorProto.FLOAT, pb.TensorProto.INT64
     nodes = [make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0)]
@@ -169,6 +172,10 @@ def phase_model(q: int, p: int, block: int) -> bytes:
         conv = make_node("Conv", ["xb", f"w{i}", f"b{i}"], [f"y{i}"], domain=NCHWC_DOMAIN, pads=pads, strides=[q, q])
         nodes.append(conv)
         inputs += [make_tensor_value_info(f"w{i}", f32, None), make_tensor_value_info(f"b{i}", f32, None)]
+    if not interleave:
+        outputs = [make_tensor_value_info(f"y{i}", f32, None) for i in range(q * q)]
+        graph = make_graph(nodes, f"direct_phase_q{q}_p{p}_conv", inputs, outputs)
+        return nchwc_model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
     nodes += [
         make_node("Concat", [f"y{i}" for i in range(q * q)], ["yc"], axis=1),  # whole blocks: the blocked layout's
         make_node("Reshape", ["yc", "yb_shape"], ["yb"]),  # (N sum Opad / B, B, J_r, J_c), the same bytes
@@ -190,14 +197,33 @@ def _period(k: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return phase, t - start[phase], k[phase]
 
 
+def phase_tables(plan: PhasePlan) -> tuple[np.ndarray, np.ndarray]:
+    """The native interleave's row and column tables of a phase-path call: the image's row y0 + y is position t
+    = (y0 + y) % p of period (y0 + y) // p, whose phase, slot and slot count :func:`_period` gives."""
+
+    def axis(k: np.ndarray, first: int, count: int) -> np.ndarray:
+        phase, slot, kk = _period(k, plan.p)
+        at = first + np.arange(count)
+        t = at % plan.p
+        return native.axis_table(phase[t], at // plan.p, slot[t], kk[t])
+
+    return axis(plan.row_k, *plan.rows), axis(plan.col_k, *plan.cols)
+
+
 def phase_feeds(
-    plan: PhasePlan, features: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], block: int
+    plan: PhasePlan,
+    features: np.ndarray,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    block: int,
+    interleave: bool = True,
 ) -> dict[str, np.ndarray]:
     """The feeds of :func:`phase_model` for one call."""
     q, p = plan.q, plan.p
     feeds = {"x": features}
     for i, (w, b) in enumerate(pairs):
         feeds[f"w{i}"], feeds[f"b{i}"] = w, b
+    if not interleave:
+        return feeds
     opad = np.array([w.shape[0] for w, _ in pairs], np.int64)
     base = np.concatenate(([0], np.cumsum(opad)[:-1]))
     total, n = int(opad.sum()), features.shape[0]

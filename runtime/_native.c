@@ -1,0 +1,200 @@
+/* metasr.runtime._native: the upscale stage's interleave in one pass (CPython extension, no dependencies).
+ *
+ * The direct paths (runtime/ort_direct.py, runtime/ort_direct_phase.py) end in convolutions whose outputs are in
+ * ONNX Runtime's NCHWc layout: part i is (n, cb_i, J_r, J_c, B) floats, its channel c at block c / B, lane c % B.
+ * Each output pixel of the image window takes one value of one part:
+ *
+ *     out[m, o, y, x] = part[pr(y) * q_c + pc(x)][m, c / B, jr(y), jc(x), c % B],
+ *     c = (o * Kr(y) + kr(y)) * Kc(x) + kc(x)
+ *
+ * with the row table (phase, j, k, K) per output row and the column table per output column. The graph did this
+ * as Concat, ReorderOutput, Gather and DepthToSpace (or ReorderOutput and Col2Im) and the host cut the window:
+ * four or five passes over memory where this is one. Every index is checked against the buffers' sizes before
+ * the loop (ValueError otherwise); the loop runs without the GIL. Pure data movement: the values are copied, so
+ * the result is bit-identical to the graph's.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_K 64
+
+typedef struct {
+    Py_buffer *parts;
+    Py_ssize_t nparts;
+} Parts;
+
+static void release_parts(Parts *p) {
+    for (Py_ssize_t i = 0; i < p->nparts; i++) PyBuffer_Release(&p->parts[i]);
+    PyMem_Free(p->parts);
+    p->parts = NULL;
+    p->nparts = 0;
+}
+
+static int float_buffer(Py_buffer *b, const char *what) {
+    if (b->itemsize != 4 || (b->format != NULL && strcmp(b->format, "f") != 0)) {
+        PyErr_Format(PyExc_ValueError, "%s: float32 expected", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int int_table(Py_buffer *b, Py_ssize_t *count, const char *what) {
+    if (b->itemsize != 4 || (b->format != NULL && strcmp(b->format, "i") != 0) || b->len % 16 != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: an int32 table of 4 columns expected", what);
+        return -1;
+    }
+    *count = b->len / 16;
+    return 0;
+}
+
+/* A row or column table: (phase, j, k, K) per entry, each within range; the largest K per phase. */
+static int check_table(const int32_t *t, Py_ssize_t count, int phases, int j_max, int *k_max, const char *what) {
+    for (int ph = 0; ph < phases; ph++) k_max[ph] = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const int32_t ph = t[4 * i], j = t[4 * i + 1], k = t[4 * i + 2], kk = t[4 * i + 3];
+        if (ph < 0 || ph >= phases || j < 0 || j >= j_max || kk < 1 || kk > MAX_K || k < 0 || k >= kk) {
+            PyErr_Format(PyExc_ValueError, "%s: entry %zd (%d, %d, %d, %d) out of range", what, i, ph, j, k, kk);
+            return -1;
+        }
+        if (kk > k_max[ph]) k_max[ph] = kk;
+    }
+    return 0;
+}
+
+static PyObject *interleave(PyObject *self, PyObject *args) {
+    PyObject *seq, *cbo, *rowso, *colso, *outo;
+    Py_buffer cbb = {0}, rowsb = {0}, colsb = {0}, outb = {0};
+    int block, q_c, j_r, j_c;
+    Py_ssize_t n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOiniiiOOO", &seq, &cbo, &block, &n, &q_c, &j_r, &j_c, &rowso, &colso, &outo))
+        return NULL;
+    Parts parts = {NULL, 0};
+    Py_ssize_t *offs = NULL;
+    const float **rp = NULL;
+    int32_t *pcx = NULL;
+    int *kr_max = NULL, *kc_max = NULL;
+    PyObject *result = NULL;
+    PyObject *fast = NULL;
+    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+    if (PyObject_GetBuffer(cbo, &cbb, flags) < 0 || PyObject_GetBuffer(rowso, &rowsb, flags) < 0 ||
+        PyObject_GetBuffer(colso, &colsb, flags) < 0 || PyObject_GetBuffer(outo, &outb, flags | PyBUF_WRITABLE) < 0)
+        goto done;
+    fast = PySequence_Fast(seq, "parts: a sequence of buffers expected");
+    if (fast == NULL) goto done;
+    Py_ssize_t np_ = PySequence_Fast_GET_SIZE(fast);
+    if (block < 1 || block > 64 || n < 1 || q_c < 1 || j_r < 1 || j_c < 1 || np_ < 1 || np_ % q_c != 0) {
+        PyErr_SetString(PyExc_ValueError, "interleave: bad block, batch, phase count or part shape");
+        goto done;
+    }
+    int q_r = (int)(np_ / q_c);
+    if (cbb.itemsize != 4 || (cbb.format != NULL && strcmp(cbb.format, "i") != 0) || cbb.len != 4 * np_) {
+        PyErr_SetString(PyExc_ValueError, "cb: one int32 channel-block count per part expected");
+        goto done;
+    }
+    const int32_t *cb = (const int32_t *)cbb.buf;
+    parts.parts = PyMem_Calloc((size_t)np_, sizeof(Py_buffer));
+    if (parts.parts == NULL) { PyErr_NoMemory(); goto done; }
+    Py_ssize_t plane = (Py_ssize_t)j_r * j_c * block;  /* floats per channel block */
+    for (Py_ssize_t i = 0; i < np_; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &parts.parts[i], flags) < 0)
+            goto done;
+        parts.nparts = i + 1;
+        if (float_buffer(&parts.parts[i], "part") < 0) goto done;
+        if (cb[i] < 1 || parts.parts[i].len != 4 * n * cb[i] * plane) {
+            PyErr_Format(PyExc_ValueError, "part %zd: %zd bytes for %d channel blocks", i, parts.parts[i].len, cb[i]);
+            goto done;
+        }
+    }
+    Py_ssize_t h, w;
+    if (int_table(&rowsb, &h, "rows") < 0 || int_table(&colsb, &w, "cols") < 0) goto done;
+    if (h < 1 || w < 1) {
+        PyErr_SetString(PyExc_ValueError, "interleave: an empty window");
+        goto done;
+    }
+    if (float_buffer(&outb, "out") < 0) goto done;
+    if (outb.len != 4 * n * 3 * h * w) {
+        PyErr_SetString(PyExc_ValueError, "out: (n, 3, rows, cols) float32 expected");
+        goto done;
+    }
+    const int32_t *rows = (const int32_t *)rowsb.buf, *cols = (const int32_t *)colsb.buf;
+    kr_max = PyMem_Calloc((size_t)q_r, sizeof(int));
+    kc_max = PyMem_Calloc((size_t)q_c, sizeof(int));
+    if (kr_max == NULL || kc_max == NULL) { PyErr_NoMemory(); goto done; }
+    if (check_table(rows, h, q_r, j_r, kr_max, "rows") < 0 || check_table(cols, w, q_c, j_c, kc_max, "cols") < 0)
+        goto done;
+    int a_max = 0;  /* a = o * Kr + kr < 3 Kr */
+    for (int pr = 0; pr < q_r; pr++) {
+        if (3 * kr_max[pr] > a_max) a_max = 3 * kr_max[pr];
+        for (int pc = 0; pc < q_c; pc++) {
+            if (kr_max[pr] && kc_max[pc] && 3 * kr_max[pr] * kc_max[pc] > cb[pr * q_c + pc] * block) {
+                PyErr_Format(PyExc_ValueError, "part %d: %d channels for slots %d x %d", pr * q_c + pc,
+                             cb[pr * q_c + pc] * block, kr_max[pr], kc_max[pc]);
+                goto done;
+            }
+        }
+    }
+    /* offs[a * w + x]: column x's offset within its part's (m, jr) row for a = o Kr + kr */
+    offs = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)a_max * (size_t)w);
+    rp = PyMem_Malloc(sizeof(float *) * (size_t)q_c);
+    pcx = PyMem_Malloc(sizeof(int32_t) * (size_t)w);
+    if (offs == NULL || rp == NULL || pcx == NULL) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t x = 0; x < w; x++) pcx[x] = cols[4 * x];
+    for (int a = 0; a < a_max; a++) {
+        for (Py_ssize_t x = 0; x < w; x++) {
+            const int32_t jc = cols[4 * x + 1], kc = cols[4 * x + 2], kk = cols[4 * x + 3];
+            const Py_ssize_t c = (Py_ssize_t)a * kk + kc;
+            offs[a * w + x] = (c / block) * plane + (Py_ssize_t)jc * block + c % block;
+        }
+    }
+    float *out = (float *)outb.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t m = 0; m < n; m++) {
+        for (Py_ssize_t y = 0; y < h; y++) {
+            const int32_t pr = rows[4 * y], jr = rows[4 * y + 1], kr = rows[4 * y + 2], kk = rows[4 * y + 3];
+            for (int o = 0; o < 3; o++) {
+                for (int pc = 0; pc < q_c; pc++) {
+                    const int i = pr * q_c + pc;
+                    rp[pc] = (const float *)parts.parts[i].buf + (m * cb[i] * plane + (Py_ssize_t)jr * j_c * block);
+                }
+                const Py_ssize_t *off = offs + (Py_ssize_t)(o * kk + kr) * w;
+                float *dst = out + ((m * 3 + o) * h + y) * w;
+                if (q_c == 1) {
+                    const float *src = rp[0];
+                    for (Py_ssize_t x = 0; x < w; x++) dst[x] = src[off[x]];
+                } else {
+                    for (Py_ssize_t x = 0; x < w; x++) dst[x] = rp[pcx[x]][off[x]];
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(fast);
+    release_parts(&parts);
+    PyMem_Free(offs);
+    PyMem_Free(rp);
+    PyMem_Free(pcx);
+    PyMem_Free(kr_max);
+    PyMem_Free(kc_max);
+    PyBuffer_Release(&cbb);
+    PyBuffer_Release(&rowsb);
+    PyBuffer_Release(&colsb);
+    PyBuffer_Release(&outb);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"interleave", interleave, METH_VARARGS,
+     "interleave(parts, cb, block, n, q_c, j_r, j_c, rows, cols, out): the NCHWc parts' values into the (n, 3, "
+     "rows, cols) window (module docstring of metasr.runtime.native)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
