@@ -188,10 +188,94 @@ done:
     return result;
 }
 
+/* pack(table, nc, roffs, coffs, kr, kc, c, block, out): phase pairs' filters from the filter table (nr, nc, 9 C 3)
+ * floats, each row (ky, kx, c, o)) into ONNX Runtime's OIhw{B}i{B}o layout, out (n, opad, C, 3, 3) in memory
+ * (n, opad / B, C / B, 3, 3, B_i, B_o): output channel oc = (o, kr, kc) of pair p reads row (roffs[p, kr],
+ * coffs[p, kc]); channels from 3 kr kc to opad are zero. */
+static PyObject *pack(PyObject *self, PyObject *args) {
+    PyObject *tableo, *roffso, *coffso, *outo;
+    Py_buffer tb = {0}, rb = {0}, cbuf = {0}, ob = {0};
+    int nc, kr, kc, c, block;
+    Py_ssize_t *src = NULL;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OiOOiiiiO", &tableo, &nc, &roffso, &coffso, &kr, &kc, &c, &block, &outo))
+        return NULL;
+    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+    if (PyObject_GetBuffer(tableo, &tb, flags) < 0 || PyObject_GetBuffer(roffso, &rb, flags) < 0 ||
+        PyObject_GetBuffer(coffso, &cbuf, flags) < 0 || PyObject_GetBuffer(outo, &ob, flags | PyBUF_WRITABLE) < 0)
+        goto done;
+    if (float_buffer(&tb, "table") < 0 || float_buffer(&ob, "out") < 0) goto done;
+    if (nc < 1 || kr < 1 || kc < 1 || kr > MAX_K || kc > MAX_K || c < 1 || block < 1 || block > 64 || c % block) {
+        PyErr_SetString(PyExc_ValueError, "pack: bad column count, slot counts, channels or block");
+        goto done;
+    }
+    const Py_ssize_t row = (Py_ssize_t)27 * c;  /* floats per table row */
+    if (tb.len % (4 * row * nc) != 0 || tb.len == 0) {
+        PyErr_SetString(PyExc_ValueError, "table: (rows, nc, 27 C) float32 expected");
+        goto done;
+    }
+    const Py_ssize_t nr = tb.len / (4 * row * nc);
+    if (rb.itemsize != 4 || cbuf.itemsize != 4 || (rb.format && strcmp(rb.format, "i")) ||
+        (cbuf.format && strcmp(cbuf.format, "i")) || rb.len % (4 * kr) || cbuf.len % (4 * kc) ||
+        rb.len / (4 * kr) != cbuf.len / (4 * kc) || rb.len == 0) {
+        PyErr_SetString(PyExc_ValueError, "roffs, coffs: int32 (n, kr) and (n, kc) expected");
+        goto done;
+    }
+    const Py_ssize_t n = rb.len / (4 * kr);
+    const int used = 3 * kr * kc;
+    const int opad = (int)(ob.len / ((Py_ssize_t)4 * n * c * 9));
+    if (ob.len != (Py_ssize_t)4 * n * opad * c * 9 || opad < used || opad % block) {
+        PyErr_SetString(PyExc_ValueError, "out: (n, opad, C, 3, 3) float32 with opad >= 3 kr kc, whole blocks");
+        goto done;
+    }
+    const int32_t *ro = (const int32_t *)rb.buf, *co = (const int32_t *)cbuf.buf;
+    for (Py_ssize_t i = 0; i < n * kr; i++)
+        if (ro[i] < 0 || ro[i] >= nr) { PyErr_SetString(PyExc_ValueError, "roffs: out of range"); goto done; }
+    for (Py_ssize_t i = 0; i < n * kc; i++)
+        if (co[i] < 0 || co[i] >= nc) { PyErr_SetString(PyExc_ValueError, "coffs: out of range"); goto done; }
+    src = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)opad);
+    if (src == NULL) { PyErr_NoMemory(); goto done; }
+    const float *table = (const float *)tb.buf;
+    float *out = (float *)ob.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t p = 0; p < n; p++) {
+        for (int oc = 0; oc < opad; oc++) {  /* each output channel's first value in the table, or -1 */
+            if (oc >= used) { src[oc] = -1; continue; }
+            const int o = oc / (kr * kc), r = (oc / kc) % kr, s = oc % kc;
+            src[oc] = ((Py_ssize_t)ro[p * kr + r] * nc + co[p * kc + s]) * row + o;
+        }
+        for (int obk = 0; obk < opad / block; obk++) {
+            for (int cb = 0; cb < c / block; cb++) {
+                for (int t = 0; t < 9; t++) {
+                    for (int bi = 0; bi < block; bi++) {
+                        const Py_ssize_t at = ((Py_ssize_t)t * c + cb * block + bi) * 3;
+                        for (int bo = 0; bo < block; bo++) {
+                            const Py_ssize_t s0 = src[obk * block + bo];
+                            *out++ = s0 < 0 ? 0.0f : table[s0 + at];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(src);
+    PyBuffer_Release(&tb);
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&cbuf);
+    PyBuffer_Release(&ob);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"interleave", interleave, METH_VARARGS,
      "interleave(parts, cb, block, n, q_c, j_r, j_c, rows, cols, out): the NCHWc parts' values into the (n, 3, "
      "rows, cols) window (module docstring of metasr.runtime.native)."},
+    {"pack", pack, METH_VARARGS,
+     "pack(table, nc, roffs, coffs, kr, kc, c, block, out): phase pairs' filters in the OIhw{B}i{B}o layout."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -171,3 +171,57 @@ def test_without_the_build_the_graphs_interleave(bundled_artifacts, monkeypatch)
         got = [p.upscale(features, r) for r in (2.0, 3.3)]
         assert p._upscale.direct is None or sum(p._upscale.direct.taken.values()) == 2
     assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), kr=st.integers(1, 5), kc=st.integers(1, 5), block=st.sampled_from([8, 16]),
+       n=st.integers(1, 4), cb=st.integers(1, 3))  # fmt: skip
+def test_pack_equals_numpys_packing(seed, kr, kc, block, n, cb):
+    from metasr.runtime.ort_direct_phase import _pack
+
+    rng = np.random.default_rng(seed)
+    c = cb * block
+    table = rng.standard_normal((int(rng.integers(1, 7)), int(rng.integers(1, 7)), 27 * c)).astype(np.float32)
+    roffs, coffs = rng.integers(0, table.shape[0], (n, kr)), rng.integers(0, table.shape[1], (n, kc))
+    bias = rng.standard_normal(3).astype(np.float32)
+    got = _pack(table, roffs, coffs, bias, block)
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv(native.ENV, "0")
+        want = _pack(table, roffs, coffs, bias, block)  # numpy's gather, transposed fill and transposed copy
+    assert got[0].shape == want[0].shape and np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def _pack_args() -> list:
+    table = np.ones((4, 5, 27 * 16), np.float32)
+    roffs, coffs = np.zeros((2, 2), np.int32), np.zeros((2, 3), np.int32)
+    return [table, 5, roffs, coffs, 2, 3, 16, 16, np.empty((2, 32, 16, 3, 3), np.float32)]
+
+
+TABLE, NC, ROFFS, COFFS, KR, KC, C, PBLOCK, POUT = range(9)  # the positions of pack's arguments
+BAD_PACK = {
+    "row offset past the table": lambda a: _set(a, ROFFS, np.full((2, 2), 4, np.int32)),
+    "negative column offset": lambda a: _set(a, COFFS, np.full((2, 3), -1, np.int32)),
+    "column count that does not divide the table": lambda a: _set(a, NC, 3),
+    "offsets of int64": lambda a: _set(a, ROFFS, a[ROFFS].astype(np.int64)),
+    "pair counts that differ": lambda a: _set(a, COFFS, np.zeros((3, 3), np.int32)),
+    "more channels than out has": lambda a: _set(a, KC, 6),
+    "channels not whole blocks": lambda a: _set(a, C, 12),
+    "out too small": lambda a: _set(a, POUT, np.empty((2, 16, 16, 3, 3), np.float32)),
+    "out read-only": lambda a: _set(a, POUT, np.frombuffer(bytes(4 * 2 * 32 * 16 * 9), np.float32)),
+    "table of float64": lambda a: _set(a, TABLE, a[TABLE].astype(np.float64)),
+    "slot count 0": lambda a: _set(a, KR, 0),
+    "block 0": lambda a: _set(a, PBLOCK, 0),
+}
+
+
+def test_pack_with_valid_arguments():
+    args = _pack_args()
+    assert native._native.pack(*args) is None
+    by_channel = args[POUT].reshape(2, 2, 1, 9, 16, 16).transpose(0, 1, 5, 2, 3, 4).reshape(2, 32, -1)  # (n, oc, ...)
+    assert np.all(by_channel[:, :18] == 1) and np.all(by_channel[:, 18:] == 0)  # 3 x 2 x 3 channels, then zeros
+
+
+@pytest.mark.parametrize("case", BAD_PACK)
+def test_pack_refuses_hostile_arguments(case):
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        native._native.pack(*BAD_PACK[case](_pack_args()))
