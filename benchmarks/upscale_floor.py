@@ -8,8 +8,12 @@ bundled model exported by this checkout) with this checkout's feeds, as the runt
 backend's ``infer``, its filter table recomputed in every call, so each call is a first call at its scale: the
 weight predictor's session, then the NCHWc variant of the body (``metasr.runtime.ort_cpu``) or, on the
 convolution path, its direct graph (``metasr.runtime.ort_direct``); ``METASR_ORT_NCHWC=0`` /
-``METASR_ORT_DIRECT=0`` turn them off), and the same graph loaded whole, predictor included ("one graph", what
-"after" was before the direct path); and ONNX Runtime's own 3x3 convolution 32 -> 32 channels on the same
+``METASR_ORT_DIRECT=0`` turn them off; the features writable, so reordered in every call); "zoom": the same call on
+read-only features, as ``Pipeline.encode`` returns them, whose NCHWc copy the runtime keeps across a zoom's calls
+(``metasr.runtime.blocked_features``; each call still computes its table); "after without native": "after" with
+``METASR_NATIVE=0`` (the graphs' interleave and numpy's filter packing in place of ``metasr.runtime._native``'s;
+where it is built); the same graph loaded whole, predictor included ("one graph", what "after" was before the
+direct path); and ONNX Runtime's own 3x3 convolution 32 -> 32 channels on the same
 feature map with constant weights, like the feature graph's (the rate the floor uses). On the convolution path
 also the body's convolution alone (ONNX Runtime's ``Conv`` with this plan's computed filters: the least a graph
 built on that op pays) and the NCHWc variant's (``ort_cpu.branch_model``: reorders, filter packing, kernels).
@@ -41,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from metasr.runtime import native
+from metasr.runtime.blocked_features import freeze
 from metasr.runtime.feeds import conv_path, plan_feeds
 from metasr.runtime.ort_cpu import branch_feeds, branch_model, nchwc_block, specialize
 from metasr.runtime.projection import project
@@ -173,8 +179,16 @@ def run(args: argparse.Namespace, after: Path) -> None:
             runtime.filters.clear()  # every call computes its table, as the first call at a scale does
         return runtime.infer(feeds)["sr"]
 
+    def without_native(feeds: dict[str, np.ndarray]) -> np.ndarray:  # the graphs' interleave, numpy's packing
+        os.environ[native.ENV] = "0"
+        try:
+            return first_call(feeds)
+        finally:
+            os.environ[native.ENV] = "1"
+
     feature = _session(str(after / "feature.onnx"), th, spin)
     inputs = _features(after, th)
+    frozen = {hw: freeze(feats.copy()) for hw, (_, feats) in inputs.items()}  # as Pipeline.encode returns them
     clock, pick = (time.perf_counter, np.median) if spin else (time.process_time, np.min)
     load = os.getloadavg()
     what = "median wall time" if spin else "minimum process CPU time (no spinning)"
@@ -197,9 +211,11 @@ def run(args: argparse.Namespace, after: Path) -> None:
                 "features": feats,
                 **{k: v for k, v in old_plan.items() if k in {i.name for i in before_up.get_inputs()}},
             }
+            zoom = new | {"features": frozen[(h, w)]}  # a zoom's call: its features' NCHWc copy kept
             calls = {
                 "before": lambda old=old: before_up.run(None, old)[0],
                 "after": lambda new=new: first_call(new),
+                "zoom": lambda zoom=zoom: first_call(zoom),
                 "graph": lambda new=new: after_up.run(None, new)[0],
                 "conv": lambda feats=feats, s=floor_sess: s.run(None, {"x": feats})[0],
                 "feature": lambda lr=lr: feature.run(None, {"lr": lr})[0],
@@ -217,8 +233,13 @@ def run(args: argparse.Namespace, after: Path) -> None:
                         nchwc[k] = _session(branch_model(k, block), th, spin)
                     bf = branch_feeds(feats, wts, block)
                     calls["nchwc_conv"] = lambda bf=bf, sess=nchwc[k]: sess.run(None, bf)[0]
+            if native.available():
+                calls["no_native"] = lambda new=new: without_native(new)
             outs = {k: f() for k, f in calls.items()}  # warm-up (and the outputs compared below)
             graph_diff = float(np.abs(outs["after"] - outs["graph"]).max())
+            for k in ("zoom", "no_native"):
+                if k in outs and not np.array_equal(outs[k], outs["after"]):
+                    raise SystemExit(f"{k} differs from after at x{scale:g} on {h}x{w}")
             outs.pop("body_conv", None)
             outs.pop("nchwc_conv", None)
             times: dict[str, list[float]] = {k: [] for k in calls}
@@ -244,6 +265,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
                     after_ms=med["after"] * 1e3,
                     before_x_floor=med["before"] / floor_s,
                     after_x_floor=med["after"] / floor_s,
+                    zoom_x_floor=med["zoom"] / floor_s,
+                    no_native_x_floor=med["no_native"] / floor_s if "no_native" in med else None,
                     graph_ms=med["graph"] * 1e3,
                     graph_x_floor=med["graph"] / floor_s,
                     graph_diff=graph_diff,
@@ -259,7 +282,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
             r = rows[-1]
             print(f"  {r['size']} x{scale:g}: before {r['before_ms']:.1f} ms, after {r['after_ms']:.1f} ms", flush=True)
     head = ("input h x w", "scale", "output", "path", "conv GFLOP/s", "floor ms", "before ms", "after ms",
-            "before / floor", "after / floor", "one graph / floor", "after vs one graph max |diff|",
+            "before / floor", "after / floor", "zoom / floor", "after without native / floor", "one graph / floor",
+            "after vs one graph max |diff|",
             "body conv alone / floor", "NCHWc conv alone / floor",
             "speed-up", "feature ms", "share before",
             "share after",
@@ -271,6 +295,8 @@ def run(args: argparse.Namespace, after: Path) -> None:
             f"| {r['size']} | x{r['scale']:g} | {r['out']} | {r['path']} | {r['conv_gflops']:.0f} | "
             f"{r['floor_ms']:.2f} | "
             f"{r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['before_x_floor']:.1f}x | {r['after_x_floor']:.2f}x | "
+            f"{r['zoom_x_floor']:.2f}x | "
+            f"{'-' if r['no_native_x_floor'] is None else format(r['no_native_x_floor'], '.2f') + 'x'} | "
             f"{r['graph_x_floor']:.2f}x | {r['graph_diff']:.1e} | "
             f"{'-' if r['body_conv_x_floor'] is None else format(r['body_conv_x_floor'], '.1f') + 'x'} | "
             f"{'-' if r['nchwc_conv_x_floor'] is None else format(r['nchwc_conv_x_floor'], '.1f') + 'x'} | "

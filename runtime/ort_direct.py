@@ -41,6 +41,7 @@ from metasr.export.metaupscale_nchwc import MIN_BLOCKS, NCHWC_DOMAIN
 from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_info, protos
 from metasr.runtime import native
 from metasr.runtime.backends import out_of_memory
+from metasr.runtime.blocked_features import BlockedFeatures
 from metasr.runtime.ort_cpu import COL2IM_OPSET, nchwc_model, pack_filters
 from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan, phase_tables
 
@@ -126,18 +127,34 @@ def _filters(p: DirectPlan, table: np.ndarray, bias: np.ndarray, block: int) -> 
     return pack_filters(full, block), b
 
 
-def _model(k: int, s: int, interleave: bool = True) -> bytes:
-    """x (N, C, h, w), w (Opad, C, T, T) packed, b (Opad,), image (2,) -> y (N, 3, nb_r k, nb_c k); without
-    ``interleave`` (the native one follows: :mod:`metasr.runtime.native`) x, w, b -> the convolution's output
-    yb (N, Opad, nb_r, nb_c) in NCHWc memory."""
+def features_in(blocked: bool) -> tuple[list, object]:
+    """The direct graphs' first node and features input: x (N, C, h, w) and its ``ReorderInput`` to xb, or, where
+    the features come ``blocked`` (:mod:`metasr.runtime.blocked_features`), xb itself."""
+    f32 = protos().TensorProto.FLOAT
+    if blocked:
+        return [], make_tensor_value_info("xb", f32, None)
+    return [make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0)], make_tensor_value_info(
+        "x", f32, None
+    )
+
+
+def reorder_model() -> bytes:
+    """x (N, C, h, w) -> its NCHWc copy xb (the same shape, channels in blocks of B)."""
+    nodes, x = features_in(False)
+    out = make_tensor_value_info("xb", protos().TensorProto.FLOAT, None)
+    return nchwc_model(make_graph(nodes, "reorder", [x], [out]), {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
+
+
+def _model(k: int, s: int, interleave: bool = True, blocked: bool = False) -> bytes:
+    """x (N, C, h, w) (or ``blocked``: xb, its NCHWc copy), w (Opad, C, T, T) packed, b (Opad,), image (2,) -> y
+    (N, 3, nb_r k, nb_c k); without ``interleave`` (the native one follows: :mod:`metasr.runtime.native`) x, w, b
+    -> the convolution's output yb (N, Opad, nb_r, nb_c) in NCHWc memory."""
     pb = protos()
     f32, i64 = pb.TensorProto.FLOAT, pb.TensorProto.INT64
     pads, strides = ([1, 1, 1, 1], [1, 1]) if s == 1 else ([1, 1, 2, 2], [2, 2])
-    nodes = [
-        make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0),
-        make_node("Conv", ["xb", "w", "b"], ["yb"], domain=NCHWC_DOMAIN, pads=pads, strides=strides),
-    ]
-    inputs = [make_tensor_value_info(n, f32, None) for n in ("x", "w", "b")]
+    nodes, x = features_in(blocked)
+    nodes.append(make_node("Conv", ["xb", "w", "b"], ["yb"], domain=NCHWC_DOMAIN, pads=pads, strides=strides))
+    inputs = [x, *(make_tensor_value_info(n, f32, None) for n in ("w", "b"))]
     if not interleave:
         graph = make_graph(nodes, f"direct_k{k}_s{s}_conv", inputs, [make_tensor_value_info("yb", f32, None)])
         return nchwc_model(graph, {"": COL2IM_OPSET, NCHWC_DOMAIN: 1}).SerializeToString()
@@ -217,6 +234,7 @@ class DirectPaths:
         self._sessions: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
         self.phase_filters = PhaseFilters(bias, block)
+        self.blocked = BlockedFeatures()  # a zoom's features, reordered once
         self.taken: Counter[str] = Counter()  # calls answered here per path (the rest ran the graph)
 
     @staticmethod
@@ -246,14 +264,29 @@ class DirectPaths:
             out = self._phase(feeds, table)
         return out
 
+    def _features(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """{"xb": the features' kept NCHWc copy} (a zoom: :mod:`metasr.runtime.blocked_features`), or {"x": them}
+        where they are not kept (or the reorder's session does not load)."""
+
+        def reorder(x: np.ndarray) -> np.ndarray | None:
+            session = self._session(("reorder",), reorder_model)
+            return None if session is None else session.run(None, {"x": x})[0]
+
+        xb = self.blocked.get(features, reorder)
+        return {"x": features} if xb is None else {"xb": xb}
+
     def _conv(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
         p = plan(feeds, self.block)
+        if p is None:
+            return None
         own = native.available()  # the interleave in one native pass, or the graph's
-        session = None if p is None else self._session(("conv", p.k, p.s, own), lambda: _model(p.k, p.s, not own))
+        x = self._features(feeds["features"])
+        key = ("conv", p.k, p.s, own, "xb" in x)
+        session = self._session(key, lambda: _model(p.k, p.s, not own, "xb" in x))
         if session is None:
             return None
         w, b = _filters(p, table, self.bias, self.block)
-        x = {"x": feeds["features"], "w": w, "b": b}
+        x |= {"w": w, "b": b}
         if own:
             (yb,) = session.run(None, x)
             self._count("conv")
@@ -263,17 +296,21 @@ class DirectPaths:
 
     def _phase(self, feeds: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray | None:
         p = phase_plan(feeds, self.block)
+        if p is None:
+            return None
         own = native.available()
-        build = None if p is None else (lambda: phase_model(p.q, p.p, self.block, not own))
-        session = None if p is None else self._session(("phase", p.q, p.p, own), build)
+        x = self._features(feeds["features"])
+        blocked = "xb" in x
+        build = lambda: phase_model(p.q, p.p, self.block, not own, blocked)  # noqa: E731
+        session = self._session(("phase", p.q, p.p, own, blocked), build)
         if session is None:
             return None
         pairs = self.phase_filters.pairs(p, table)
         if own:
-            parts = session.run(None, phase_feeds(p, feeds["features"], pairs, self.block, interleave=False))
+            parts = session.run(None, phase_feeds(p, x, pairs, self.block, interleave=False))
             self._count("phase")
             return native.interleave(parts, self.block, p.q, *phase_tables(p))
-        (y,) = session.run(None, phase_feeds(p, feeds["features"], pairs, self.block))
+        (y,) = session.run(None, phase_feeds(p, x, pairs, self.block))
         return self._window(y, p.rows, p.cols, "phase")
 
     def _count(self, path: str) -> None:

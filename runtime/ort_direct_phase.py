@@ -161,15 +161,17 @@ class PhaseFilters:
         return out
 
 
-def phase_model(q: int, p: int, block: int, interleave: bool = True) -> bytes:
-    """x (N, C, h, w); w{i}, b{i} per phase pair; yb_shape, y3_shape (4,) and pidx (3p^2,) -> the interleaved
-    image (N, 3, J_r p, J_c p) (module docstring); without ``interleave`` (the native one follows:
-    :mod:`metasr.runtime.native`) x, w{i}, b{i} -> the convolutions' outputs y{i} (N, Opad_i, J_r, J_c) in NCHWc
-    memory."""
+def phase_model(q: int, p: int, block: int, interleave: bool = True, blocked: bool = False) -> bytes:
+    """x (N, C, h, w) (or ``blocked``: xb, its NCHWc copy); w{i}, b{i} per phase pair; yb_shape, y3_shape (4,)
+    and pidx (3p^2,) -> the interleaved image (N, 3, J_r p, J_c p) (module docstring); without ``interleave``
+    (the native one follows: :mod:`metasr.runtime.native`) x, w{i}, b{i} -> the convolutions' outputs y{i} (N,
+    Opad_i, J_r, J_c) in NCHWc memory."""
+    from metasr.runtime.ort_direct import features_in
+
     pb = protos()
     f32, i64 = pb.TensorProto.FLOAT, pb.TensorProto.INT64
-    nodes = [make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0)]
-    inputs = [make_tensor_value_info("x", f32, None)]
+    nodes, x = features_in(blocked)
+    inputs = [x]
     for i in range(q * q):
         pr, pc = divmod(i, q)
         pads = [q + 1 - pr, q + 1 - pc, pr + 1, pc + 1]  # J = nb + 1 outputs per axis (the body's)
@@ -216,14 +218,16 @@ def phase_tables(plan: PhasePlan) -> tuple[np.ndarray, np.ndarray]:
 
 def phase_feeds(
     plan: PhasePlan,
-    features: np.ndarray,
+    x: dict[str, np.ndarray],
     pairs: list[tuple[np.ndarray, np.ndarray]],
     block: int,
     interleave: bool = True,
 ) -> dict[str, np.ndarray]:
-    """The feeds of :func:`phase_model` for one call."""
+    """The feeds of :func:`phase_model` for one call, ``x`` its features' feed ({"x": features} or {"xb": their
+    NCHWc copy})."""
     q, p = plan.q, plan.p
-    feeds = {"x": features}
+    features = next(iter(x.values()))
+    feeds = dict(x)
     for i, (w, b) in enumerate(pairs):
         feeds[f"w{i}"], feeds[f"b{i}"] = w, b
     if not interleave:

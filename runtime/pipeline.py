@@ -45,6 +45,7 @@ from metasr.runtime.backends import (
     backend_available,
     open_backend,
 )
+from metasr.runtime.blocked_features import freeze
 from metasr.runtime.engines import EngineInfo
 from metasr.runtime.feeds import portable_targets
 from metasr.runtime.manifest import PRECISIONS, GraphSpec, Manifest, ManifestError, read_consistent
@@ -235,7 +236,9 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> np.ndarray:
-        """RGB (h, w, 3) uint8 or float on the 0..255 scale -> features float32 (1, C, h, w)."""
+        """RGB (h, w, 3) uint8 or float on the 0..255 scale -> features float32 (1, C, h, w), read-only: a zoom's
+        calls on them may share one copy in the upscale stage's own layout
+        (:mod:`~metasr.runtime.blocked_features`)."""
         check_image(image)
         h, w = image.shape[:2]
 
@@ -243,7 +246,7 @@ class Pipeline:
             return np.asarray(image[rows, cols], dtype=np.float32)
 
         rows = self._feature_rows(region, h, w, None, capacity=h)
-        return rows.window(slice(0, h), slice(0, w))
+        return freeze(rows.window(slice(0, h), slice(0, w)))  # (the rows' buffer: no one else holds it)
 
     def _feature_rows(
         self, region: Callable[[slice, slice], np.ndarray], h: int, w: int, tile: int | None, capacity: int
