@@ -21,6 +21,13 @@
 
 #define MAX_K 64
 
+/* *out = a * b where neither is negative and the product fits, else 0 (hostile sizes never wrap). */
+static int product(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out) {
+    if (a < 0 || b < 0 || (b != 0 && a > PY_SSIZE_T_MAX / b)) return 0;
+    *out = a * b;
+    return 1;
+}
+
 typedef struct {
     Py_buffer *parts;
     Py_ssize_t nparts;
@@ -98,13 +105,18 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
     const int32_t *cb = (const int32_t *)cbb.buf;
     parts.parts = PyMem_Calloc((size_t)np_, sizeof(Py_buffer));
     if (parts.parts == NULL) { PyErr_NoMemory(); goto done; }
-    Py_ssize_t plane = (Py_ssize_t)j_r * j_c * block;  /* floats per channel block */
+    Py_ssize_t plane, row_floats, size;  /* floats per channel block, per (m, jr) row of one block */
+    if (!product(j_r, j_c, &plane) || !product(plane, block, &plane) || !product(j_c, block, &row_floats)) {
+        PyErr_SetString(PyExc_ValueError, "interleave: part shape too large");
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < np_; i++) {
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &parts.parts[i], flags) < 0)
             goto done;
         parts.nparts = i + 1;
         if (float_buffer(&parts.parts[i], "part") < 0) goto done;
-        if (cb[i] < 1 || parts.parts[i].len != 4 * n * cb[i] * plane) {
+        if (cb[i] < 1 || !product(n, cb[i], &size) || !product(size, plane, &size) || !product(size, 4, &size) ||
+            parts.parts[i].len != size) {
             PyErr_Format(PyExc_ValueError, "part %zd: %zd bytes for %d channel blocks", i, parts.parts[i].len, cb[i]);
             goto done;
         }
@@ -116,7 +128,7 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
         goto done;
     }
     if (float_buffer(&outb, "out") < 0) goto done;
-    if (outb.len != 4 * n * 3 * h * w) {
+    if (!product(n, 12, &size) || !product(size, h, &size) || !product(size, w, &size) || outb.len != size) {
         PyErr_SetString(PyExc_ValueError, "out: (n, 3, rows, cols) float32 expected");
         goto done;
     }
@@ -158,7 +170,7 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
             for (int o = 0; o < 3; o++) {
                 for (int pc = 0; pc < q_c; pc++) {
                     const int i = pr * q_c + pc;
-                    rp[pc] = (const float *)parts.parts[i].buf + (m * cb[i] * plane + (Py_ssize_t)jr * j_c * block);
+                    rp[pc] = (const float *)parts.parts[i].buf + (m * cb[i] * plane + jr * row_floats);
                 }
                 const Py_ssize_t *off = offs + (Py_ssize_t)(o * kk + kr) * w;
                 float *dst = out + ((m * 3 + o) * h + y) * w;
@@ -210,12 +222,17 @@ static PyObject *pack(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "pack: bad column count, slot counts, channels or block");
         goto done;
     }
-    const Py_ssize_t row = (Py_ssize_t)27 * c;  /* floats per table row */
-    if (tb.len % (4 * row * nc) != 0 || tb.len == 0) {
+    Py_ssize_t row, per_nr, per_pair;  /* floats per table row; bytes per table row index; floats per pair */
+    if (!product(27, c, &row) || !product(row, nc, &per_nr) || !product(per_nr, 4, &per_nr) ||
+        !product(9, c, &per_pair)) {
+        PyErr_SetString(PyExc_ValueError, "pack: table shape too large");
+        goto done;
+    }
+    if (tb.len % per_nr != 0 || tb.len == 0) {
         PyErr_SetString(PyExc_ValueError, "table: (rows, nc, 27 C) float32 expected");
         goto done;
     }
-    const Py_ssize_t nr = tb.len / (4 * row * nc);
+    const Py_ssize_t nr = tb.len / per_nr;
     if (rb.itemsize != 4 || cbuf.itemsize != 4 || (rb.format && strcmp(rb.format, "i")) ||
         (cbuf.format && strcmp(cbuf.format, "i")) || rb.len % (4 * kr) || cbuf.len % (4 * kc) ||
         rb.len / (4 * kr) != cbuf.len / (4 * kc) || rb.len == 0) {
@@ -224,8 +241,14 @@ static PyObject *pack(PyObject *self, PyObject *args) {
     }
     const Py_ssize_t n = rb.len / (4 * kr);
     const int used = 3 * kr * kc;
-    const int opad = (int)(ob.len / ((Py_ssize_t)4 * n * c * 9));
-    if (ob.len != (Py_ssize_t)4 * n * opad * c * 9 || opad < used || opad % block) {
+    Py_ssize_t per_out, opad_ = 0;  /* bytes per output channel over all pairs */
+    if (!product(n, per_pair, &per_out) || !product(per_out, 4, &per_out)) {
+        PyErr_SetString(PyExc_ValueError, "pack: too many pairs");
+        goto done;
+    }
+    opad_ = ob.len / per_out;
+    const int opad = opad_ > 4096 ? 0 : (int)opad_;
+    if (ob.len != opad_ * per_out || opad < used || opad % block) {
         PyErr_SetString(PyExc_ValueError, "out: (n, opad, C, 3, 3) float32 with opad >= 3 kr kc, whole blocks");
         goto done;
     }

@@ -117,6 +117,8 @@ BAD = {
     "out read-only": lambda a: _set(a, OUT, np.frombuffer(bytes(4 * 90), np.float32).reshape(1, 3, 6, 5)),
     "out of float64": lambda a: _set(a, OUT, np.empty((1, 3, 6, 5), np.float64)),
     "empty window": lambda a: _set(_set(a, ROWS, a[ROWS][:0]), OUT, np.empty((1, 3, 0, 5), np.float32)),
+    "J huge": lambda a: _set(_set(a, J_R, 2**31 - 1), J_C, 2**31 - 1),  # sizes that would wrap around
+    "batch huge": lambda a: _set(a, N, 2**62),
 }
 
 
@@ -211,6 +213,8 @@ BAD_PACK = {
     "table of float64": lambda a: _set(a, TABLE, a[TABLE].astype(np.float64)),
     "slot count 0": lambda a: _set(a, KR, 0),
     "block 0": lambda a: _set(a, PBLOCK, 0),
+    "channels huge": lambda a: _set(a, C, 2**31 - 16),
+    "column count huge": lambda a: _set(a, NC, 2**31 - 1),
 }
 
 
