@@ -28,6 +28,18 @@ static int product(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out) {
     return 1;
 }
 
+/* A private copy of an int32 table: checked once, then read by the loop, whatever happens to the caller's
+ * buffer meanwhile (it may alias the output, or another thread may write it: the loop runs without the GIL). */
+static int32_t *own_copy(const Py_buffer *b) {
+    int32_t *copy = PyMem_Malloc(b->len > 0 ? (size_t)b->len : 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, b->buf, (size_t)b->len);
+    return copy;
+}
+
 typedef struct {
     Py_buffer *parts;
     Py_ssize_t nparts;
@@ -82,7 +94,7 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
     Parts parts = {NULL, 0};
     Py_ssize_t *offs = NULL;
     const float **rp = NULL;
-    int32_t *pcx = NULL;
+    int32_t *pcx = NULL, *cb = NULL, *rows = NULL, *cols = NULL;
     int *kr_max = NULL, *kc_max = NULL;
     PyObject *result = NULL;
     PyObject *fast = NULL;
@@ -90,9 +102,9 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
     if (PyObject_GetBuffer(cbo, &cbb, flags) < 0 || PyObject_GetBuffer(rowso, &rowsb, flags) < 0 ||
         PyObject_GetBuffer(colso, &colsb, flags) < 0 || PyObject_GetBuffer(outo, &outb, flags | PyBUF_WRITABLE) < 0)
         goto done;
-    fast = PySequence_Fast(seq, "parts: a sequence of buffers expected");
+    fast = PySequence_Tuple(seq);  /* (a tuple of its own: the caller's list cannot change under the walk) */
     if (fast == NULL) goto done;
-    Py_ssize_t np_ = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t np_ = PyTuple_GET_SIZE(fast);
     if (block < 1 || block > 64 || n < 1 || q_c < 1 || j_r < 1 || j_c < 1 || np_ < 1 || np_ % q_c != 0) {
         PyErr_SetString(PyExc_ValueError, "interleave: bad block, batch, phase count or part shape");
         goto done;
@@ -102,7 +114,8 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "cb: one int32 channel-block count per part expected");
         goto done;
     }
-    const int32_t *cb = (const int32_t *)cbb.buf;
+    cb = own_copy(&cbb);
+    if (cb == NULL) goto done;
     parts.parts = PyMem_Calloc((size_t)np_, sizeof(Py_buffer));
     if (parts.parts == NULL) { PyErr_NoMemory(); goto done; }
     Py_ssize_t plane, row_floats, size;  /* floats per channel block, per (m, jr) row of one block */
@@ -111,7 +124,7 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < np_; i++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &parts.parts[i], flags) < 0)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(fast, i), &parts.parts[i], flags) < 0)
             goto done;
         parts.nparts = i + 1;
         if (float_buffer(&parts.parts[i], "part") < 0) goto done;
@@ -132,7 +145,9 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "out: (n, 3, rows, cols) float32 expected");
         goto done;
     }
-    const int32_t *rows = (const int32_t *)rowsb.buf, *cols = (const int32_t *)colsb.buf;
+    rows = own_copy(&rowsb);
+    cols = own_copy(&colsb);
+    if (rows == NULL || cols == NULL) goto done;
     kr_max = PyMem_Calloc((size_t)q_r, sizeof(int));
     kc_max = PyMem_Calloc((size_t)q_c, sizeof(int));
     if (kr_max == NULL || kc_max == NULL) { PyErr_NoMemory(); goto done; }
@@ -142,9 +157,10 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
     for (int pr = 0; pr < q_r; pr++) {
         if (3 * kr_max[pr] > a_max) a_max = 3 * kr_max[pr];
         for (int pc = 0; pc < q_c; pc++) {
-            if (kr_max[pr] && kc_max[pc] && 3 * kr_max[pr] * kc_max[pc] > cb[pr * q_c + pc] * block) {
-                PyErr_Format(PyExc_ValueError, "part %d: %d channels for slots %d x %d", pr * q_c + pc,
-                             cb[pr * q_c + pc] * block, kr_max[pr], kc_max[pc]);
+            const Py_ssize_t channels = (Py_ssize_t)cb[pr * q_c + pc] * block;
+            if (kr_max[pr] && kc_max[pc] && (Py_ssize_t)3 * kr_max[pr] * kc_max[pc] > channels) {
+                PyErr_Format(PyExc_ValueError, "part %d: %zd channels for slots %d x %d", pr * q_c + pc, channels,
+                             kr_max[pr], kc_max[pc]);
                 goto done;
             }
         }
@@ -191,6 +207,9 @@ done:
     PyMem_Free(offs);
     PyMem_Free(rp);
     PyMem_Free(pcx);
+    PyMem_Free(cb);
+    PyMem_Free(rows);
+    PyMem_Free(cols);
     PyMem_Free(kr_max);
     PyMem_Free(kc_max);
     PyBuffer_Release(&cbb);
@@ -209,6 +228,7 @@ static PyObject *pack(PyObject *self, PyObject *args) {
     Py_buffer tb = {0}, rb = {0}, cbuf = {0}, ob = {0};
     int nc, kr, kc, c, block;
     Py_ssize_t *src = NULL;
+    int32_t *ro = NULL, *co = NULL;
     PyObject *result = NULL;
     (void)self;
     if (!PyArg_ParseTuple(args, "OiOOiiiiO", &tableo, &nc, &roffso, &coffso, &kr, &kc, &c, &block, &outo))
@@ -252,7 +272,9 @@ static PyObject *pack(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "out: (n, opad, C, 3, 3) float32 with opad >= 3 kr kc, whole blocks");
         goto done;
     }
-    const int32_t *ro = (const int32_t *)rb.buf, *co = (const int32_t *)cbuf.buf;
+    ro = own_copy(&rb);
+    co = own_copy(&cbuf);
+    if (ro == NULL || co == NULL) goto done;
     for (Py_ssize_t i = 0; i < n * kr; i++)
         if (ro[i] < 0 || ro[i] >= nr) { PyErr_SetString(PyExc_ValueError, "roffs: out of range"); goto done; }
     for (Py_ssize_t i = 0; i < n * kc; i++)
@@ -286,6 +308,8 @@ static PyObject *pack(PyObject *self, PyObject *args) {
     result = Py_NewRef(Py_None);
 done:
     PyMem_Free(src);
+    PyMem_Free(ro);
+    PyMem_Free(co);
     PyBuffer_Release(&tb);
     PyBuffer_Release(&rb);
     PyBuffer_Release(&cbuf);

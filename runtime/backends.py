@@ -281,6 +281,8 @@ class OrtBackend:
 
     def close(self) -> None:
         self.session = None
+        if self.direct is not None:
+            self.direct.close()  # (a zoom's features copy goes now, not when the caller's features go)
         self.direct = None
         if self.filters is not None:
             self.filters.clear()

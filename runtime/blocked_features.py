@@ -6,13 +6,15 @@ fifth of the floor at x2 and a third at x1.5). A continuous zoom calls the stage
 features, so :class:`BlockedFeatures` keeps the reordered copy of the last feature map it saw and hands it to the
 next call on that map. It keeps it only where the features cannot change under it:
 
-* the array and every array it views are read-only, and the last one owns its memory (``Pipeline.encode``
-  returns such features; a writable array, or a view of a bytes-like buffer, is reordered in every call as
-  before);
+* their memory is an immutable ``bytes`` object (every array on it read-only for good: numpy refuses to make
+  them writable again). :func:`freeze` gives features such memory (``Pipeline.encode`` returns them so); a
+  writable array, or one only flagged read-only (which can be flagged back), is reordered in every call as before;
 * the call takes the whole map (a tile's window of it is reordered in its call, and not kept);
-* the copy is at most ``MAX_BYTES`` (larger maps are reordered in every call: the copy doubles their memory).
+* the map is at most ``MAX_BYTES`` (larger ones are reordered in every call: the copy doubles their memory;
+  :func:`freeze` only flags them read-only).
 
-The copy lives as long as the map: a weak reference to the array that owns the memory drops it with that array.
+The copy lives as long as the map: a weak reference to the array over the bytes drops it with that array
+(no reference cycle: it goes at once, not at the next garbage collection), and ``clear`` drops it with the backend.
 Thread-safe; one map at a time (a zoom on another map replaces it).
 """
 
@@ -30,7 +32,10 @@ MAX_BYTES = 64 << 20  # the largest copy kept (32 channels x 512 x 1024 float32)
 
 
 def freeze(x: np.ndarray) -> np.ndarray:
-    """``x`` made read-only with every array it views (its maker's own buffer: nothing else holds it)."""
+    """``x``'s values on immutable memory (a copy over ``bytes``) where it is at most ``MAX_BYTES``, else ``x``
+    flagged read-only with every array it views (its maker's own buffer: nothing else holds it)."""
+    if x.nbytes <= MAX_BYTES and x.size:
+        return np.frombuffer(np.ascontiguousarray(x).tobytes(), dtype=x.dtype).reshape(x.shape)
     a = x
     while isinstance(a, np.ndarray):
         a.flags.writeable = False
@@ -39,18 +44,13 @@ def freeze(x: np.ndarray) -> np.ndarray:
 
 
 def owner_if_frozen(x: np.ndarray) -> np.ndarray | None:
-    """The array that owns ``x``'s memory where ``x`` covers all of it and nothing in its chain of views can
-    write to it (every array read-only, the owner's memory its own), else None."""
+    """The array directly over the immutable ``bytes`` that hold all of ``x`` (contiguous), else None."""
     owner = x
-    while isinstance(owner, np.ndarray):
-        if owner.flags.writeable:
-            return None
-        if owner.base is None:
-            break
+    while isinstance(owner.base, np.ndarray):
         owner = owner.base
-    if not isinstance(owner, np.ndarray) or not owner.flags.owndata:
+    if type(owner.base) is not bytes or not x.flags.c_contiguous:
         return None
-    whole = x.ctypes.data == owner.ctypes.data and x.nbytes == owner.nbytes and x.flags.c_contiguous
+    whole = x.ctypes.data == owner.ctypes.data and x.nbytes == len(owner.base)
     return owner if whole else None
 
 
@@ -64,10 +64,17 @@ class BlockedFeatures:
         self._blocked: np.ndarray | None = None
         self.made = 0  # copies made (the other calls on frozen maps found theirs)
 
-    def _dropped(self, ref: weakref.ref) -> None:  # the map is gone: so is its copy
-        with self._lock:
-            if self._owner is ref:
-                self._owner, self._key, self._blocked = None, (), None
+    def _watch(self, owner: np.ndarray) -> weakref.ref:
+        """A weak reference to ``owner`` that drops the copy with it. The callback holds this cache weakly (no
+        cycle) and takes no lock: the map may die on a thread that holds it (inside :meth:`get`)."""
+        me = weakref.ref(self)
+
+        def dropped(ref: weakref.ref) -> None:
+            cache = me()
+            if cache is not None and cache._owner is ref:  # (a race may drop a newer copy: it is made again)
+                cache._owner, cache._key, cache._blocked = None, (), None
+
+        return weakref.ref(owner, dropped)
 
     def get(self, x: np.ndarray, reorder: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray | None:
         """The NCHWc copy of ``x`` (kept, or made by ``reorder`` and kept), or None where ``x`` is not one to
@@ -79,14 +86,16 @@ class BlockedFeatures:
             return None
         key = (x.ctypes.data, x.shape, x.dtype.str)
         with self._lock:
-            if self._owner is not None and self._owner() is owner and self._key == key:
+            kept = self._owner() if self._owner is not None else None
+            if kept is owner and self._key == key:
                 return self._blocked
             self._owner, self._key, self._blocked = None, (), None  # (the old copy goes before the new one is made)
+        del kept  # (outside the lock: the last reference to an old map may go here)
         blocked = reorder(x)
         if blocked is None:
             return None
         with self._lock:
-            self._owner, self._key, self._blocked = weakref.ref(owner, self._dropped), key, blocked
+            self._owner, self._key, self._blocked = self._watch(owner), key, blocked
             self.made += 1
         return blocked
 

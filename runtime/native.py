@@ -50,6 +50,8 @@ def interleave(parts: list[np.ndarray], block: int, q_c: int, rows: np.ndarray, 
     column phases; module docstring). Raises ValueError on any shape or index that does not fit."""
     if _native is None:
         raise RuntimeError("metasr.runtime._native is not built")
+    if block < 1 or not parts:
+        raise ValueError(f"interleave: block {block} and {len(parts)} parts")
     n, _, j_r, j_c = parts[0].shape
     cb = np.array([p.shape[1] // block for p in parts], np.int32)
     for p in parts:

@@ -237,6 +237,12 @@ class DirectPaths:
         self.blocked = BlockedFeatures()  # a zoom's features, reordered once
         self.taken: Counter[str] = Counter()  # calls answered here per path (the rest ran the graph)
 
+    def close(self) -> None:
+        """Drop what is kept between calls: the sessions and a zoom's features copy."""
+        with self._lock:
+            self._sessions.clear()
+        self.blocked.clear()
+
     @staticmethod
     def enabled() -> bool:
         return os.environ.get(ENV, "1") != "0"

@@ -7,8 +7,11 @@ used for features that could have changed since it was made.
 
 from __future__ import annotations
 
+import dis
 import gc
+import sys
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -17,23 +20,43 @@ from metasr.runtime.blocked_features import BlockedFeatures, freeze, owner_if_fr
 
 
 def _frozen(shape=(1, 32, 6, 7)) -> np.ndarray:
-    return freeze(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    return freeze(np.random.default_rng(0).standard_normal(shape).astype(np.float32))  # (on immutable bytes)
 
 
-def test_only_whole_frozen_maps_that_own_their_memory_are_kept():
-    owner = _frozen()
-    assert owner_if_frozen(owner) is owner
-    assert owner_if_frozen(owner[:, :, :]) is owner  # a whole view
-    assert owner_if_frozen(owner[:, :, 1:]) is None  # a window of it: a tile's, reordered in its call
-    assert owner_if_frozen(owner[:, :, :, ::2]) is None
+def test_only_whole_maps_on_immutable_memory_are_kept():
+    frozen = _frozen()
+    owner = owner_if_frozen(frozen)
+    assert owner is not None and type(owner.base) is bytes
+    assert owner_if_frozen(frozen[:, :, :]) is owner  # a whole view
+    assert owner_if_frozen(frozen[:, :, 1:]) is None  # a window of it: a tile's, reordered in its call
+    assert owner_if_frozen(frozen[:, :, :, ::2]) is None
     assert owner_if_frozen(np.zeros((1, 32, 6, 7), np.float32)) is None  # writable
-    view = np.zeros((1, 32, 6, 7), np.float32)[:]
-    view.flags.writeable = False
-    assert owner_if_frozen(view) is None  # read-only, but its owner is not
+    flagged = np.zeros((1, 32, 6, 7), np.float32)
+    flagged.flags.writeable = False
+    assert owner_if_frozen(flagged) is None  # read-only by a flag, which can be set back
     data = bytearray(4 * 32 * 42)
-    over_bytes = np.frombuffer(data, np.float32).reshape(1, 32, 6, 7)
-    over_bytes.flags.writeable = False
-    assert owner_if_frozen(over_bytes) is None  # the bytearray under it can change
+    over_bytearray = np.frombuffer(data, np.float32).reshape(1, 32, 6, 7)
+    over_bytearray.flags.writeable = False
+    assert owner_if_frozen(over_bytearray) is None  # the bytearray under it can change
+    over_bytes = np.frombuffer(bytes(4 * 32 * 42), np.float32).reshape(1, 32, 6, 7)
+    assert owner_if_frozen(over_bytes) is not None  # a user's own immutable map counts too
+
+
+def test_frozen_features_cannot_be_made_writable_again():
+    before = np.random.default_rng(0).standard_normal((1, 32, 6, 7)).astype(np.float32)
+    view = before[:]  # a writable view made before: it writes the old memory, not the frozen map's
+    frozen = freeze(before)
+    view += 1
+    assert np.array_equal(frozen, before - 1) is False and not np.shares_memory(frozen, before)
+    for a in (frozen, owner_if_frozen(frozen)):
+        with pytest.raises(ValueError):
+            a.flags.writeable = True
+
+
+def test_maps_over_the_limit_are_only_flagged(monkeypatch):
+    monkeypatch.setattr(blocked_features, "MAX_BYTES", 1000)
+    x = np.zeros((1, 32, 6, 7), np.float32)
+    assert freeze(x) is x and not x.flags.writeable and owner_if_frozen(x) is None
 
 
 def test_the_copy_is_made_once_and_dropped_with_its_map():
@@ -75,6 +98,8 @@ def test_a_zoom_on_encoded_features_reorders_them_once(pipeline):
     assert not feats.flags.writeable and owner_if_frozen(feats) is not None
     with pytest.raises(ValueError, match="read-only"):
         feats[0, 0, 0, 0] = 1.0
+    with pytest.raises(ValueError):
+        feats.flags.writeable = True
     blocked = pipeline._upscale.direct.blocked
     made = blocked.made
     scales = (1.5, 2.0, 2.5, 3.0, 3.3, 4.0)
@@ -116,3 +141,61 @@ def test_a_reorder_that_gives_nothing_keeps_nothing():
     cache, f = BlockedFeatures(), _frozen()
     assert cache.get(f, lambda x: None) is None and cache.made == 0
     assert cache.get(f, lambda x: x.copy()) is not None and cache.made == 1
+
+
+def test_the_copy_goes_with_the_backend(bundled_artifacts):
+    from metasr.runtime.pipeline import Pipeline
+
+    feats = _frozen((1, 32, 40, 40))
+    p = Pipeline(bundled_artifacts)
+    paths = p._upscale.direct
+    if paths is None:
+        pytest.skip("no direct paths here (the NCHWc variant did not load)")
+    p.upscale(feats, 2.0)
+    assert paths.blocked.made == 1 and paths.blocked._blocked is not None
+    p.close()
+    assert paths.blocked._blocked is None  # the features still live: the closed backend's copy does not
+
+
+def test_no_reference_cycle_keeps_a_copy():
+    """A cache dropped while its map lives goes at once, with its copy (not at the next garbage collection)."""
+    feats, cache = _frozen(), BlockedFeatures()
+    copy = weakref.ref(cache.get(feats, lambda x: x.copy()))
+    gc.disable()
+    try:
+        del cache
+        assert copy() is None
+    finally:
+        gc.enable()
+
+
+def test_a_map_that_dies_inside_get_does_not_hang():
+    """The reviewer's deadlock, made deterministic: a tracer plays another thread dropping the kept map's last
+    reference right after ``get`` looked it up (a point where CPython may switch threads). Its weak reference's
+    callback then ran on this thread, inside ``get``, and took the cache's lock, which that thread held."""
+    cache = BlockedFeatures()
+    holder = [_frozen()]
+    cache.get(holder[0], lambda x: x.copy())  # the kept map is only "the other thread's"
+    mine = _frozen((1, 32, 5, 5))
+    code = BlockedFeatures.get.__code__
+    is_ops = {i.offset for i in dis.get_instructions(code) if i.opname == "IS_OP"}
+
+    def tracer(frame, event, arg):
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            if event == "opcode" and frame.f_lasti in is_ops and holder:
+                holder.clear()  # "the other thread" lets its map go now
+        return tracer
+
+    def run() -> None:
+        sys.settrace(tracer)
+        try:
+            out.append(cache.get(mine, lambda x: x.copy()))
+        finally:
+            sys.settrace(None)
+
+    out: list = []
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not holder and len(out) == 1 and np.array_equal(out[0], mine), "get hung or failed"

@@ -229,3 +229,22 @@ def test_pack_with_valid_arguments():
 def test_pack_refuses_hostile_arguments(case):
     with pytest.raises((ValueError, TypeError, BufferError)):
         native._native.pack(*BAD_PACK[case](_pack_args()))
+
+
+def test_tables_are_read_once_even_where_they_alias_the_output():
+    """The reviewer's out-of-bounds read: a row table that is an int32 view of the output, each entry valid
+    when checked, rewritten by the loop's own writes (a segfault before the tables were copied first)."""
+    h = 64
+    raw = np.zeros(4 * h, np.int32)
+    rows = raw.reshape(h, 4)
+    rows[:] = (0, 0, 0, 1)
+    out = raw[: 3 * h].view(np.float32).reshape(1, 3, h, 1)
+    part = np.full((1, 3, 1, 1), 1e30, np.float32)  # 3 channel blocks of 1
+    native._native.interleave(
+        [part], np.array([3], np.int32), 1, 1, 1, 1, 1, rows, np.array([[0, 0, 0, 1]], np.int32), out
+    )
+    table, packed = np.full((1, 1, 27 * 16), 1e30, np.float32), np.zeros((2, 16, 16, 3, 3), np.float32)
+    roffs = packed.reshape(-1)[96:98].view(np.int32).reshape(2, 1)
+    roffs[:] = 0
+    native.pack(table, roffs, np.zeros((2, 1), np.int32), 16, packed)
+    assert np.all(packed.reshape(2, -1)[1, :3] == np.float32(1e30))  # the second pair's first values: row (0, 0)
