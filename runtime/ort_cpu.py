@@ -44,7 +44,16 @@ from metasr.export.onnx_proto import (
     protos,
 )
 
-__all__ = ["ENV", "branch_feeds", "branch_model", "nchwc_block", "nchwc_model", "pack_filters", "specialize"]
+__all__ = [
+    "ENV",
+    "branch_feeds",
+    "branch_model",
+    "features_in",
+    "nchwc_block",
+    "nchwc_model",
+    "pack_filters",
+    "specialize",
+]
 
 ENV = "METASR_ORT_NCHWC"
 _TOL = 1e-4  # relative to the output's magnitude (see the module docstring)
@@ -132,6 +141,17 @@ def _strided_model(block: int, pads: list[int], stride: int) -> bytes:
     io = [make_tensor_value_info(n, f32, None) for n in ("x", "w")]
     graph = make_graph(nodes, "strided", io, [make_tensor_value_info("y", f32, None)])
     return nchwc_model(graph, {"": 17, NCHWC_DOMAIN: 1}).SerializeToString()
+
+
+def features_in(blocked: bool) -> tuple[list, object]:
+    """The direct graphs' first node and features input (``metasr.runtime.ort_direct``): x (N, C, h, w) and its
+    ``ReorderInput`` to xb, or, where the features come ``blocked`` (:mod:`metasr.runtime.blocked_features`), xb
+    itself."""
+    f32 = protos().TensorProto.FLOAT
+    if blocked:
+        return [], make_tensor_value_info("xb", f32, None)
+    reorder = make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0)
+    return [reorder], make_tensor_value_info("x", f32, None)
 
 
 def pack_filters(w: np.ndarray, block: int) -> np.ndarray:

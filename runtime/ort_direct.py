@@ -8,10 +8,14 @@ graphs of its own, each created on first use:
 
 * the **convolution path** (this module): the slot filters, their NCHWc packing and the output window computed in
   numpy (tens of microseconds), then ``ReorderInput``, ``com.microsoft.nchwc:Conv`` (add_mean's bias as the
-  convolution's bias), ``ReorderOutput``, ``Reshape`` and ``Col2Im``; a tile's output is its rows and columns of
-  that (a copy, as the body's ``Slice``);
+  convolution's bias) and the interleave: the native one (:mod:`metasr.runtime.native`: straight from the
+  convolution's NCHWc output to the output window) where it is built, else ``ReorderOutput``, ``Reshape`` and
+  ``Col2Im``, a tile's output its rows and columns of that (a copy, as the body's ``Slice``);
 * the **phase path** (:mod:`metasr.runtime.ort_direct_phase`): the variant's q^2 strided convolutions on filters
   packed once per plan.
+
+A zoom's features (``Pipeline.encode``'s) are reordered once, not in every call
+(:mod:`metasr.runtime.blocked_features`): the graphs then take their kept NCHWc copy in place of ``ReorderInput``.
 
 The convolution path is taken exactly where the variant takes its NCHWc convolution (:func:`plan`: one group per
 axis, blocks of s = 1 or 2 rows on the block grid, K_r = K_c = K in ``D2S_SLOTS``, at least ``MIN_BLOCKS`` member
@@ -42,7 +46,7 @@ from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_in
 from metasr.runtime import native
 from metasr.runtime.backends import out_of_memory
 from metasr.runtime.blocked_features import BlockedFeatures
-from metasr.runtime.ort_cpu import COL2IM_OPSET, nchwc_model, pack_filters
+from metasr.runtime.ort_cpu import COL2IM_OPSET, features_in, nchwc_model, pack_filters
 from metasr.runtime.ort_direct_phase import PhaseFilters, phase_feeds, phase_model, phase_plan, phase_tables
 
 __all__ = ["ENV", "PHASE_SESSIONS", "DirectPaths", "DirectPlan", "conv_tables", "mean_bias", "plan", "shared_arena"]
@@ -125,17 +129,6 @@ def _filters(p: DirectPlan, table: np.ndarray, bias: np.ndarray, block: int) -> 
     b = np.zeros(padded, np.float32)
     b[:out] = np.repeat(bias, k * k)
     return pack_filters(full, block), b
-
-
-def features_in(blocked: bool) -> tuple[list, object]:
-    """The direct graphs' first node and features input: x (N, C, h, w) and its ``ReorderInput`` to xb, or, where
-    the features come ``blocked`` (:mod:`metasr.runtime.blocked_features`), xb itself."""
-    f32 = protos().TensorProto.FLOAT
-    if blocked:
-        return [], make_tensor_value_info("xb", f32, None)
-    return [make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0)], make_tensor_value_info(
-        "x", f32, None
-    )
 
 
 def reorder_model() -> bytes:

@@ -7,9 +7,10 @@ call after a feature-graph call on the project's 2-core machine, which a tiled i
 Here the host decides (:func:`~metasr.runtime.tile_cost.phase_layouts`, the variant's own test ported and
 checked against it), packs each phase pair's filters once per plan (:class:`PhaseFilters`, vectorized per
 slot-count shape) and runs one graph per (q, p): ``ReorderInput``, the q^2 ``com.microsoft.nchwc:Conv`` (stride
-q, pads q+1-phi before and phi+1 after, add_mean's bias as each one's bias), ``Concat``, ``ReorderOutput`` per
-block of B channels, the ``Gather`` of planes into the period's order and ``DepthToSpace`` with block p; the
-output window is cut on the host (a copy, as the body's ``Slice``). The same kernels on the same filters: the
+q, pads q+1-phi before and phi+1 after, add_mean's bias as each one's bias), and the interleave: the native one
+(:mod:`metasr.runtime.native`, which also packs the filters) where it is built, else ``Concat``, ``ReorderOutput``
+per block of B channels, the ``Gather`` of planes into the period's order and ``DepthToSpace`` with block p, the
+output window cut on the host (a copy, as the body's ``Slice``). The same kernels on the same filters: the
 output equals the variant's bit for bit (``tests/test_ort_direct_phase.py``).
 
 Shapes (window features (N, C, h, w), nb = ceil(n / q), J = nb + 1 outputs per phase and axis): filters of
@@ -32,7 +33,7 @@ from metasr.export.metaupscale_nchwc import NCHWC_DOMAIN
 from metasr.export.metaupscale_phase import PHASE_PERIODS
 from metasr.export.onnx_proto import make_graph, make_node, make_tensor_value_info, protos
 from metasr.runtime import native
-from metasr.runtime.ort_cpu import nchwc_model
+from metasr.runtime.ort_cpu import features_in, nchwc_model
 from metasr.runtime.tile_cost import AxisPhase, phase_layouts
 
 __all__ = ["CACHE_CALLS", "PhaseFilters", "PhasePlan", "phase_feeds", "phase_model", "phase_plan", "phase_tables"]
@@ -166,8 +167,6 @@ def phase_model(q: int, p: int, block: int, interleave: bool = True, blocked: bo
     and pidx (3p^2,) -> the interleaved image (N, 3, J_r p, J_c p) (module docstring); without ``interleave``
     (the native one follows: :mod:`metasr.runtime.native`) x, w{i}, b{i} -> the convolutions' outputs y{i} (N,
     Opad_i, J_r, J_c) in NCHWc memory."""
-    from metasr.runtime.ort_direct import features_in
-
     pb = protos()
     f32, i64 = pb.TensorProto.FLOAT, pb.TensorProto.INT64
     nodes, x = features_in(blocked)
