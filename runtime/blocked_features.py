@@ -6,9 +6,10 @@ fifth of the floor at x2 and a third at x1.5). A continuous zoom calls the stage
 features, so :class:`BlockedFeatures` keeps the reordered copy of the last feature map it saw and hands it to the
 next call on that map. It keeps it only where the features cannot change under it:
 
-* their memory is an immutable ``bytes`` object (every array on it read-only for good: numpy refuses to make
-  them writable again). :func:`freeze` gives features such memory (``Pipeline.encode`` returns them so); a
-  writable array, or one only flagged read-only (which can be flagged back), is reordered in every call as before;
+* :func:`freeze` made them: a copy on an immutable ``bytes`` object, which numpy refuses to make writable again
+  (``Pipeline.encode`` returns its features so). A writable array, one only flagged read-only (which can be
+  flagged back), or any other array over ``bytes`` (unpickling makes those writable) is reordered in every call
+  as before;
 * the call takes the whole map (a tile's window of it is reordered in its call, and not kept);
 * the map is at most ``MAX_BYTES`` (larger ones are reordered in every call: the copy doubles their memory;
   :func:`freeze` only flags them read-only).
@@ -31,11 +32,17 @@ __all__ = ["MAX_BYTES", "BlockedFeatures", "freeze", "owner_if_frozen"]
 MAX_BYTES = 64 << 20  # the largest copy kept (32 channels x 512 x 1024 float32)
 
 
+_FROZEN: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()  # freeze's arrays by id
+
+
 def freeze(x: np.ndarray) -> np.ndarray:
-    """``x``'s values on immutable memory (a copy over ``bytes``) where it is at most ``MAX_BYTES``, else ``x``
-    flagged read-only with every array it views (its maker's own buffer: nothing else holds it)."""
+    """``x``'s values on immutable memory (a copy over ``bytes``, registered here) where it is at most
+    ``MAX_BYTES``, else ``x`` flagged read-only with every array it views (its maker's own buffer: nothing else
+    holds it)."""
     if x.nbytes <= MAX_BYTES and x.size:
-        return np.frombuffer(np.ascontiguousarray(x).tobytes(), dtype=x.dtype).reshape(x.shape)
+        owner = np.frombuffer(np.ascontiguousarray(x).tobytes(), dtype=x.dtype)
+        _FROZEN[id(owner)] = owner
+        return owner.reshape(x.shape)
     a = x
     while isinstance(a, np.ndarray):
         a.flags.writeable = False
@@ -44,11 +51,14 @@ def freeze(x: np.ndarray) -> np.ndarray:
 
 
 def owner_if_frozen(x: np.ndarray) -> np.ndarray | None:
-    """The array directly over the immutable ``bytes`` that hold all of ``x`` (contiguous), else None."""
+    """The array :func:`freeze` made over the immutable ``bytes`` that hold all of ``x`` (contiguous), else None.
+    (Only its own: numpy makes other arrays over ``bytes`` writable, e.g. unpickling or ``__setstate__``.)"""
     owner = x
     while isinstance(owner.base, np.ndarray):
         owner = owner.base
-    if type(owner.base) is not bytes or not x.flags.c_contiguous:
+    if type(owner.base) is not bytes or _FROZEN.get(id(owner)) is not owner or owner.flags.writeable:
+        return None
+    if not x.flags.c_contiguous:
         return None
     whole = x.ctypes.data == owner.ctypes.data and x.nbytes == len(owner.base)
     return owner if whole else None

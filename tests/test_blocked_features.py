@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dis
 import gc
+import pickle
 import sys
 import threading
 import weakref
@@ -39,7 +40,17 @@ def test_only_whole_maps_on_immutable_memory_are_kept():
     over_bytearray.flags.writeable = False
     assert owner_if_frozen(over_bytearray) is None  # the bytearray under it can change
     over_bytes = np.frombuffer(bytes(4 * 32 * 42), np.float32).reshape(1, 32, 6, 7)
-    assert owner_if_frozen(over_bytes) is not None  # a user's own immutable map counts too
+    assert owner_if_frozen(over_bytes) is None  # not freeze's: only its own arrays count
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_unpickled_features_are_not_kept(protocol):
+    """The second review's stale image: unpickling (protocols <= 4) gives a *writable* array directly over
+    ``bytes``, which the cache took for immutable; changed in place, the next call returned the old image."""
+    back = pickle.loads(pickle.dumps(_frozen(), protocol=protocol))
+    assert owner_if_frozen(back) is None
+    cache = BlockedFeatures()
+    assert cache.get(back, lambda x: x.copy()) is None and cache.made == 0
 
 
 def test_frozen_features_cannot_be_made_writable_again():
