@@ -239,6 +239,10 @@ class Pipeline:
         """RGB (h, w, 3) uint8 or float on the 0..255 scale -> features float32 (1, C, h, w), read-only: a zoom's
         calls on them may share one copy in the upscale stage's own layout
         (:mod:`~metasr.runtime.blocked_features`)."""
+        return freeze(self._encode(image))  # (the rows' buffer: no one else holds it)
+
+    def _encode(self, image: np.ndarray) -> np.ndarray:
+        """:meth:`encode`'s features, writable (one upscale call on them gains nothing from freezing them)."""
         check_image(image)
         h, w = image.shape[:2]
 
@@ -246,7 +250,7 @@ class Pipeline:
             return np.asarray(image[rows, cols], dtype=np.float32)
 
         rows = self._feature_rows(region, h, w, None, capacity=h)
-        return freeze(rows.window(slice(0, h), slice(0, w)))  # (the rows' buffer: no one else holds it)
+        return rows.window(slice(0, h), slice(0, w))
 
     def _feature_rows(
         self, region: Callable[[slice, slice], np.ndarray], h: int, w: int, tile: int | None, capacity: int
@@ -374,7 +378,7 @@ class Pipeline:
             self.plan(*image.shape[:2], scale)  # the scale checked (the graph itself does not)
             target = portable_targets(self.portable_form, *image.shape[:2], scale)
             return self._portable.infer({"image": np.ascontiguousarray(image), **target})["sr_image"]
-        features = self.encode(image)
+        features = self._encode(image)
         plan = self.plan(*features.shape[2:], scale)
         out = np.empty((*plan.out_size, 3), dtype=np.uint8)
         for row, band in self.upscale_bands(features, scale):
