@@ -1,6 +1,7 @@
-"""The upscale service's HTTP contract without a server (metasr.runtime.serve_api; no Ray needed), the ingress and
-the replica of `metasr serve` driven directly without a cluster (metasr.runtime.serving: Ray imported, not started),
-and the `metasr serve` / `--engine ray` command lines' refusals before anything starts."""
+"""The upscale service's HTTP contract without a server (metasr.runtime.serve_api; no Ray needed), the replica of
+`metasr serve` driven directly without a cluster (metasr.runtime.serving: Ray imported, not started; its ingress:
+tests/test_serve_ingress.py), and the `metasr serve` / `--engine ray` command lines' refusals before anything
+starts."""
 
 from __future__ import annotations
 
@@ -184,116 +185,6 @@ def test_empty_parameters_are_refused_and_the_log_has_the_exact_scale(service):
     assert reply.status == 200 and "scale 1.0000001 " in reply.log, reply.log
 
 
-# -- the ingress of `metasr serve` (metasr.runtime.serving.MetaSRIngress) without a cluster: a stand-in handle ------
-class _Response:
-    """A stand-in for Ray's DeploymentResponse: awaits ``outcome`` (a Reply, an exception, or a sleep)."""
-
-    def __init__(self, outcome) -> None:
-        self.outcome, self.cancelled, self.slept = outcome, False, False
-
-    def __await__(self):
-        return self._result().__await__()
-
-    async def _result(self):
-        if isinstance(self.outcome, (int, float)):
-            await asyncio.sleep(self.outcome)
-            self.slept = True  # the replica's whole time went by
-        if isinstance(self.outcome, BaseException):
-            raise self.outcome
-        return self.outcome
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class _Worker:
-    def __init__(self, outcome) -> None:
-        self.outcome, self.calls = outcome, []
-        self.answer = self  # worker.answer.remote(...)
-
-    def remote(self, *args):
-        self.calls.append(args)
-        self.response = _Response(self.outcome)
-        return self.response
-
-
-def ingress_post(ingress, parts: list[bytes], hold=None, declared: int | None = None, path="/v1/upscale", root=""):
-    """POST ``?scale=2`` to the ingress (a coroutine: its response), the body in ``parts``; with ``hold`` (an
-    asyncio.Event), the last part is sent only once it is set (a slow sender); ``declared``: a Content-Length."""
-    from starlette.requests import Request
-
-    headers = [(b"content-type", b"image/png")]
-    if declared is not None:
-        headers.append((b"content-length", str(declared).encode()))
-    scope = {"type": "http", "method": "POST", "path": root + path, "root_path": root, "query_string": b"scale=2",
-             "headers": headers}  # fmt: skip
-    queue = list(parts)
-
-    async def receive():
-        if len(queue) == 1 and hold is not None:
-            await hold.wait()
-        body = queue.pop(0) if queue else b""
-        return {"type": "http.request", "body": body, "more_body": bool(queue)}
-
-    return ingress(Request(scope, receive))
-
-
-def _ingress_call(outcome, body=b"png", path="/v1/upscale", root="", capacity_used=0, timeout_s=5.0, limit=100):
-    """One request through MetaSRIngress: (status, body, headers, the stand-in worker)."""
-    from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
-
-    worker = _Worker(outcome)
-    ingress = MetaSRIngress(worker, DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1),
-                            limit, timeout_s)  # fmt: skip
-    ingress.in_flight = capacity_used
-    response = asyncio.run(ingress_post(ingress, [body], declared=len(body), path=path, root=root))
-    assert ingress.in_flight == capacity_used  # every request forwarded is counted out again
-    return response.status_code, response.body, response.headers, worker
-
-
-def test_ingress_forwards_and_answers_ray_s_refusals_in_one_line_json():
-    """Before, 503 (more requests than the replicas and the queue take) and 408 (the request timeout) were Ray
-    Serve's plain text: the ingress answers them as the service answers everything else."""
-    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
-    from metasr.runtime.serve_api import Reply
-    from ray.exceptions import ActorDiedError
-    from ray.serve.exceptions import BackPressureError
-
-    status, body, _, worker = _ingress_call(Reply(200, "image/png", b"out", "a log line"), path="/v1/upscale",
-                                               root="/slow")  # fmt: skip
-    assert (status, body) == (200, b"out")
-    assert worker.calls == [("POST", "/v1/upscale", {"scale": "2"}, "image/png", b"png")]  # the prefix taken off
-
-    status, body, headers, worker = _ingress_call(Reply(200, "image/png", b"out"), capacity_used=2)
-    assert status == 503 and "busy" in json.loads(body)["error"] and headers["retry-after"] == "1"
-    assert worker.calls == []  # refused before the body is read: the service holds 1 + 1 requests already
-
-    for exc, fragment in ((BackPressureError(1, 1), "busy"), (ActorDiedError(), "stopped; retry")):
-        status, body, headers, _ = _ingress_call(exc)
-        assert status == 503 and fragment in json.loads(body)["error"] and headers["retry-after"] == "1", body
-        assert b"\n" not in body and headers["content-type"] == "application/json"
-
-    status, body, _, worker = _ingress_call(30.0, timeout_s=0.2)  # a replica that takes 30 s
-    assert status == 408 and json.loads(body)["error"].startswith("the request did not finish within 0.2 s")
-    # cancelled in the replica, answered at the timeout: the replica's 30 s never went by
-    assert worker.response.cancelled and not worker.response.slept
-
-    status, body, _, worker = _ingress_call(Reply(200, "image/png", b"out"), body=b"x" * 101)
-    assert status == 413 and worker.calls == []  # over the body limit (100 bytes here), never forwarded
-
-    status, body, _, _ = _ingress_call(RuntimeError("boom\nsecond line"))
-    assert status == 500 and json.loads(body) == {"error": "internal error"}
-
-
-def test_the_proxy_backstop_is_above_the_service_timeout():
-    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
-    from metasr.runtime.serving import DeploymentLimits, proxy_timeout_s
-
-    assert DeploymentLimits(replicas=2, max_ongoing_requests=2, max_queued_requests=4).capacity == 8
-    for t in (0.1, 1.0, 120.0, 86400.0):
-        assert proxy_timeout_s(t) >= t + 5
-
-
 def test_a_replica_runs_one_upscale_at_a_time_and_never_starts_a_cancelled_one():
     """The 408's cancellation in the replica: an upscale waiting for its turn never runs; one already running
     keeps the turn until its thread returns (ONNX Runtime's call cannot be stopped); a GET never waits behind an
@@ -412,40 +303,3 @@ def test_an_upscale_cancelled_in_the_service_is_a_408_nobody_reads(service):
     refused = service.refusal("POST", "/v1/upscale", {"scale": "abc"}, "image/png", body)
     assert refused.status == 400 and refused.log.startswith("POST /v1/upscale 400")
     assert service.refusal("GET", "/v1/upscale", {}, "", b"").status == 405
-
-
-def test_the_ingress_answers_health_and_models_itself_uncounted():
-    """A health probe never waits behind upscales nor takes their place: /healthz is answered by the ingress
-    even when the service is full, /v1/models asked of a replica once and kept."""
-    pytest.importorskip("ray", reason="the serve extra (ray) is not installed")
-    from metasr.runtime.serving import DeploymentLimits, MetaSRIngress
-    from starlette.requests import Request
-
-    class Models:
-        calls = 0
-
-        def remote(self):
-            Models.calls += 1
-            return _Response({"model": "m"})
-
-    worker = _Worker(30.0)
-    worker.models = Models()
-    ingress = MetaSRIngress(worker, DeploymentLimits(replicas=1, max_ongoing_requests=1, max_queued_requests=1),
-                            100, 5.0)  # fmt: skip
-    ingress.in_flight = 2  # full
-
-    async def get(path):
-        scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"", "headers": []}
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        return await ingress(Request(scope, receive))
-
-    async def scenario():
-        return [await get(p) for p in ("/healthz", "/v1/models", "/v1/models", "/healthz/")]
-
-    responses = asyncio.run(scenario())
-    assert [r.status_code for r in responses] == [200, 200, 200, 200]
-    assert json.loads(responses[0].body) == {"status": "ok"} and json.loads(responses[1].body) == {"model": "m"}
-    assert Models.calls == 1 and worker.calls == [] and ingress.in_flight == 2
