@@ -183,11 +183,11 @@ static PyObject *interleave(PyObject *self, PyObject *args) {
     for (Py_ssize_t m = 0; m < n; m++) {
         for (Py_ssize_t y = 0; y < h; y++) {
             const int32_t pr = rows[4 * y], jr = rows[4 * y + 1], kr = rows[4 * y + 2], kk = rows[4 * y + 3];
+            for (int pc = 0; pc < q_c; pc++) {  /* the row's (m, jr) start in each part of its row phase */
+                const int i = pr * q_c + pc;
+                rp[pc] = (const float *)parts.parts[i].buf + (m * cb[i] * plane + jr * row_floats);
+            }
             for (int o = 0; o < 3; o++) {
-                for (int pc = 0; pc < q_c; pc++) {
-                    const int i = pr * q_c + pc;
-                    rp[pc] = (const float *)parts.parts[i].buf + (m * cb[i] * plane + jr * row_floats);
-                }
                 const Py_ssize_t *off = offs + (Py_ssize_t)(o * kk + kr) * w;
                 float *dst = out + ((m * 3 + o) * h + y) * w;
                 if (q_c == 1) {
